@@ -1,0 +1,257 @@
+"""The recovery ladder as a pure state machine: `step(spec, state, event, now)`.
+
+One machine per supervised unit. It is fed the unit's condition as it changes
+(`Observed`), the outcome of each repair it asked for (`ActionFinished`) and the
+passing of time (`Tick`, whenever `state.deadline` is reached), and returns the
+new state and the actions for the shell to perform. It never reads the clock.
+
+Attempt `n` (counting from 0) uses rung `ladder[min(n, len(ladder) - 1)]`, so the
+default three attempts try each rung once. The first attempt is immediate; attempt
+`n >= 1` waits `cooldown * backoff**(n-1)` (at most `max_cooldown`) after the
+previous one. After each action the machine waits `settle`, then judges: healthy
+means recovered, still unhealthy means the next attempt. Attempt counts are kept
+until the unit has been healthy for `reset_after`, never dropped at the first good
+result, so a unit that keeps crashing climbs the ladder instead of being restarted
+forever. After `max_attempts` the unit is exhausted: nothing more is tried until
+it has been healthy for `reset_after` or an operator resets it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from supervisor.health import Condition
+
+
+class LadderSpec(Protocol):
+    """The recovery settings of a policy (satisfied by `config.Recovery`)."""
+
+    @property
+    def ladder(self) -> Sequence[str]: ...
+    @property
+    def cooldown(self) -> float: ...
+    @property
+    def backoff(self) -> float: ...
+    @property
+    def max_cooldown(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def reset_after(self) -> float: ...
+    @property
+    def settle(self) -> float: ...
+
+
+class Phase(enum.Enum):
+    IDLE = "idle"
+    ACTING = "acting"
+    SETTLING = "settling"
+    COOLDOWN = "cooldown"
+    EXHAUSTED = "exhausted"
+
+
+@dataclass(frozen=True)
+class RecoveryState:
+    phase: Phase = Phase.IDLE
+    condition: Condition = Condition.UNKNOWN
+    attempts: int = 0
+    deadline: float | None = None
+    last_action_at: float | None = None
+    healthy_since: float | None = None
+
+
+# Events -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observed:
+    condition: Condition
+
+
+@dataclass(frozen=True)
+class ActionFinished:
+    ok: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Tick:
+    pass
+
+
+@dataclass(frozen=True)
+class OperatorReset:
+    pass
+
+
+Event = Observed | ActionFinished | Tick | OperatorReset
+
+
+# Actions ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRung:
+    """Perform one repair: `rung` is `restart`, `reload` or `restore`."""
+
+    rung: str
+    attempt: int
+    max_attempts: int
+
+
+class Notice(enum.Enum):
+    RECOVERED = "recovered"
+    EXHAUSTED = "exhausted"
+    ACTION_FAILED = "action-failed"
+    ATTEMPTS_RESET = "attempts-reset"
+    EPISODE_ABANDONED = "episode-abandoned"
+
+
+@dataclass(frozen=True)
+class Report:
+    """Something a person should hear about (logged, later alerted)."""
+
+    notice: Notice
+    detail: str
+
+
+Action = RunRung | Report
+
+
+def cooldown_before(spec: LadderSpec, attempts_done: int) -> float:
+    """How long to wait after the previous action before attempt number `attempts_done`."""
+    if attempts_done <= 0:
+        return 0.0
+    return float(min(spec.cooldown * spec.backoff ** (attempts_done - 1), spec.max_cooldown))
+
+
+def step(
+    spec: LadderSpec, state: RecoveryState, event: Event, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    match event:
+        case Observed(condition):
+            return _observe(spec, state, condition, now)
+        case ActionFinished(ok, detail):
+            return _finished(spec, state, ok, detail, now)
+        case Tick():
+            return _tick(spec, state, now)
+        case OperatorReset():
+            return RecoveryState(
+                condition=state.condition,
+                healthy_since=state.healthy_since,
+            ), []
+    raise TypeError(f"unknown event {event!r}")  # pragma: no cover
+
+
+def _observe(
+    spec: LadderSpec, state: RecoveryState, condition: Condition, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    if condition is Condition.HEALTHY:
+        healthy_since = state.healthy_since if state.healthy_since is not None else now
+    else:
+        healthy_since = None
+    state = replace(state, condition=condition, healthy_since=healthy_since)
+
+    match state.phase, condition:
+        case Phase.IDLE, Condition.UNHEALTHY:
+            return _attempt_or_wait(spec, state, now)
+        case Phase.IDLE | Phase.EXHAUSTED, Condition.HEALTHY:
+            return _arm_reset(spec, state), []
+        case Phase.COOLDOWN, Condition.HEALTHY:
+            state = _arm_reset(spec, replace(state, phase=Phase.IDLE))
+            return state, [Report(Notice.RECOVERED, "healthy again while waiting to retry")]
+        case Phase.COOLDOWN, Condition.STOPPED:
+            # Stopped by someone while we waited: respect it, keep the counts.
+            return replace(state, phase=Phase.IDLE, deadline=None), [
+                Report(Notice.EPISODE_ABANDONED, "unit stopped while waiting to retry")
+            ]
+        case Phase.IDLE | Phase.EXHAUSTED, _:
+            return replace(state, deadline=None), []
+    # ACTING, SETTLING and COOLDOWN otherwise wait for their own event or deadline.
+    return state, []
+
+
+def _finished(
+    spec: LadderSpec, state: RecoveryState, ok: bool, detail: str, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    if state.phase is not Phase.ACTING:
+        return state, []
+    if ok:
+        return replace(state, phase=Phase.SETTLING, deadline=now + spec.settle), []
+    # A failed action has nothing to settle: judge now.
+    state, actions = _judge(spec, replace(state, phase=Phase.SETTLING), now)
+    return state, [Report(Notice.ACTION_FAILED, detail), *actions]
+
+
+def _tick(
+    spec: LadderSpec, state: RecoveryState, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    if state.deadline is None or now < state.deadline:
+        return state, []
+    match state.phase:
+        case Phase.SETTLING:
+            return _judge(spec, state, now)
+        case Phase.COOLDOWN:
+            if state.condition is Condition.UNHEALTHY:
+                return _act(spec, state, now)
+            return replace(state, phase=Phase.IDLE, deadline=None), []
+        case Phase.IDLE | Phase.EXHAUSTED if state.healthy_since is not None:
+            if state.attempts == 0 and state.phase is Phase.IDLE:
+                return replace(state, deadline=None), []
+            fresh = RecoveryState(condition=state.condition, healthy_since=state.healthy_since)
+            return fresh, [
+                Report(
+                    Notice.ATTEMPTS_RESET,
+                    f"healthy for {spec.reset_after:g}s: {state.attempts} attempt(s) forgotten",
+                )
+            ]
+    return replace(state, deadline=None), []
+
+
+def _judge(
+    spec: LadderSpec, state: RecoveryState, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    match state.condition:
+        case Condition.HEALTHY:
+            state = _arm_reset(spec, replace(state, phase=Phase.IDLE))
+            return state, [Report(Notice.RECOVERED, f"healthy after attempt {state.attempts}")]
+        case Condition.UNHEALTHY:
+            return _attempt_or_wait(spec, state, now)
+    return replace(state, phase=Phase.IDLE, deadline=None), []
+
+
+def _attempt_or_wait(
+    spec: LadderSpec, state: RecoveryState, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    if state.attempts >= spec.max_attempts:
+        tried = ", ".join(_rung(spec, n) for n in range(state.attempts))
+        return replace(state, phase=Phase.EXHAUSTED, deadline=None), [
+            Report(Notice.EXHAUSTED, f"{state.attempts} attempt(s) failed ({tried}); a person must act")
+        ]
+    if state.last_action_at is not None:
+        ready_at = state.last_action_at + cooldown_before(spec, state.attempts)
+        if ready_at > now:
+            return replace(state, phase=Phase.COOLDOWN, deadline=ready_at), []
+    return _act(spec, state, now)
+
+
+def _act(
+    spec: LadderSpec, state: RecoveryState, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    rung = _rung(spec, state.attempts)
+    attempts = state.attempts + 1
+    state = replace(state, phase=Phase.ACTING, attempts=attempts, last_action_at=now, deadline=None)
+    return state, [RunRung(rung, attempts, spec.max_attempts)]
+
+
+def _arm_reset(spec: LadderSpec, state: RecoveryState) -> RecoveryState:
+    if state.attempts == 0 or state.healthy_since is None:
+        return replace(state, deadline=None)
+    return replace(state, deadline=state.healthy_since + spec.reset_after)
+
+
+def _rung(spec: LadderSpec, attempt_index: int) -> str:
+    return spec.ladder[min(attempt_index, len(spec.ladder) - 1)]
