@@ -98,10 +98,22 @@ def load_config(config_dir: Path) -> LoadedConfig:
     if main is None or not main_ok:
         main = MainConfig()
 
+    policies, sources = _load_policies(config_dir / POLICY_DIR, channels, issues)
+    issues.sort(key=lambda issue: (str(issue.path), issue.line, issue.col))
+    return LoadedConfig(main, policies, sources, issues, main_ok)
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def _load_policies(
+    directory: Path, channels: set[str] | None, issues: list[ConfigIssue]
+) -> tuple[dict[str, Policy], dict[str, Path]]:
+    """The valid policies by unit and their files; every problem goes to `issues`."""
     policies: dict[str, Policy] = {}
     sources: dict[str, Path] = {}
     first_seen: dict[str, tuple[Path, yaml.Node | None]] = {}
-    for path in _policy_files(config_dir / POLICY_DIR):
+    for path in _policy_files(directory):
         doc = _read(path, policy=True)
         issues.extend(doc.issues)
         if doc.issues:
@@ -120,12 +132,7 @@ def load_config(config_dir: Path) -> LoadedConfig:
         if policy is not None and not problems:
             policies[policy.unit] = policy
             sources[policy.unit] = path
-
-    issues.sort(key=lambda issue: (str(issue.path), issue.line, issue.col))
-    return LoadedConfig(main, policies, sources, issues, main_ok)
-
-
-# --- files -------------------------------------------------------------------------------
+    return policies, sources
 
 
 def _policy_files(directory: Path) -> list[Path]:
@@ -189,9 +196,10 @@ def _read(path: Path, *, policy: bool) -> _Document:
     finally:
         loader.dispose()
 
-    what = "a policy needs at least 'unit:'" if policy else "delete it or add settings"
-    if node is None:
-        doc.issues.append(ConfigIssue(path, 1, 1, f"the file is empty; {what}"))
+    if node is None and not policy:
+        doc.data = {}  # a main config that is all comments means every default
+    elif node is None:
+        doc.issues.append(ConfigIssue(path, 1, 1, "the file is empty; a policy needs 'unit:'"))
     elif not isinstance(node, yaml.MappingNode):
         line, col = _position(node)
         doc.issues.append(

@@ -74,10 +74,16 @@ def test_empty_file_and_non_mapping_are_one_clear_error_each(tmp_path: Path) -> 
     listing = policy(tmp_path, "b.yaml", "- unit: web.service\n")
     scalar = policy(tmp_path, "c.yaml", "web.service\n")
     assert issues(tmp_path) == [
-        f"{empty}:1:1: the file is empty; a policy needs at least 'unit:'",
+        f"{empty}:1:1: the file is empty; a policy needs 'unit:'",
         f"{listing}:1:1: expected a mapping of keys at the top, got a list",
         f"{scalar}:1:1: expected a mapping of keys at the top, got 'web.service'",
     ]
+
+
+def test_main_config_of_only_comments_means_defaults(tmp_path: Path) -> None:
+    write(tmp_path / "host-supervisor.yaml", "# guard:\n#   max_concurrent: 3\n")
+    loaded = load_config(tmp_path)
+    assert (loaded.errors, loaded.main_ok, loaded.main) == ([], True, MainConfig())
 
 
 def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
