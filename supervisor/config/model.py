@@ -695,7 +695,8 @@ class Recovery(_Model):
     cooldown: Duration = Field(
         default="5m",
         validate_default=True,
-        description="Minimum time between two repair actions on the unit. Default 5m.",
+        description="Minimum time between two repair actions on the unit (the first "
+        "action is immediate). Default 5m.",
         examples=["5m"],
     )
     backoff: float = Field(
@@ -720,8 +721,8 @@ class Recovery(_Model):
     reset_after: Duration = Field(
         default="1h",
         validate_default=True,
-        description="Time after the last action after which the attempt count starts again. "
-        "Default 1h.",
+        description="How long the unit must stay healthy before its attempts are forgotten "
+        "(never at the first good result). Default 1h.",
         examples=["1h"],
     )
     settle: Duration = Field(
@@ -729,12 +730,6 @@ class Recovery(_Model):
         validate_default=True,
         description="How long after an action before judging it. Default 10s.",
         examples=["10s"],
-    )
-    stable_for: Duration = Field(
-        default="5m",
-        validate_default=True,
-        description="How long the unit must be healthy before its counters reset. Default 5m.",
-        examples=["5m"],
     )
     preconditions: Preconditions = Field(
         default_factory=Preconditions,

@@ -683,7 +683,6 @@ def test_design_example_loads_with_expected_values(tmp_path: Path) -> None:
     assert recovery.ladder == ("restart", "reload", "restore")
     assert (recovery.cooldown, recovery.max_attempts, recovery.settle) == (300.0, 3, 10.0)
     assert (recovery.backoff, recovery.max_cooldown, recovery.reset_after) == (1.0, 3600.0, 3600.0)
-    assert recovery.stable_for == 300.0
     pre = recovery.preconditions
     assert (pre.disk_below, pre.memory_below, pre.disk_paths) == (90.0, 95.0, ("/",))
     assert pre.units_active == ("network-online.target",)

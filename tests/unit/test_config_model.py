@@ -34,12 +34,7 @@ def test_recovery_defaults_and_the_default_ladder() -> None:
     plain = Recovery.model_validate({})
     assert plain.ladder == ("restart", "reload")  # nothing to restore from
     assert (plain.cooldown, plain.backoff, plain.max_cooldown) == (300.0, 1.0, 3600.0)
-    assert (plain.max_attempts, plain.reset_after, plain.settle, plain.stable_for) == (
-        3,
-        3600.0,
-        10.0,
-        300.0,
-    )
+    assert (plain.max_attempts, plain.reset_after, plain.settle) == (3, 3600.0, 10.0)
     with_restore = Recovery.model_validate({"restore": {"paths": ["/etc/web.conf"]}})
     assert with_restore.ladder == ("restart", "reload", "restore")
     assert with_restore.restore is not None
