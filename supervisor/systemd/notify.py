@@ -1,0 +1,122 @@
+"""sd_notify for a ``Type=notify`` unit: readiness, status, reload, stop, watchdog.
+
+A no-op when ``NOTIFY_SOCKET`` is unset (run by hand, in tests). Sending goes through the
+``sdnotify`` package, which handles abstract socket names (``@...``) but knows nothing
+of the watchdog; the watchdog interval and loop are here.
+
+systemd 252 has no ``Type=notify-reload``: on SIGHUP the daemon sends ``reloading()``
+(``RELOADING=1`` with ``MONOTONIC_USEC=``), then ``ready()`` when the reload is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+def _monotonic_usec() -> int:
+    return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class Notifier:
+    """Talks to systemd over ``$NOTIFY_SOCKET``; every method is a no-op without it.
+
+    ``environ`` defaults to ``os.environ``, read once here. With ``unset_environment``
+    the notify and watchdog variables are removed from ``os.environ`` afterwards, so that
+    commands the daemon runs (probes) cannot talk to systemd in its name.
+    """
+
+    def __init__(
+        self, environ: Mapping[str, str] | None = None, *, unset_environment: bool = False
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.socket_path = env.get("NOTIFY_SOCKET") or None
+        self._watchdog_usec = env.get("WATCHDOG_USEC")
+        self._watchdog_pid = env.get("WATCHDOG_PID")
+        self._sender: Any = None
+        if self.socket_path is not None:
+            import sdnotify  # only when there is something to talk to
+
+            saved = os.environ.get("NOTIFY_SOCKET")
+            if saved == self.socket_path:
+                self._sender = sdnotify.SystemdNotifier()
+            else:  # sdnotify reads the address from os.environ only
+                os.environ["NOTIFY_SOCKET"] = self.socket_path
+                try:
+                    self._sender = sdnotify.SystemdNotifier()
+                finally:
+                    if saved is None:
+                        del os.environ["NOTIFY_SOCKET"]
+                    else:
+                        os.environ["NOTIFY_SOCKET"] = saved
+        if unset_environment:
+            for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+                os.environ.pop(name, None)
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is a notify socket to send to."""
+        return self._sender is not None and self._sender.socket is not None
+
+    def send(self, *assignments: str) -> None:
+        """Send ``VAR=value`` lines in one datagram (nothing without a notify socket)."""
+        if not self.enabled:
+            return
+        text = "\n".join(assignments)
+        # sdnotify encodes as latin-1 and silently drops what does not fit (a unit name
+        # with non-latin-1 characters in STATUS=): hand it the UTF-8 bytes as latin-1.
+        self._sender.notify(text.encode("utf-8").decode("latin-1"))
+
+    def ready(self, status: str) -> None:
+        """``READY=1`` with a one-line ``STATUS=``: start-up (or a reload) is complete."""
+        self.send("READY=1", f"STATUS={_one_line(status)}")
+
+    def status(self, text: str) -> None:
+        self.send(f"STATUS={_one_line(text)}")
+
+    def reloading(self) -> None:
+        """``RELOADING=1`` with ``MONOTONIC_USEC=`` (when the reload began); ``ready()``
+        ends it."""
+        self.send("RELOADING=1", f"MONOTONIC_USEC={_monotonic_usec()}")
+
+    def stopping(self) -> None:
+        self.send("STOPPING=1")
+
+    def watchdog(self) -> None:
+        self.send("WATCHDOG=1")
+
+    def watchdog_interval(self) -> float | None:
+        """Seconds between ``WATCHDOG=1`` pings: half of ``WATCHDOG_USEC``, when it is set
+        and meant for this process (``WATCHDOG_PID`` unset or our PID); else None."""
+        if not self.enabled or not self._watchdog_usec:
+            return None
+        if self._watchdog_pid:
+            try:
+                if int(self._watchdog_pid) != os.getpid():
+                    return None
+            except ValueError:
+                return None
+        try:
+            usec = int(self._watchdog_usec)
+        except ValueError:
+            return None
+        if usec <= 0:
+            return None
+        return usec / 2 / 1_000_000
+
+    async def watchdog_loop(self) -> None:
+        """Ping the watchdog from the event loop until cancelled (returns at once when
+        there is no watchdog). A stalled loop stops the pings, and systemd acts."""
+        interval = self.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.watchdog()
+            await asyncio.sleep(interval)
