@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -187,6 +188,10 @@ def _set_pdeathsig() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def _remove_cgroup_tree(top: str, deadline: float) -> list[str]:
     """rmdir a cgroup directory and its children, bottom up; the ones that stayed busy."""
     while True:
@@ -211,9 +216,10 @@ class Lab:
     """A systemd booted as PID 1 of new pid+mount+uts+net namespaces.
 
     ``keep`` lists extra directories the lab must see even when they are under /tmp (the
-    source tree and the Python in use are always kept). Call :meth:`boot` from the thread
-    that will outlive the lab (normally the main thread): the lab is killed when that
-    thread's process ends, so a crashed test run leaves no systemd behind.
+    source tree and the Python in use are always kept). Booted from the main thread, the
+    lab is killed with the test process (``PR_SET_PDEATHSIG``), so even a test run killed
+    with SIGKILL leaves no systemd behind (its shared directory and cgroups then stay);
+    a normal exit powers it off (``atexit``).
     """
 
     def __init__(self, *, keep: Sequence[str | os.PathLike[str]] = ()) -> None:
@@ -268,7 +274,9 @@ class Lab:
                     env=dict(LAB_ENV),
                     cwd="/",
                     start_new_session=True,
-                    preexec_fn=_set_pdeathsig,
+                    # PR_SET_PDEATHSIG fires when the forking *thread* ends: only safe
+                    # from the main thread (a worker thread's lab would die with it).
+                    preexec_fn=_set_pdeathsig if _in_main_thread() else None,
                 )
             atexit.register(self._at_exit)
             self._pid = self._find_init(started + timeout)
