@@ -1,0 +1,161 @@
+"""The `host-supervisor` command. `run`, `validate` and `schema` work alone; the
+other sub-commands talk to the running daemon over its control socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from supervisor import __version__
+
+DEFAULT_CONFIG_DIR = Path("/etc/host-supervisor")
+DEFAULT_STATE_DIR = Path("/var/lib/host-supervisor")
+DEFAULT_SOCKET = Path("/run/host-supervisor/control.sock")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="host-supervisor",
+        description="Keeps the services of this host healthy through systemd.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--config",
+            type=Path,
+            default=DEFAULT_CONFIG_DIR,
+            metavar="DIR",
+            help="directory with host-supervisor.yaml and policies.d/ "
+            f"(default {DEFAULT_CONFIG_DIR})",
+        )
+
+    def socket_flag(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--socket",
+            type=Path,
+            default=DEFAULT_SOCKET,
+            metavar="PATH",
+            help=f"the daemon's control socket (default {DEFAULT_SOCKET})",
+        )
+
+    run = commands.add_parser("run", help="run the daemon in the foreground")
+    config_flag(run)
+    socket_flag(run)
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help=f"durable state and history (default {DEFAULT_STATE_DIR})",
+    )
+    run.add_argument("--dry-run", action="store_true", help="log every action, take none")
+
+    validate = commands.add_parser("validate", help="check the main config and every policy")
+    config_flag(validate)
+
+    schema = commands.add_parser("schema", help="print the JSON Schema of a policy")
+    schema.add_argument("--main", action="store_true", help="the main config's schema instead")
+
+    status = commands.add_parser("status", help="each supervised unit's state")
+    socket_flag(status)
+    status.add_argument("unit", nargs="?", help="only this unit")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    reset = commands.add_parser("reset", help="forget a unit's attempts and exhaustion")
+    socket_flag(reset)
+    reset.add_argument("unit")
+
+    reload = commands.add_parser("reload", help="make the daemon reload its policies")
+    socket_flag(reload)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    match args.command:
+        case "run":
+            return _run(args)
+        case "validate":
+            from supervisor.config import validate_command
+
+            return validate_command(args.config, sys.stdout)
+        case "schema":
+            from supervisor.config import main_json_schema, policy_json_schema
+
+            schema = main_json_schema() if args.main else policy_json_schema()
+            print(json.dumps(schema, indent=2))
+            return 0
+        case _:
+            return _talk(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from supervisor.daemon import DaemonOptions, run_daemon
+    from supervisor.logs import configure_logging
+
+    configure_logging()
+    options = DaemonOptions(
+        config_dir=args.config,
+        state_dir=args.state_dir,
+        socket_path=args.socket,
+        dry_run=args.dry_run,
+    )
+    return run_daemon(options)
+
+
+def _talk(args: argparse.Namespace) -> int:
+    from supervisor.client import DaemonUnreachable, call
+
+    try:
+        match args.command:
+            case "status":
+                url = "/v1/status" + (f"?unit={quote(args.unit)}" if args.unit else "")
+                code, body = call(args.socket, "GET", url)
+                if code == 200 and not args.json:
+                    _print_status(body)
+                    return 0
+            case "reset":
+                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/reset")
+            case "reload":
+                code, body = call(args.socket, "POST", "/v1/reload")
+            case _:  # pragma: no cover - argparse refuses other commands
+                return 2
+    except DaemonUnreachable as exc:
+        print(f"host-supervisor: {exc}", file=sys.stderr)
+        return 3
+    if code != 200:
+        print(f"host-supervisor: {body.get('error', body)}", file=sys.stderr)
+        return 1
+    print(json.dumps(body, indent=2))
+    return 0 if body.get("ok", True) else 1
+
+
+def _print_status(body: dict[str, object]) -> None:
+    print(body["status"])
+    units = body["units"]
+    assert isinstance(units, list)
+    if not units:
+        return
+    header = ("UNIT", "HEALTH", "STATE", "PHASE", "ATTEMPTS", "NEXT", "LAST EVENT")
+    rows = [header]
+    for u in units:
+        nxt = "" if u["next_action_in_s"] is None else f"{u['next_action_in_s']}s"
+        rows.append(
+            (
+                u["unit"],
+                u["condition"],
+                u["state"],
+                u["phase"],
+                f"{u['attempts']}/{u['max_attempts']}",
+                nxt,
+                u["last_event"],
+            )
+        )
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])

@@ -1,0 +1,409 @@
+"""The shell: D-Bus signals in, decisions out, effects done, results fed back.
+
+Everything that decides lives in `health`, `recovery` (and later `guard` and
+`failover`); this module only wires them to the world: it loads policies,
+watches units through `systemd.manager`, performs the actions the machines ask
+for, schedules their deadlines on the event loop, speaks sd_notify, and serves
+the control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+from supervisor.api import ControlServer
+from supervisor.config import LoadedConfig, load_config
+from supervisor.errors import BusError, ConfigError, JobFailed
+from supervisor.health import Condition, UnitView, describe
+from supervisor.recovery import Action, Notice, OperatorReset, Report, RunRung
+from supervisor.systemd.manager import SystemdManager, UnitSnapshot
+from supervisor.systemd.notify import Notifier
+from supervisor.unit_supervisor import UnitSupervisor
+
+log = structlog.get_logger("host-supervisor")
+
+EX_CONFIG = 78
+EX_CANTCREAT = 73
+EX_TEMPFAIL = 75
+
+JOB_TIMEOUT = 90.0
+BUS_RETRY_MAX = 30.0
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    config_dir: Path
+    state_dir: Path
+    socket_path: Path
+    dry_run: bool = False
+
+
+class StartupError(Exception):
+    """The daemon cannot start; carries the exit code to use."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def log_config_issues(loaded: LoadedConfig) -> None:
+    for issue in loaded.errors:
+        log.error("policy error", error=str(issue), file=str(issue.path), line=issue.line)
+
+
+def lock_state_dir(state_dir: Path) -> IO[str]:
+    """Create the state dir and hold its lock, so two daemons never share it."""
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        lock = open(state_dir / "lock", "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    except OSError as exc:
+        raise StartupError(
+            f"state dir {state_dir} is not writable: {exc.strerror}", EX_CANTCREAT
+        ) from exc
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        lock.close()
+        raise StartupError(
+            f"state dir {state_dir} is in use by another host-supervisor", EX_TEMPFAIL
+        ) from exc
+    return lock
+
+
+class Daemon:
+    def __init__(
+        self,
+        options: DaemonOptions,
+        loaded: LoadedConfig,
+        *,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.options = options
+        self.loaded = loaded
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.units: dict[str, UnitSupervisor] = {
+            unit: UnitSupervisor(policy) for unit, policy in loaded.policies.items()
+        }
+        self.manager = SystemdManager(self._on_unit_change)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop = asyncio.Event()
+        self._reload_note = ""
+        self.repairs = 0
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
+        api = ControlServer(self, self.options.socket_path)
+        self.notifier.status("connecting to the system bus")
+        if not await self._connect():
+            return 0
+        await api.start()
+        bus_task = asyncio.create_task(self.manager.run())
+        watchdog = asyncio.create_task(self.notifier.watchdog_loop())
+        for unit in list(self.units):
+            await self._watch(unit)
+        log.info(
+            "supervising",
+            units=len(self.units),
+            dry_run=self.options.dry_run,
+            config=str(self.options.config_dir),
+        )
+        self.notifier.ready(self.status_line())
+        await self._stop.wait()
+        log.info("stopping")
+        self.notifier.stopping()
+        for timer in self._timers.values():
+            timer.cancel()
+        watchdog.cancel()
+        await api.stop()
+        await self.manager.close()
+        bus_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(bus_task, watchdog, *self._tasks, return_exceptions=True)
+        return 0
+
+    async def _connect(self) -> bool:
+        """Connect to the bus, retrying with backoff; False if asked to stop meanwhile."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self.manager.connect()
+                return True
+            except BusError as exc:
+                log.error("system bus unreachable", error=str(exc), retry_in_s=delay)
+                self.notifier.status(f"waiting for the system bus: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, BUS_RETRY_MAX)
+        return False
+
+    async def _watch(self, unit: str) -> None:
+        try:
+            snapshot = await self.manager.watch(unit)
+        except BusError as exc:
+            log.error("cannot watch unit", unit=unit, error=str(exc))
+            return
+        if snapshot.load_state == "not-found":
+            log.warning("unit not found; watching for it to appear", unit=unit)
+        self._on_unit_change(snapshot)
+
+    # -- events ------------------------------------------------------------
+
+    def _on_unit_change(self, snapshot: UnitSnapshot) -> None:
+        supervisor = self.units.get(snapshot.name)
+        if supervisor is None:
+            return
+        now = self.clock()
+        view = UnitView(
+            snapshot.load_state, snapshot.active_state, snapshot.sub_state, snapshot.result
+        )
+        previous, actions = supervisor.observe(view, now)
+        condition = supervisor.condition
+        if condition is not previous:
+            self._log_transition(supervisor, previous, view, snapshot)
+        self._perform(supervisor, actions)
+
+    def _log_transition(
+        self,
+        supervisor: UnitSupervisor,
+        previous: Condition,
+        view: UnitView,
+        snapshot: UnitSnapshot,
+    ) -> None:
+        unit, condition = supervisor.unit, supervisor.condition
+        fields = {"unit": unit, "state": describe(view), "main_pid": snapshot.main_pid}
+        match condition:
+            case Condition.UNHEALTHY:
+                log.warning("unit failed", action="detect", **fields)
+            case Condition.STOPPED if previous in (Condition.HEALTHY, Condition.TRANSIENT):
+                log.info("unit stopped cleanly; respecting the stop", action="none", **fields)
+            case Condition.MISSING if previous is not Condition.UNKNOWN:
+                log.warning("unit disappeared", **fields)
+            case Condition.HEALTHY if previous is Condition.MISSING:
+                log.info("unit appeared", **fields)
+            case _:
+                log.info("unit state", condition=condition.value, **fields)
+        self._update_status()
+
+    def _perform(self, supervisor: UnitSupervisor, actions: list[Action]) -> None:
+        for action in actions:
+            match action:
+                case RunRung():
+                    self._spawn(self._run_rung(supervisor, action))
+                case Report():
+                    self._report(supervisor, action)
+        self._schedule(supervisor)
+
+    def _schedule(self, supervisor: UnitSupervisor) -> None:
+        unit = supervisor.unit
+        if (old := self._timers.pop(unit, None)) is not None:
+            old.cancel()
+        deadline = supervisor.deadline
+        if deadline is None:
+            return
+        delay = max(0.0, deadline - self.clock())
+        self._timers[unit] = asyncio.get_running_loop().call_later(delay, self._tick, unit)
+
+    def _tick(self, unit: str) -> None:
+        self._timers.pop(unit, None)
+        supervisor = self.units.get(unit)
+        if supervisor is not None:
+            self._perform(supervisor, supervisor.tick(self.clock()))
+
+    def _report(self, supervisor: UnitSupervisor, report: Report) -> None:
+        level = "error" if report.notice is Notice.EXHAUSTED else "info"
+        if report.notice is Notice.ACTION_FAILED:
+            level = "warning"
+        getattr(log, level)(report.notice.value, unit=supervisor.unit, detail=report.detail)
+        supervisor.last_event = f"{report.notice.value}: {report.detail}"
+        self._update_status()
+
+    # -- effects -----------------------------------------------------------
+
+    async def _run_rung(self, supervisor: UnitSupervisor, action: RunRung) -> None:
+        unit = supervisor.unit
+        fields = {
+            "unit": unit,
+            "action": action.rung,
+            "attempt": f"{action.attempt}/{action.max_attempts}",
+        }
+        if self.options.dry_run:
+            log.warning(f"would {action.rung} unit (dry run)", dry_run=True, **fields)
+            self._finish(supervisor, True, "dry run")
+            return
+        log.warning(f"{action.rung}ing unit", **fields)
+        started = time.monotonic()
+        ok, detail = await self._execute(supervisor, action.rung)
+        took_ms = round((time.monotonic() - started) * 1000, 1)
+        if ok:
+            self.repairs += 1
+            log.info(f"{action.rung} finished", result=detail, took_ms=took_ms, **fields)
+        else:
+            log.error(f"{action.rung} failed", result=detail, took_ms=took_ms, **fields)
+        self._finish(supervisor, ok, detail)
+
+    async def _execute(self, supervisor: UnitSupervisor, rung: str) -> tuple[bool, str]:
+        unit = supervisor.unit
+        try:
+            match rung:
+                case "restart":
+                    view = supervisor.view
+                    if view is not None and view.result == "start-limit-hit":
+                        await self.manager.reset_failed(unit)
+                    result = await self.manager.restart(unit, timeout=JOB_TIMEOUT)
+                case "reload":
+                    if not (await self.manager.snapshot(unit)).can_reload:
+                        return False, f"{unit} cannot reload (no ExecReload=); rung skipped"
+                    result = await self.manager.reload(unit, timeout=JOB_TIMEOUT)
+                case _:
+                    return False, f"the {rung} rung is not available yet"
+        except (BusError, JobFailed) as exc:
+            return False, str(exc)
+        return result == "done", f"job {result}"
+
+    def _finish(self, supervisor: UnitSupervisor, ok: bool, detail: str) -> None:
+        self._perform(supervisor, supervisor.finish(ok, detail, self.clock()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- reload ------------------------------------------------------------
+
+    def _spawn_reload(self) -> None:
+        self._spawn(self.reload())
+
+    async def reload(self) -> bool:
+        """Load the policies again; on any error keep every old policy and say why."""
+        self.notifier.reloading()
+        log.info("reloading policies", config=str(self.options.config_dir))
+        loaded: LoadedConfig | None = None
+        try:
+            loaded = load_config(self.options.config_dir)
+            problems = [str(issue) for issue in loaded.errors]
+        except ConfigError as exc:
+            problems = [str(exc)]
+        if loaded is None or problems:
+            for problem in problems:
+                log.error("policy error", error=problem)
+            first = problems[0] if problems else "unknown error"
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            self._reload_note = f"reload refused: {first}{more}"
+            log.error("reload refused; keeping the previous policies", errors=len(problems))
+            self.notifier.ready(self.status_line())
+            return False
+        await self._apply(loaded)
+        self._reload_note = ""
+        self.notifier.ready(self.status_line())
+        return True
+
+    async def _apply(self, loaded: LoadedConfig) -> None:
+        old, new = set(self.units), set(loaded.policies)
+        for unit in old - new:
+            self.manager.unwatch(unit)
+            if (timer := self._timers.pop(unit, None)) is not None:
+                timer.cancel()
+            del self.units[unit]
+            log.info("no longer supervising", unit=unit)
+        for unit in old & new:
+            self.units[unit].policy = loaded.policies[unit]
+        self.loaded = loaded
+        for unit in sorted(new - old):
+            self.units[unit] = UnitSupervisor(loaded.policies[unit])
+            await self._watch(unit)
+            log.info("now supervising", unit=unit)
+        log.info("policies reloaded", units=len(self.units))
+
+    # -- operator commands -------------------------------------------------
+
+    def reset(self, unit: str) -> bool:
+        supervisor = self.units.get(unit)
+        if supervisor is None:
+            return False
+        log.info("reset by operator", unit=unit, action="reset")
+        self._perform(supervisor, supervisor.feed(OperatorReset(), self.clock()))
+        return True
+
+    # -- status ------------------------------------------------------------
+
+    def status_line(self) -> str:
+        counts: dict[str, int] = {}
+        for supervisor in self.units.values():
+            counts[supervisor.condition.value] = counts.get(supervisor.condition.value, 0) + 1
+        parts = [f"{n} {name}" for name, n in sorted(counts.items())]
+        text = f"{len(self.units)} units: " + (", ".join(parts) if parts else "none")
+        text += f"; {self.repairs} repairs"
+        if self.options.dry_run:
+            text += " (dry run)"
+        if self._reload_note:
+            text += f"; {self._reload_note}"
+        return text
+
+    def _update_status(self) -> None:
+        self.notifier.status(self.status_line())
+
+    def unit_status(self) -> list[dict[str, object]]:
+        rows: list[dict[str, object]] = []
+        for unit, sup in sorted(self.units.items()):
+            view = sup.view
+            rows.append(
+                {
+                    "unit": unit,
+                    "condition": sup.condition.value,
+                    "state": describe(view) if view else "",
+                    "phase": sup.recovery.phase.value,
+                    "attempts": sup.recovery.attempts,
+                    "max_attempts": sup.policy.recovery.max_attempts,
+                    "next_action_in_s": (
+                        round(max(0.0, sup.deadline - self.clock()), 1)
+                        if sup.deadline is not None
+                        else None
+                    ),
+                    "last_event": sup.last_event,
+                    "policy": str(self.loaded.sources.get(unit, "")),
+                }
+            )
+        return rows
+
+
+def run_daemon(options: DaemonOptions) -> int:
+    """Load, lock and run; returns the process exit code."""
+    try:
+        loaded = load_config(options.config_dir)
+    except ConfigError as exc:
+        log.error("cannot load configuration", error=str(exc))
+        return EX_CONFIG
+    log_config_issues(loaded)
+    if loaded.errors and not loaded.policies:
+        log.error("no valid policy left; refusing to start", errors=len(loaded.errors))
+        return EX_CONFIG
+    if not loaded.policies:
+        log.warning("no policies found; nothing to supervise yet", config=str(options.config_dir))
+    try:
+        lock = lock_state_dir(options.state_dir)
+    except StartupError as exc:
+        log.error("cannot start", error=str(exc))
+        return exc.exit_code
+    try:
+        return asyncio.run(Daemon(options, loaded).run())
+    finally:
+        lock.close()

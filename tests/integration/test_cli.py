@@ -1,0 +1,133 @@
+"""The command line as a user runs it: real processes, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXE = str(Path(sys.prefix) / "bin" / "host-supervisor")
+
+
+def hs(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([EXE, *args], capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def make_config(root: Path, policies: dict[str, str]) -> Path:
+    (root / "policies.d").mkdir(parents=True)
+    for name, text in policies.items():
+        path = root / "policies.d" / name
+        path.write_text(text)
+        path.chmod(0o644)
+    return root
+
+
+def test_validate_names_file_line_and_column_and_exits_1(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path / "etc",
+        {
+            "good.yaml": "unit: good.service\n",
+            "bad.yaml": "unit: bad.service\nrecovery:\n  cooldown: 5x\n",
+        },
+    )
+    result = hs("validate", "--config", str(config))
+    assert result.returncode == 1
+    bad = config / "policies.d" / "bad.yaml"
+    assert f"{bad}:3:13:" in result.stdout
+    assert "5x" in result.stdout
+
+
+def test_validate_accepts_a_valid_config(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "etc", {"web.yaml": "unit: web.service\n"})
+    result = hs("validate", "--config", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_is_json_and_refuses_unknown_keys() -> None:
+    result = hs("schema")
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    assert schema["additionalProperties"] is False
+    assert "unit" in schema["properties"]
+
+
+def test_run_with_a_missing_config_dir_says_which_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+    result = hs("run", "--config", str(missing), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 78
+    assert str(missing) in result.stderr
+    assert len([line for line in result.stderr.splitlines() if str(missing) in line]) == 1
+
+
+def test_run_refuses_to_start_when_no_policy_is_valid(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "etc", {"bad.yaml": "unit: [\n"})
+    result = hs("run", "--config", str(config), "--state-dir", str(tmp_path / "state"))
+    assert result.returncode == 78
+    assert "bad.yaml:" in result.stderr
+
+
+def test_run_retries_an_unreachable_bus_instead_of_crashing(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "etc", {"web.yaml": "unit: web.service\n"})
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    proc = subprocess.Popen(
+        [
+            EXE,
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--socket",
+            str(tmp_path / "control.sock"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        time.sleep(2.0)  # long enough for at least two attempts (0.5 s, then 1 s)
+        assert proc.poll() is None, "the daemon exited instead of retrying"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    attempts = [line for line in err.splitlines() if "system bus unreachable" in line]
+    assert len(attempts) >= 2
+    assert f"{tmp_path}/no-bus" in attempts[0]
+
+
+def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "etc", {"web.yaml": "unit: web.service\n"})
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    state = str(tmp_path / "state")
+    first = subprocess.Popen(
+        [
+            EXE,
+            "run",
+            "--config",
+            str(config),
+            "--state-dir",
+            state,
+            "--socket",
+            str(tmp_path / "a.sock"),
+        ],
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not (tmp_path / "state" / "lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        second = hs("run", "--config", str(config), "--state-dir", state, env=env)
+        assert second.returncode == 75
+        assert "in use by another host-supervisor" in second.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=10)

@@ -1,0 +1,159 @@
+"""The daemon against a real systemd: crash detection over D-Bus and restart,
+respect for an operator's stop, late units, sd_notify, and reload with a bad policy."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from supervisor.testing.lab import Lab
+from tests.lab_units import DAEMON_UNIT, active_with_new_pid, install_daemon, web_unit
+
+pytestmark = pytest.mark.lab
+
+POLICY = """\
+unit: {unit}
+recovery:
+  ladder: [restart]
+  cooldown: 1s
+  settle: 1s
+"""
+
+
+@dataclass
+class Supervised:
+    config: Path
+    state: Path
+
+
+def daemon_log(lab: Lab, unit: str | None = None) -> list[dict[str, str]]:
+    argv = ["journalctl", "-q", "--no-pager", "-o", "json", f"_SYSTEMD_UNIT={DAEMON_UNIT}"]
+    if unit:
+        argv.append(f"UNIT={unit}")
+    out = lab.run(*argv, check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def messages(lab: Lab, unit: str) -> list[str]:
+    return [str(entry.get("MESSAGE", "")) for entry in daemon_log(lab, unit)]
+
+
+def wait_for_message(lab: Lab, unit: str, prefix: str, timeout: float = 10.0) -> None:
+    lab.wait_for(
+        lambda: any(m.startswith(prefix) for m in messages(lab, unit)),
+        timeout=timeout,
+        what=f"daemon log line {prefix!r} for {unit}",
+    )
+
+
+@pytest.fixture(scope="module")
+def supervised(lab: Lab) -> Iterator[Supervised]:
+    root = Path(lab.shared_dir) / "daemon"
+    config, state = root / "etc", root / "state"
+    (config / "policies.d").mkdir(parents=True)
+    for unit, port in (("web-a.service", 8081), ("web-stop.service", 8082)):
+        lab.install_unit(unit, web_unit(port))
+        lab.run("systemctl", "start", unit)
+    for unit in ("web-a.service", "web-stop.service", "late.service"):
+        (config / "policies.d" / f"{unit}.yaml").write_text(POLICY.format(unit=unit))
+    install_daemon(lab, config, state, watchdog="2s")
+    yield Supervised(config, state)
+    lab.run("systemctl", "stop", DAEMON_UNIT, check=False)
+
+
+def test_killed_unit_is_active_again_with_a_new_main_pid(lab: Lab, supervised: Supervised) -> None:
+    pid = lab.show("web-a.service", "MainPID")["MainPID"]
+    lab.run("systemctl", "kill", "-s", "KILL", "web-a.service")
+    lab.wait_for(
+        lambda: active_with_new_pid(lab, "web-a.service", pid),
+        timeout=10,
+        what="web-a.service restarted",
+    )
+    wait_for_message(lab, "web-a.service", "restart finished")
+    log = daemon_log(lab, "web-a.service")
+    failed = [e for e in log if e["MESSAGE"].startswith("unit failed")]
+    assert failed and failed[-1]["ACTION"] == "detect"
+    assert failed[-1]["PRIORITY"] == "4"  # warning
+    restarts = [e for e in log if e["MESSAGE"].startswith("restarting unit")]
+    assert restarts and restarts[-1]["ACTION"] == "restart"
+
+
+def test_an_operator_stop_is_not_undone(lab: Lab, supervised: Supervised) -> None:
+    lab.run("systemctl", "stop", "web-stop.service")
+    wait_for_message(lab, "web-stop.service", "unit stopped cleanly; respecting the stop")
+    time.sleep(1.5)  # longer than the policy's cooldown and settle: nothing may follow
+    assert lab.show("web-stop.service", "ActiveState")["ActiveState"] == "inactive"
+    assert not any(m.startswith("restarting") for m in messages(lab, "web-stop.service"))
+
+
+def test_a_unit_that_appears_later_is_picked_up(lab: Lab, supervised: Supervised) -> None:
+    wait_for_message(lab, "late.service", "unit not found; watching for it to appear")
+    lab.install_unit("late.service", web_unit(8083))
+    lab.run("systemctl", "start", "late.service")
+    pid = lab.show("late.service", "MainPID")["MainPID"]
+    lab.run("systemctl", "kill", "-s", "KILL", "late.service")
+    lab.wait_for(
+        lambda: active_with_new_pid(lab, "late.service", pid),
+        timeout=10,
+        what="late.service restarted by the daemon",
+    )
+    wait_for_message(lab, "late.service", "restart finished")
+
+
+def test_the_daemon_is_a_notify_unit_with_a_watchdog_and_a_status(
+    lab: Lab, supervised: Supervised
+) -> None:
+    before = lab.show(DAEMON_UNIT, "ActiveState", "MainPID", "StatusText", "WatchdogUSec")
+    assert before["ActiveState"] == "active"
+    assert before["WatchdogUSec"] == "2s"
+    assert "3 units:" in before["StatusText"]
+    # Two watchdog periods later the same process still runs: the pings arrive.
+    time.sleep(4.5)
+    after = lab.show(DAEMON_UNIT, "ActiveState", "MainPID", "NRestarts", "Result")
+    assert after == {
+        "ActiveState": "active",
+        "MainPID": before["MainPID"],
+        "NRestarts": "0",
+        "Result": "success",
+    }
+
+
+def test_reload_with_a_broken_policy_keeps_the_old_policies(
+    lab: Lab, supervised: Supervised
+) -> None:
+    broken = supervised.config / "policies.d" / "zz-broken.yaml"
+    broken.write_text(
+        "unit: web-z.service\nchecks:\n  - name: x\n    intervall: 5s\n    tcp: {port: 1}\n"
+    )
+    try:
+        lab.run("systemctl", "reload", DAEMON_UNIT)
+        lab.wait_for(
+            lambda: "reload refused" in lab.show(DAEMON_UNIT, "StatusText")["StatusText"],
+            timeout=10,
+            what="StatusText saying the reload was refused",
+        )
+        status = lab.show(DAEMON_UNIT, "StatusText")["StatusText"]
+        assert f"{broken}:4:5" in status
+        assert "intervall" in status
+        # The old policies still work.
+        pid = lab.show("web-a.service", "MainPID")["MainPID"]
+        lab.run("systemctl", "kill", "-s", "KILL", "web-a.service")
+        lab.wait_for(
+            lambda: active_with_new_pid(lab, "web-a.service", pid),
+            timeout=10,
+            what="web-a.service restarted after the refused reload",
+        )
+    finally:
+        broken.unlink()
+    lab.run("systemctl", "reload", DAEMON_UNIT)
+    lab.wait_for(
+        lambda: "reload refused" not in lab.show(DAEMON_UNIT, "StatusText")["StatusText"],
+        timeout=10,
+        what="a clean reload clearing the refusal",
+    )
+    assert lab.show(DAEMON_UNIT, "MainPID")["MainPID"] != "0"
