@@ -186,9 +186,7 @@ def _finished(
     return state, [Report(Notice.ACTION_FAILED, detail), *actions]
 
 
-def _tick(
-    spec: LadderSpec, state: RecoveryState, now: float
-) -> tuple[RecoveryState, list[Action]]:
+def _tick(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoveryState, list[Action]]:
     if state.deadline is None or now < state.deadline:
         return state, []
     match state.phase:
@@ -229,7 +227,9 @@ def _attempt_or_wait(
     if state.attempts >= spec.max_attempts:
         tried = ", ".join(_rung(spec, n) for n in range(state.attempts))
         return replace(state, phase=Phase.EXHAUSTED, deadline=None), [
-            Report(Notice.EXHAUSTED, f"{state.attempts} attempt(s) failed ({tried}); a person must act")
+            Report(
+                Notice.EXHAUSTED, f"{state.attempts} attempt(s) failed ({tried}); a person must act"
+            )
         ]
     if state.last_action_at is not None:
         ready_at = state.last_action_at + cooldown_before(spec, state.attempts)
@@ -238,9 +238,7 @@ def _attempt_or_wait(
     return _act(spec, state, now)
 
 
-def _act(
-    spec: LadderSpec, state: RecoveryState, now: float
-) -> tuple[RecoveryState, list[Action]]:
+def _act(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoveryState, list[Action]]:
     rung = _rung(spec, state.attempts)
     attempts = state.attempts + 1
     state = replace(state, phase=Phase.ACTING, attempts=attempts, last_action_at=now, deadline=None)

@@ -88,7 +88,9 @@ def replay(scenario_dir: Path) -> str:
 
     def record(now: float, label: str, actions: list[Action]) -> None:
         done = _fmt_actions(actions)
-        lines.append(f"{now:>9.3f}  {label:<18} -> {_fmt_state(state)}" + (f"  | {done}" if done else ""))
+        lines.append(
+            f"{now:>9.3f}  {label:<18} -> {_fmt_state(state)}" + (f"  | {done}" if done else "")
+        )
 
     def fire_deadlines(limit: float) -> None:
         nonlocal state

@@ -98,7 +98,9 @@ def test_exhausted_after_max_attempts_says_what_was_tried() -> None:
     assert rungs == ["restart", "reload", "restore"]
     assert state.phase is Phase.EXHAUSTED
     assert actions == [
-        Report(Notice.EXHAUSTED, "3 attempt(s) failed (restart, reload, restore); a person must act")
+        Report(
+            Notice.EXHAUSTED, "3 attempt(s) failed (restart, reload, restore); a person must act"
+        )
     ]
     # Exhausted: a further failure does nothing.
     state2, actions = step(spec, state, UNHEALTHY, now + 100)
