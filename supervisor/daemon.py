@@ -266,7 +266,9 @@ class Daemon:
             match rung:
                 case "restart":
                     view = supervisor.view
-                    if view is not None and view.result == "start-limit-hit":
+                    if view is not None and view.active_state == "failed":
+                        # Our ladder, cooldown and guard limit restarts; systemd's
+                        # start limit would refuse a guarded restart of a failed unit.
                         await self.manager.reset_failed(unit)
                     result = await self.manager.restart(unit, timeout=JOB_TIMEOUT)
                 case "reload":

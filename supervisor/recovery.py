@@ -179,11 +179,10 @@ def _finished(
 ) -> tuple[RecoveryState, list[Action]]:
     if state.phase is not Phase.ACTING:
         return state, []
-    if ok:
-        return replace(state, phase=Phase.SETTLING, deadline=now + spec.settle), []
-    # A failed action has nothing to settle: judge now.
-    state, actions = _judge(spec, replace(state, phase=Phase.SETTLING), now)
-    return state, [Report(Notice.ACTION_FAILED, detail), *actions]
+    # A failed action settles too: systemd may still be busy with the unit, and
+    # judging at once would let a refused job be retried in a tight loop.
+    state = replace(state, phase=Phase.SETTLING, deadline=now + spec.settle)
+    return state, [] if ok else [Report(Notice.ACTION_FAILED, detail)]
 
 
 def _tick(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoveryState, list[Action]]:
@@ -228,7 +227,8 @@ def _attempt_or_wait(
         tried = ", ".join(_rung(spec, n) for n in range(state.attempts))
         return replace(state, phase=Phase.EXHAUSTED, deadline=None), [
             Report(
-                Notice.EXHAUSTED, f"{state.attempts} attempt(s) failed ({tried}); a person must act"
+                Notice.EXHAUSTED,
+                f"{state.attempts} attempt(s) ({tried}) did not keep it healthy; a person must act",
             )
         ]
     if state.last_action_at is not None:

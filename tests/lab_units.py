@@ -11,11 +11,12 @@ DAEMON_UNIT = "host-supervisor.service"
 SOCKET = "/run/host-supervisor/control.sock"
 
 
-def web_unit(port: int, *, restart: str = "no", extra: str = "") -> str:
+def web_unit(port: int, *, restart: str = "no", extra: str = "", unit_extra: str = "") -> str:
     """A small web service from Debian's python3, on loopback."""
     return f"""\
 [Unit]
 Description=test web service on port {port}
+{unit_extra}
 
 [Service]
 ExecStart=/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 --directory /

@@ -725,10 +725,11 @@ class Recovery(_Model):
         "(never at the first good result). Default 1h.",
         examples=["1h"],
     )
-    settle: Duration = Field(
+    settle: PositiveDuration = Field(
         default="10s",
         validate_default=True,
-        description="How long after an action before judging it. Default 10s.",
+        description="How long after an action (successful or not) before judging it; more "
+        "than 0. Default 10s.",
         examples=["10s"],
     )
     preconditions: Preconditions = Field(

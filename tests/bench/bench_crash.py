@@ -118,7 +118,7 @@ def main() -> int:
                 detect_ms.append((detections(log_file)[seen] - killed_at) * 1000)
                 active_ms.append((active_enter_us(lab, UNIT) / 1e6 - killed_at) * 1000)
                 time.sleep(0.3)  # past settle: each kill is a fresh failure
-            daemon.terminate()
+            daemon.terminate()  # noqa
             daemon.wait(timeout=10)
     rows = [
         ("kill -> detection", *percentiles(detect_ms)),

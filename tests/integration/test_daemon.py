@@ -25,6 +25,9 @@ recovery:
 """
 
 
+TIGHT_START_LIMIT = "StartLimitBurst=2\nStartLimitIntervalSec=1h"
+
+
 @dataclass
 class Supervised:
     config: Path
@@ -59,7 +62,9 @@ def supervised(lab: Lab) -> Iterator[Supervised]:
     for unit, port in (("web-a.service", 8081), ("web-stop.service", 8082)):
         lab.install_unit(unit, web_unit(port))
         lab.run("systemctl", "start", unit)
-    for unit in ("web-a.service", "web-stop.service", "late.service"):
+    lab.install_unit("web-limit.service", web_unit(8084, unit_extra=TIGHT_START_LIMIT))
+    lab.run("systemctl", "start", "web-limit.service")
+    for unit in ("web-a.service", "web-stop.service", "late.service", "web-limit.service"):
         (config / "policies.d" / f"{unit}.yaml").write_text(POLICY.format(unit=unit))
     install_daemon(lab, config, state, watchdog="2s")
     yield Supervised(config, state)
@@ -111,7 +116,7 @@ def test_the_daemon_is_a_notify_unit_with_a_watchdog_and_a_status(
     before = lab.show(DAEMON_UNIT, "ActiveState", "MainPID", "StatusText", "WatchdogUSec")
     assert before["ActiveState"] == "active"
     assert before["WatchdogUSec"] == "2s"
-    assert "3 units:" in before["StatusText"]
+    assert "4 units:" in before["StatusText"]
     # Two watchdog periods later the same process still runs: the pings arrive.
     time.sleep(4.5)
     after = lab.show(DAEMON_UNIT, "ActiveState", "MainPID", "NRestarts", "Result")
@@ -157,3 +162,21 @@ def test_reload_with_a_broken_policy_keeps_the_old_policies(
         what="a clean reload clearing the refusal",
     )
     assert lab.show(DAEMON_UNIT, "MainPID")["MainPID"] != "0"
+
+
+def test_systemds_start_limit_does_not_block_a_guarded_restart(
+    lab: Lab, supervised: Supervised
+) -> None:
+    # StartLimitBurst=2 (systemd 252 allows burst+1 starts): the fixture's start and
+    # two restarts use it up; the third restart is refused by systemd unless the
+    # daemon resets the failed state first.
+    for kill in range(3):
+        pid = lab.show("web-limit.service", "MainPID")["MainPID"]
+        lab.run("systemctl", "kill", "-s", "KILL", "web-limit.service")
+        lab.wait_for(
+            lambda pid=pid: active_with_new_pid(lab, "web-limit.service", pid),
+            timeout=10,
+            what=f"web-limit.service restarted after kill {kill + 1}",
+        )
+        time.sleep(1.2)  # past the policy's settle and cooldown
+    assert lab.show("web-limit.service", "NRestarts", "Result")["Result"] == "success"

@@ -99,7 +99,8 @@ def test_exhausted_after_max_attempts_says_what_was_tried() -> None:
     assert state.phase is Phase.EXHAUSTED
     assert actions == [
         Report(
-            Notice.EXHAUSTED, "3 attempt(s) failed (restart, reload, restore); a person must act"
+            Notice.EXHAUSTED,
+            "3 attempt(s) (restart, reload, restore) did not keep it healthy; a person must act",
         )
     ]
     # Exhausted: a further failure does nothing.
@@ -115,11 +116,15 @@ def test_ladder_repeats_last_rung_when_attempts_exceed_rungs() -> None:
     assert a1 == [RunRung("restart", 1, 3)] and a2 == [RunRung("restart", 2, 3)]
 
 
-def test_failed_action_is_judged_immediately() -> None:
-    spec = Spec(cooldown=0.0)
+def test_failed_action_settles_before_the_next_attempt() -> None:
+    spec = Spec(cooldown=0.0, settle=5.0)
     state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
     state, actions = step(spec, state, ActionFinished(False, "job failed"), 2.0)
-    assert actions == [Report(Notice.ACTION_FAILED, "job failed"), RunRung("reload", 2, 3)]
+    assert actions == [Report(Notice.ACTION_FAILED, "job failed")]
+    assert (state.phase, state.deadline) == (Phase.SETTLING, 7.0)
+    # Even with no cooldown, a refused job is not retried in a tight loop.
+    state, actions = step(spec, state, Tick(), 7.0)
+    assert actions == [RunRung("reload", 2, 3)]
 
 
 def test_crash_soon_after_recovery_keeps_climbing() -> None:
