@@ -1,0 +1,104 @@
+"""Probes: one module per kind, each reporting a `CheckResult`; no decisions here.
+
+`Prober.run(check, context)` is the one entry point the daemon and `host-supervisor
+check` use. It dispatches on the check's kind, keeps what must persist between runs
+(HTTP connections, CPU readings, pending statvfs calls), limits command probes to
+`max_concurrent_commands` at once, enforces `check.timeout` with a backstop, measures
+the duration, and never raises: a probe that raises is UNKNOWN with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import replace
+
+from supervisor.checks import command, memory, tcp, unit
+from supervisor.checks.disk import DiskProber
+from supervisor.checks.http import HttpProber
+from supervisor.checks.process import ProcessProber
+from supervisor.checks.result import CheckResult, ProbeContext, Status, one_line
+from supervisor.config.model import (
+    Check,
+    CommandProbe,
+    DiskProbe,
+    HttpProbe,
+    MemoryProbe,
+    ProcessProbe,
+    TcpProbe,
+    UnitProbe,
+)
+from supervisor.config.values import format_duration
+
+__all__ = ["BACKSTOP_GRACE", "CheckResult", "ProbeContext", "Prober", "Status"]
+
+BACKSTOP_GRACE = 0.25
+"""Seconds past `check.timeout` before the backstop cancels a probe. Each probe honours
+the timeout itself with a precise message ("no answer within 2s"); the backstop only
+catches one that does not, and reports it as "timed out after 2s"."""
+
+
+class Prober:
+    """Runs any check once; owns the state probes keep between runs. `close()` when done."""
+
+    def __init__(self, max_concurrent_commands: int = 4) -> None:
+        if max_concurrent_commands < 1:
+            raise ValueError("max_concurrent_commands must be at least 1")
+        self._http = HttpProber()
+        self._process = ProcessProber()
+        self._disk = DiskProber()
+        self._commands = asyncio.Semaphore(max_concurrent_commands)
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.close()
+
+    async def _probe(self, check: Check, context: ProbeContext) -> CheckResult:
+        probe, timeout = check.probe, check.timeout
+        if isinstance(probe, HttpProbe):
+            return await self._http.run(probe, context, timeout)
+        if isinstance(probe, TcpProbe):
+            return await tcp.run(probe, context, timeout)
+        if isinstance(probe, ProcessProbe):
+            return await self._process.run(probe, context, timeout)
+        if isinstance(probe, DiskProbe):
+            return await self._disk.run(probe, context, timeout)
+        if isinstance(probe, MemoryProbe):
+            return await memory.run(probe, context, timeout)
+        if isinstance(probe, CommandProbe):
+            return await command.run(probe, context, timeout)
+        if isinstance(probe, UnitProbe):
+            return await unit.run(probe, context, timeout)
+        raise TypeError(f"no probe for {check.kind!r} checks")
+
+    async def run(self, check: Check, context: ProbeContext) -> CheckResult:
+        """Run `check` once against the unit described by `context`; never raises.
+
+        A command check first waits for one of the `max_concurrent_commands` slots; the
+        wait is neither timed nor part of the duration, so a queue of commands never
+        makes a healthy one fail.
+        """
+        slot = self._commands if check.kind == "command" else contextlib.nullcontext()
+        async with slot:
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(check.timeout + BACKSTOP_GRACE) as backstop:
+                    result = await self._probe(check, context)
+            except TimeoutError as exc:
+                if backstop.expired():
+                    text = f"timed out after {format_duration(check.timeout)}"
+                    result = CheckResult(Status.CRITICAL, text, 0.0)
+                else:
+                    result = _unknown(exc)
+            except Exception as exc:
+                result = _unknown(exc)
+            return replace(
+                result, message=one_line(result.message), duration=time.monotonic() - started
+            )
+
+
+def _unknown(exc: BaseException) -> CheckResult:
+    text = str(exc)
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return CheckResult(Status.UNKNOWN, f"probe failed: {reason}", 0.0)
