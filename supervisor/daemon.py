@@ -352,7 +352,8 @@ class Daemon:
         for supervisor in self.units.values():
             counts[supervisor.condition.value] = counts.get(supervisor.condition.value, 0) + 1
         parts = [f"{n} {name}" for name, n in sorted(counts.items())]
-        text = f"{len(self.units)} units: " + (", ".join(parts) if parts else "none")
+        noun = "unit" if len(self.units) == 1 else "units"
+        text = f"{len(self.units)} {noun}: " + (", ".join(parts) if parts else "none")
         text += f"; {self.repairs} repairs"
         if self.options.dry_run:
             text += " (dry run)"

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from supervisor.testing.lab import Lab, lab_unavailable_reason
-from tests.lab_units import active_with_new_pid, install_daemon, web_unit
+from tests.lab_units import active_with_new_pid, daemon_cli, install_daemon, web_unit
 
 POLICY = """\
 # The policy an operator would drop in /etc/host-supervisor/policies.d/
@@ -86,10 +86,6 @@ def main() -> int:
         say("powering the lab off")
     print("done: nothing left behind")
     return 0
-
-
-def daemon_cli() -> list[str]:
-    return [str(Path(sys.prefix) / "bin" / "host-supervisor")]
 
 
 if __name__ == "__main__":

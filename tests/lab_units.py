@@ -9,6 +9,7 @@ from supervisor.testing.lab import Lab
 
 DAEMON_UNIT = "host-supervisor.service"
 SOCKET = "/run/host-supervisor/control.sock"
+SHIPPED_UNIT = Path(__file__).parents[1] / "units" / "host-supervisor.service"
 
 
 def web_unit(port: int, *, restart: str = "no", extra: str = "", unit_extra: str = "") -> str:
@@ -25,23 +26,31 @@ Restart={restart}
 """
 
 
-def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: str = "10s") -> str:
-    exe = Path(sys.prefix) / "bin" / "host-supervisor"
-    flags = " --dry-run" if dry_run else ""
-    return f"""\
-[Unit]
-Description=host-supervisor (lab)
-After=dbus.socket
-Requires=dbus.socket
+def daemon_cli() -> list[str]:
+    """The host-supervisor command of this virtual environment (visible inside the lab)."""
+    return [str(Path(sys.prefix) / "bin" / "host-supervisor")]
 
-[Service]
-Type=notify
-NotifyAccess=main
-WatchdogSec={watchdog}
-ExecStart={exe} run --config {config} --state-dir {state} --socket {SOCKET}{flags}
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-"""
+
+def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: str = "10s") -> str:
+    """The shipped units/host-supervisor.service, pointed at this venv and test paths.
+
+    StateDirectory= and ConfigurationDirectory= are dropped: the lab shares the
+    host's /var and /etc, and the test passes its own directories instead.
+    """
+    exe = " ".join(daemon_cli())
+    flags = " --dry-run" if dry_run else ""
+    lines = []
+    for line in SHIPPED_UNIT.read_text().splitlines():
+        key = line.split("=", 1)[0]
+        if key == "ExecStart":
+            paths = f"--config {config} --state-dir {state} --socket {SOCKET}"
+            line = f"ExecStart={exe} run {paths}{flags}"
+        elif key == "WatchdogSec":
+            line = f"WatchdogSec={watchdog}"
+        elif key.startswith(("StateDirectory", "ConfigurationDirectory")):
+            continue
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def install_daemon(lab: Lab, config: Path, state: Path, **kwargs: object) -> None:

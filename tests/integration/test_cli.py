@@ -73,7 +73,11 @@ def test_run_refuses_to_start_when_no_policy_is_valid(tmp_path: Path) -> None:
 
 
 def test_run_retries_an_unreachable_bus_instead_of_crashing(tmp_path: Path) -> None:
-    config = make_config(tmp_path / "etc", {"web.yaml": "unit: web.service\n"})
+    # One broken policy among good ones: logged with its place, the rest kept.
+    config = make_config(
+        tmp_path / "etc",
+        {"web.yaml": "unit: web.service\n", "zz-bad.yaml": "unit: bad.service\nfoo: 1\n"},
+    )
     env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
     proc = subprocess.Popen(
         [
@@ -97,6 +101,8 @@ def test_run_retries_an_unreachable_bus_instead_of_crashing(tmp_path: Path) -> N
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
+    bad = config / "policies.d" / "zz-bad.yaml"
+    assert f"{bad}:2:1:" in err
     attempts = [line for line in err.splitlines() if "system bus unreachable" in line]
     assert len(attempts) >= 2
     assert f"{tmp_path}/no-bus" in attempts[0]

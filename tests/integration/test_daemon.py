@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from supervisor.testing.lab import Lab
-from tests.lab_units import DAEMON_UNIT, active_with_new_pid, install_daemon, web_unit
+from tests.lab_units import (
+    DAEMON_UNIT,
+    SOCKET,
+    active_with_new_pid,
+    daemon_cli,
+    install_daemon,
+    web_unit,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -180,3 +187,59 @@ def test_systemds_start_limit_does_not_block_a_guarded_restart(
         )
         time.sleep(1.2)  # past the policy's settle and cooldown
     assert lab.show("web-limit.service", "NRestarts", "Result")["Result"] == "success"
+
+
+def test_status_and_reset_over_the_control_socket(lab: Lab, supervised: Supervised) -> None:
+    out = lab.run(*daemon_cli(), "status", "--socket", SOCKET, "--json").stdout
+    body = json.loads(out)
+    rows = {row["unit"]: row for row in body["units"]}
+    assert set(rows) == {"web-a.service", "web-stop.service", "late.service", "web-limit.service"}
+    assert rows["web-stop.service"]["condition"] == "stopped"
+    assert rows["web-a.service"]["attempts"] >= 1  # restarted by the tests above
+    assert lab.run("stat", "-c", "%a %U", SOCKET).stdout.split() == ["600", "root"]
+
+    lab.run(*daemon_cli(), "reset", "web-a.service", "--socket", SOCKET)
+    after = json.loads(lab.run(*daemon_cli(), "status", "web-a.service", "--json").stdout)
+    assert [row["attempts"] for row in after["units"]] == [0]
+
+    missing = lab.run(*daemon_cli(), "reset", "nope.service", check=False)
+    assert missing.returncode == 1
+    assert "no policy for unit nope.service" in missing.stderr
+
+
+def test_dry_run_logs_the_action_and_takes_none(lab: Lab) -> None:
+    root = Path(lab.shared_dir) / "dry"
+    (root / "etc" / "policies.d").mkdir(parents=True)
+    (root / "etc" / "policies.d" / "dry.yaml").write_text(POLICY.format(unit="web-dry.service"))
+    lab.install_unit("web-dry.service", web_unit(8085))
+    lab.run("systemctl", "start", "web-dry.service")
+    log_file = root / "daemon.log"
+    lab.run(
+        "systemd-run",
+        "--unit=hs-dry",
+        f"--property=StandardError=append:{log_file}",
+        *daemon_cli(),
+        "run",
+        "--dry-run",
+        "--config",
+        str(root / "etc"),
+        "--state-dir",
+        str(root / "state"),
+        "--socket",
+        str(root / "control.sock"),
+    )
+    try:
+        lab.wait_for(
+            lambda: "supervising" in log_file.read_text(), timeout=20, what="dry daemon up"
+        )
+        lab.run("systemctl", "kill", "-s", "KILL", "web-dry.service")
+        lab.wait_for(
+            lambda: "would restart unit (dry run)" in log_file.read_text(),
+            timeout=10,
+            what="the dry run's 'would restart' line",
+        )
+        time.sleep(1.5)  # past settle: a real run would have restarted it by now
+        assert lab.show("web-dry.service", "ActiveState")["ActiveState"] == "failed"
+        assert "restarting unit" not in log_file.read_text()
+    finally:
+        lab.run("systemctl", "stop", "hs-dry", check=False)
