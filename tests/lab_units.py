@@ -62,3 +62,14 @@ def install_daemon(lab: Lab, config: Path, state: Path, **kwargs: object) -> Non
 def active_with_new_pid(lab: Lab, unit: str, old_pid: str) -> bool:
     state = lab.show(unit, "ActiveState", "MainPID")
     return state["ActiveState"] == "active" and state["MainPID"] not in (old_pid, "0")
+
+
+def kill_and_wait_restarted(lab: Lab, unit: str, timeout: float = 10.0) -> None:
+    """SIGKILL the unit's processes and wait until it is active with a new main PID."""
+    pid = lab.show(unit, "MainPID")["MainPID"]
+    lab.run("systemctl", "kill", "-s", "KILL", unit)
+    lab.wait_for(
+        lambda: active_with_new_pid(lab, unit, pid),
+        timeout=timeout,
+        what=f"{unit} active again with a new main PID after SIGKILL",
+    )

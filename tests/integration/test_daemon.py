@@ -15,9 +15,9 @@ from supervisor.testing.lab import Lab
 from tests.lab_units import (
     DAEMON_UNIT,
     SOCKET,
-    active_with_new_pid,
     daemon_cli,
     install_daemon,
+    kill_and_wait_restarted,
     web_unit,
 )
 
@@ -79,13 +79,7 @@ def supervised(lab: Lab) -> Iterator[Supervised]:
 
 
 def test_killed_unit_is_active_again_with_a_new_main_pid(lab: Lab, supervised: Supervised) -> None:
-    pid = lab.show("web-a.service", "MainPID")["MainPID"]
-    lab.run("systemctl", "kill", "-s", "KILL", "web-a.service")
-    lab.wait_for(
-        lambda: active_with_new_pid(lab, "web-a.service", pid),
-        timeout=10,
-        what="web-a.service restarted",
-    )
+    kill_and_wait_restarted(lab, "web-a.service")
     wait_for_message(lab, "web-a.service", "restart finished")
     log = daemon_log(lab, "web-a.service")
     failed = [e for e in log if e["MESSAGE"].startswith("unit failed")]
@@ -107,13 +101,7 @@ def test_a_unit_that_appears_later_is_picked_up(lab: Lab, supervised: Supervised
     wait_for_message(lab, "late.service", "unit not found; watching for it to appear")
     lab.install_unit("late.service", web_unit(8083))
     lab.run("systemctl", "start", "late.service")
-    pid = lab.show("late.service", "MainPID")["MainPID"]
-    lab.run("systemctl", "kill", "-s", "KILL", "late.service")
-    lab.wait_for(
-        lambda: active_with_new_pid(lab, "late.service", pid),
-        timeout=10,
-        what="late.service restarted by the daemon",
-    )
+    kill_and_wait_restarted(lab, "late.service")
     wait_for_message(lab, "late.service", "restart finished")
 
 
@@ -153,13 +141,7 @@ def test_reload_with_a_broken_policy_keeps_the_old_policies(
         assert f"{broken}:4:5" in status
         assert "intervall" in status
         # The old policies still work.
-        pid = lab.show("web-a.service", "MainPID")["MainPID"]
-        lab.run("systemctl", "kill", "-s", "KILL", "web-a.service")
-        lab.wait_for(
-            lambda: active_with_new_pid(lab, "web-a.service", pid),
-            timeout=10,
-            what="web-a.service restarted after the refused reload",
-        )
+        kill_and_wait_restarted(lab, "web-a.service")
     finally:
         broken.unlink()
     lab.run("systemctl", "reload", DAEMON_UNIT)
@@ -177,14 +159,8 @@ def test_systemds_start_limit_does_not_block_a_guarded_restart(
     # StartLimitBurst=2 (systemd 252 allows burst+1 starts): the fixture's start and
     # two restarts use it up; the third restart is refused by systemd unless the
     # daemon resets the failed state first.
-    for kill in range(3):
-        pid = lab.show("web-limit.service", "MainPID")["MainPID"]
-        lab.run("systemctl", "kill", "-s", "KILL", "web-limit.service")
-        lab.wait_for(
-            lambda pid=pid: active_with_new_pid(lab, "web-limit.service", pid),
-            timeout=10,
-            what=f"web-limit.service restarted after kill {kill + 1}",
-        )
+    for _ in range(3):
+        kill_and_wait_restarted(lab, "web-limit.service")
         time.sleep(1.2)  # past the policy's settle and cooldown
     assert lab.show("web-limit.service", "NRestarts", "Result")["Result"] == "success"
 
