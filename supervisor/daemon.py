@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import random
 import signal
 import time
 from collections.abc import Callable, Coroutine
@@ -22,13 +23,16 @@ from typing import IO, Any
 import structlog
 
 from supervisor.api import ControlServer
-from supervisor.config import LoadedConfig, load_config
+from supervisor.checks import Prober
+from supervisor.checks.result import CheckResult, ProbeContext
+from supervisor.config import Check, LoadedConfig, MemoryProbe, UnitProbe, load_config
 from supervisor.errors import BusError, ConfigError, JobFailed
-from supervisor.health import Condition, UnitView, describe
-from supervisor.recovery import Action, Notice, OperatorReset, Report, RunRung
+from supervisor.health import Condition, UnitView, describe, unit_condition
+from supervisor.metrics import Metrics
+from supervisor.recovery import Action, Notice, OperatorReset, Report, RunRung, Tick
 from supervisor.systemd.manager import SystemdManager, UnitSnapshot
 from supervisor.systemd.notify import Notifier
-from supervisor.unit_supervisor import UnitSupervisor
+from supervisor.unit_supervisor import UnitSupervisor, Update
 
 log = structlog.get_logger("host-supervisor")
 
@@ -38,6 +42,8 @@ EX_TEMPFAIL = 75
 
 JOB_TIMEOUT = 90.0
 BUS_RETRY_MAX = 30.0
+JITTER_MAX = 1.0  # each check's first run is spread over up to this many seconds
+STATUS_EVERY = 0.5  # STATUS= is sent at most this often
 
 
 @dataclass(frozen=True)
@@ -97,11 +103,14 @@ class Daemon:
             unit: UnitSupervisor(policy) for unit, policy in loaded.policies.items()
         }
         self.manager = SystemdManager(self._on_unit_change)
+        self.prober = Prober(loaded.main.checks.max_concurrent_commands)
+        self.metrics = Metrics()
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._check_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
         self._reload_note = ""
-        self.repairs = 0
+        self._status_pending = False
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -117,11 +126,13 @@ class Daemon:
         await api.start()
         bus_task = asyncio.create_task(self.manager.run())
         watchdog = asyncio.create_task(self.notifier.watchdog_loop())
-        for unit in list(self.units):
-            await self._watch(unit)
+        await asyncio.gather(*(self._watch(unit) for unit in list(self.units)))
+        for unit in self.units:
+            self._start_checks(unit)
         log.info(
             "supervising",
             units=len(self.units),
+            checks=sum(len(s.policy.checks) for s in self.units.values()),
             dry_run=self.options.dry_run,
             config=str(self.options.config_dir),
         )
@@ -131,9 +142,12 @@ class Daemon:
         self.notifier.stopping()
         for timer in self._timers.values():
             timer.cancel()
+        for unit in list(self._check_tasks):
+            self._stop_checks(unit)
         watchdog.cancel()
         await api.stop()
         await self.manager.close()
+        await self.prober.close()
         bus_task.cancel()
         for task in list(self._tasks):
             task.cancel()
@@ -165,35 +179,105 @@ class Daemon:
             log.warning("unit not found; watching for it to appear", unit=unit)
         self._on_unit_change(snapshot)
 
+    # -- checks ------------------------------------------------------------
+
+    def _start_checks(self, unit: str) -> None:
+        supervisor = self.units[unit]
+        self._check_tasks[unit] = [
+            asyncio.create_task(self._check_loop(unit, index, check), name=f"{unit}/{check.name}")
+            for index, check in enumerate(supervisor.policy.checks)
+            if not isinstance(check.probe, UnitProbe)  # judged on every signal instead
+        ]
+
+    def _stop_checks(self, unit: str) -> None:
+        for task in self._check_tasks.pop(unit, []):
+            task.cancel()
+
+    async def _check_loop(self, unit: str, index: int, check: Check) -> None:
+        """Run one check on its own fixed-rate schedule; nothing it does delays another."""
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(random.uniform(0.0, min(check.interval, JITTER_MAX)))
+        due = loop.time()
+        while True:
+            supervisor = self.units[unit]
+            if supervisor.running:
+                late_by = loop.time() - due
+                result = await self.prober.run(check, await self._context(supervisor, check))
+                self.metrics.ran(result.status.value, late_by)
+                self._on_result(supervisor, index, result)
+            due += check.interval
+            now = loop.time()
+            if due < now:  # the probe outlasted its interval: run again now, not in a burst
+                due = now
+            await asyncio.sleep(due - now)
+
+    async def _context(self, supervisor: UnitSupervisor, check: Check) -> ProbeContext:
+        memory = None
+        if isinstance(check.probe, MemoryProbe) and check.probe.max_rss is not None:
+            with contextlib.suppress(BusError):
+                memory = await self.manager.memory_current(supervisor.unit)
+        view = supervisor.view
+        return ProbeContext(
+            unit=supervisor.unit,
+            main_pid=supervisor.main_pid,
+            memory_current=memory,
+            active_state=view.active_state if view else "",
+        )
+
+    def _on_result(self, supervisor: UnitSupervisor, index: int, result: CheckResult) -> None:
+        self._apply_update(supervisor, supervisor.record(index, result, self.clock()))
+
     # -- events ------------------------------------------------------------
 
     def _on_unit_change(self, snapshot: UnitSnapshot) -> None:
         supervisor = self.units.get(snapshot.name)
         if supervisor is None:
             return
-        now = self.clock()
         view = UnitView(
             snapshot.load_state, snapshot.active_state, snapshot.sub_state, snapshot.result
         )
-        previous, actions = supervisor.observe(view, now)
-        condition = supervisor.condition
-        if condition is not previous:
-            self._log_transition(supervisor, previous, view, snapshot)
-        self._perform(supervisor, actions)
+        supervisor.main_pid = snapshot.main_pid
+        self._apply_update(supervisor, supervisor.observe(view, self.clock()), snapshot)
+
+    def _apply_update(
+        self, supervisor: UnitSupervisor, update: Update, snapshot: UnitSnapshot | None = None
+    ) -> None:
+        for change in update.check_changes:
+            level = "info" if change.after.value in ("ok", "pending") else "warning"
+            getattr(log, level)(
+                "check state changed",
+                unit=supervisor.unit,
+                check=change.check.name,
+                before=change.before.value,
+                after=change.after.value,
+                critical=change.check.critical,
+                message=change.result.message,
+            )
+        if update.changed:
+            self._log_transition(supervisor, update.previous, snapshot)
+        if update.changed or update.check_changes:
+            self._update_status()
+        self._perform(supervisor, update.actions)
 
     def _log_transition(
-        self,
-        supervisor: UnitSupervisor,
-        previous: Condition,
-        view: UnitView,
-        snapshot: UnitSnapshot,
+        self, supervisor: UnitSupervisor, previous: Condition, snapshot: UnitSnapshot | None
     ) -> None:
-        unit, condition = supervisor.unit, supervisor.condition
-        fields = {"unit": unit, "state": describe(view), "main_pid": snapshot.main_pid}
+        unit, condition, view = supervisor.unit, supervisor.condition, supervisor.view
+        fields: dict[str, object] = {"unit": unit, "state": describe(view) if view else ""}
+        if snapshot is not None:
+            fields["main_pid"] = snapshot.main_pid
         match condition:
-            case Condition.UNHEALTHY:
+            case Condition.UNHEALTHY if view and unit_condition(view) is Condition.UNHEALTHY:
                 log.warning("unit failed", action="detect", **fields)
-            case Condition.STOPPED if previous in (Condition.HEALTHY, Condition.TRANSIENT):
+            case Condition.UNHEALTHY:
+                failing = ",".join(supervisor.failing_checks())
+                log.warning("unit unhealthy", action="detect", checks=failing, **fields)
+            case Condition.STOPPED if previous in (
+                Condition.HEALTHY,
+                Condition.DEGRADED,
+                Condition.TRANSIENT,
+                Condition.UNKNOWN,
+            ):
                 log.info("unit stopped cleanly; respecting the stop", action="none", **fields)
             case Condition.MISSING if previous is not Condition.UNKNOWN:
                 log.warning("unit disappeared", **fields)
@@ -201,7 +285,6 @@ class Daemon:
                 log.info("unit appeared", **fields)
             case _:
                 log.info("unit state", condition=condition.value, **fields)
-        self._update_status()
 
     def _perform(self, supervisor: UnitSupervisor, actions: list[Action]) -> None:
         for action in actions:
@@ -226,7 +309,7 @@ class Daemon:
         self._timers.pop(unit, None)
         supervisor = self.units.get(unit)
         if supervisor is not None:
-            self._perform(supervisor, supervisor.tick(self.clock()))
+            self._perform(supervisor, supervisor.feed(Tick(), self.clock()))
 
     def _report(self, supervisor: UnitSupervisor, report: Report) -> None:
         level = "error" if report.notice is Notice.EXHAUSTED else "info"
@@ -254,7 +337,7 @@ class Daemon:
         ok, detail = await self._execute(supervisor, action.rung)
         took_ms = round((time.monotonic() - started) * 1000, 1)
         if ok:
-            self.repairs += 1
+            self.metrics.repairs += 1
             log.info(f"{action.rung} finished", result=detail, took_ms=took_ms, **fields)
         else:
             log.error(f"{action.rung} failed", result=detail, took_ms=took_ms, **fields)
@@ -282,7 +365,8 @@ class Daemon:
         return result == "done", f"job {result}"
 
     def _finish(self, supervisor: UnitSupervisor, ok: bool, detail: str) -> None:
-        self._perform(supervisor, supervisor.finish(ok, detail, self.clock()))
+        if self.units.get(supervisor.unit) is supervisor:
+            self._perform(supervisor, supervisor.finish(ok, detail, self.clock()))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -322,16 +406,26 @@ class Daemon:
         old, new = set(self.units), set(loaded.policies)
         for unit in old - new:
             self.manager.unwatch(unit)
+            self._stop_checks(unit)
             if (timer := self._timers.pop(unit, None)) is not None:
                 timer.cancel()
             del self.units[unit]
             log.info("no longer supervising", unit=unit)
         for unit in old & new:
-            self.units[unit].policy = loaded.policies[unit]
+            supervisor = self.units[unit]
+            if supervisor.policy != loaded.policies[unit]:
+                checks_changed = supervisor.policy.checks != loaded.policies[unit].checks
+                supervisor.set_policy(loaded.policies[unit])
+                if checks_changed:
+                    self._stop_checks(unit)
+                    self._start_checks(unit)
         self.loaded = loaded
-        for unit in sorted(new - old):
+        added = sorted(new - old)
+        for unit in added:
             self.units[unit] = UnitSupervisor(loaded.policies[unit])
-            await self._watch(unit)
+        await asyncio.gather(*(self._watch(unit) for unit in added))
+        for unit in added:
+            self._start_checks(unit)
             log.info("now supervising", unit=unit)
         log.info("policies reloaded", units=len(self.units))
 
@@ -348,13 +442,17 @@ class Daemon:
     # -- status ------------------------------------------------------------
 
     def status_line(self) -> str:
-        counts: dict[str, int] = {}
+        units: dict[str, int] = {}
+        checks: dict[str, int] = {}
         for supervisor in self.units.values():
-            counts[supervisor.condition.value] = counts.get(supervisor.condition.value, 0) + 1
-        parts = [f"{n} {name}" for name, n in sorted(counts.items())]
+            units[supervisor.condition.value] = units.get(supervisor.condition.value, 0) + 1
+            for state, n in supervisor.check_counts().items():
+                checks[state] = checks.get(state, 0) + n
         noun = "unit" if len(self.units) == 1 else "units"
-        text = f"{len(self.units)} {noun}: " + (", ".join(parts) if parts else "none")
-        text += f"; {self.repairs} repairs"
+        text = f"{len(self.units)} {noun}: " + (_counts(units) or "none")
+        if checks:
+            text += f"; checks: {_counts(checks)}"
+        text += f"; {self.metrics.repairs} repairs"
         if self.options.dry_run:
             text += " (dry run)"
         if self._reload_note:
@@ -362,6 +460,14 @@ class Daemon:
         return text
 
     def _update_status(self) -> None:
+        """Send STATUS= soon; many changes at once make one message."""
+        if self._status_pending:
+            return
+        self._status_pending = True
+        asyncio.get_running_loop().call_later(STATUS_EVERY, self._send_status)
+
+    def _send_status(self) -> None:
+        self._status_pending = False
         self.notifier.status(self.status_line())
 
     def unit_status(self) -> list[dict[str, object]]:
@@ -383,9 +489,27 @@ class Daemon:
                     ),
                     "last_event": sup.last_event,
                     "policy": str(self.loaded.sources.get(unit, "")),
+                    "checks": [
+                        {
+                            "name": check.name,
+                            "kind": check.kind,
+                            "critical": check.critical,
+                            "state": state.hard.value,
+                            "soft": state.soft,
+                            "message": result.message if result else "",
+                            "duration_ms": round(result.duration * 1000, 1) if result else None,
+                        }
+                        for check, state, result in zip(
+                            sup.policy.checks, sup.checks, sup.results, strict=True
+                        )
+                    ],
                 }
             )
         return rows
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
 
 
 def run_daemon(options: DaemonOptions) -> int:

@@ -1,20 +1,32 @@
-"""Health: what a unit's observed state means for supervision. Pure, no I/O.
+"""Health: what a unit's systemd state and its check results mean. Pure, no I/O.
 
 The D-Bus snapshot of a unit is reduced to one `Condition`. Only `UNHEALTHY`
 starts or continues a repair; `STOPPED` is an operator's (or a clean) stop that
 we respect the way systemd's `Restart=on-failure` does; `TRANSIENT` covers the
 moments when systemd itself is busy with the unit (starting, stopping, or
 about to restart it under its own `Restart=`), which we leave alone.
+
+Each check's results go through thresholds (`record`): `failures` bad results in a
+row make the check hard-failed, `successes` good ones make it healthy again, and
+bad results inside the unit's `start_period` are not counted. A unit whose systemd
+state is healthy is then unhealthy when a critical check is hard CRITICAL,
+degraded when any check is hard-failed otherwise, unknown while no check has
+reported since the unit (re)started, and healthy otherwise.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from supervisor.checks.result import Status
 
 
 class Condition(enum.Enum):
     HEALTHY = "healthy"
+    DEGRADED = "degraded"
     UNHEALTHY = "unhealthy"
     STOPPED = "stopped"
     TRANSIENT = "transient"
@@ -62,3 +74,94 @@ def describe(view: UnitView) -> str:
     if view.result and view.result != "success":
         text += f" ({view.result})"
     return text
+
+
+# -- checks ------------------------------------------------------------------
+
+
+class HardState(enum.Enum):
+    """A check's state after thresholds; PENDING until its first counted result."""
+
+    PENDING = "pending"
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+
+_HARD_OF = {
+    Status.OK: HardState.OK,
+    Status.WARNING: HardState.WARNING,
+    Status.CRITICAL: HardState.CRITICAL,
+    Status.UNKNOWN: HardState.UNKNOWN,
+}
+_BAD = (Status.WARNING, Status.CRITICAL)
+
+
+class Thresholds(Protocol):
+    """A check's thresholds (satisfied by `config.Check`)."""
+
+    @property
+    def failures(self) -> int: ...
+    @property
+    def successes(self) -> int: ...
+    @property
+    def start_period(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class CheckHealth:
+    hard: HardState = HardState.PENDING
+    streak_of: Status | None = None  # the kind of result the streak counts (OK, bad, UNKNOWN)
+    streak: int = 0
+    last: Status | None = None
+
+    @property
+    def soft(self) -> bool:
+        """The latest result disagrees with the hard state (a threshold is being counted)."""
+        return self.last is not None and self.hard is not _HARD_OF[self.last]
+
+
+def _kind(status: Status) -> Status:
+    return Status.CRITICAL if status in _BAD else status
+
+
+def record(
+    thresholds: Thresholds,
+    state: CheckHealth,
+    status: Status,
+    now: float,
+    started_at: float | None,
+) -> CheckHealth:
+    """Apply one result. `started_at` is when the unit last became active."""
+    in_start_period = started_at is not None and now < started_at + thresholds.start_period
+    if status is not Status.OK and in_start_period:
+        return replace(state, last=status)
+    kind = _kind(status)
+    streak = state.streak + 1 if state.streak_of is kind else 1
+    hard = state.hard
+    if status is Status.OK:
+        if hard in (HardState.PENDING, HardState.OK) or streak >= thresholds.successes:
+            hard = HardState.OK
+    elif status in _BAD:
+        if hard in (HardState.WARNING, HardState.CRITICAL) or streak >= thresholds.failures:
+            hard = _HARD_OF[status]
+    elif streak >= thresholds.failures:
+        hard = HardState.UNKNOWN
+    return CheckHealth(hard=hard, streak_of=kind, streak=streak, last=status)
+
+
+def unit_health(condition: Condition, checks: Iterable[tuple[bool, HardState]]) -> Condition:
+    """Combine systemd's view with the checks' hard states, `(critical, hard)` each."""
+    if condition is not Condition.HEALTHY:
+        return condition
+    states = list(checks)
+    if not states:
+        return Condition.HEALTHY
+    if any(critical and hard is HardState.CRITICAL for critical, hard in states):
+        return Condition.UNHEALTHY
+    if any(hard in (HardState.WARNING, HardState.CRITICAL) for _, hard in states):
+        return Condition.DEGRADED
+    if all(hard is HardState.PENDING for _, hard in states):
+        return Condition.UNKNOWN
+    return Condition.HEALTHY

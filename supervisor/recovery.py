@@ -61,6 +61,7 @@ class RecoveryState:
     deadline: float | None = None
     last_action_at: float | None = None
     healthy_since: float | None = None
+    episode_open: bool = False  # an action was taken and recovery not yet reported
 
 
 # Events -------------------------------------------------------------------
@@ -149,6 +150,8 @@ def step(
 def _observe(
     spec: LadderSpec, state: RecoveryState, condition: Condition, now: float
 ) -> tuple[RecoveryState, list[Action]]:
+    if condition is Condition.DEGRADED:
+        condition = Condition.HEALTHY  # degraded does not call for repair
     if condition is Condition.HEALTHY:
         healthy_since = state.healthy_since if state.healthy_since is not None else now
     else:
@@ -159,10 +162,15 @@ def _observe(
         case Phase.IDLE, Condition.UNHEALTHY:
             return _attempt_or_wait(spec, state, now)
         case Phase.IDLE | Phase.EXHAUSTED, Condition.HEALTHY:
-            return _arm_reset(spec, state), []
+            state = _arm_reset(spec, state)
+            if not state.episode_open:
+                return state, []
+            if state.phase is Phase.EXHAUSTED:
+                return _recovered(state, f"healthy again after {state.attempts} attempt(s)")
+            return _recovered(state, f"healthy again after attempt {state.attempts}")
         case Phase.COOLDOWN, Condition.HEALTHY:
             state = _arm_reset(spec, replace(state, phase=Phase.IDLE))
-            return state, [Report(Notice.RECOVERED, "healthy again while waiting to retry")]
+            return _recovered(state, "healthy again while waiting to retry")
         case Phase.COOLDOWN, Condition.STOPPED:
             # Stopped by someone while we waited: respect it, keep the counts.
             return replace(state, phase=Phase.IDLE, deadline=None), [
@@ -214,7 +222,7 @@ def _judge(
     match state.condition:
         case Condition.HEALTHY:
             state = _arm_reset(spec, replace(state, phase=Phase.IDLE))
-            return state, [Report(Notice.RECOVERED, f"healthy after attempt {state.attempts}")]
+            return _recovered(state, f"healthy after attempt {state.attempts}")
         case Condition.UNHEALTHY:
             return _attempt_or_wait(spec, state, now)
     return replace(state, phase=Phase.IDLE, deadline=None), []
@@ -241,8 +249,19 @@ def _attempt_or_wait(
 def _act(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoveryState, list[Action]]:
     rung = _rung(spec, state.attempts)
     attempts = state.attempts + 1
-    state = replace(state, phase=Phase.ACTING, attempts=attempts, last_action_at=now, deadline=None)
+    state = replace(
+        state,
+        phase=Phase.ACTING,
+        attempts=attempts,
+        last_action_at=now,
+        deadline=None,
+        episode_open=True,
+    )
     return state, [RunRung(rung, attempts, spec.max_attempts)]
+
+
+def _recovered(state: RecoveryState, detail: str) -> tuple[RecoveryState, list[Action]]:
+    return replace(state, episode_open=False), [Report(Notice.RECOVERED, detail)]
 
 
 def _arm_reset(spec: LadderSpec, state: RecoveryState) -> RecoveryState:

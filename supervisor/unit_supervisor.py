@@ -1,26 +1,55 @@
-"""One supervised unit: its policy, what we last saw of it, and its recovery machine.
+"""One supervised unit: its policy, what we last saw of it, its checks and its ladder.
 
-This is the seam between the pure decisions and the shell: `observe` and
-`finish` feed events to `recovery.step` and hand the resulting actions back to
-the caller, which performs them. Nothing here does I/O or reads a clock.
+This is the seam between the pure decisions and the shell: `observe` (a systemd
+snapshot) and `record` (a probe's result) update the checks' thresholds and the
+unit's condition, feed the recovery machine, and hand its actions back to the
+caller, which performs them. Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from supervisor.config import Policy
-from supervisor.health import Condition, UnitView, describe, unit_condition
-from supervisor.recovery import (
-    Action,
-    ActionFinished,
-    Event,
-    Observed,
-    Phase,
-    RecoveryState,
-    Tick,
-    step,
+from supervisor.checks.result import CheckResult
+from supervisor.checks.unit import judge
+from supervisor.config import Check, Policy, UnitProbe
+from supervisor.health import (
+    CheckHealth,
+    Condition,
+    HardState,
+    UnitView,
+    describe,
+    record,
+    unit_condition,
+    unit_health,
 )
+from supervisor.recovery import Action, ActionFinished, Event, Observed, Phase, RecoveryState, step
+
+RUNNING_STATES = ("active", "reloading")
+
+
+@dataclass(frozen=True)
+class CheckChange:
+    """A check's hard state changed (logged; later alerted)."""
+
+    check: Check
+    before: HardState
+    after: HardState
+    result: CheckResult
+
+
+@dataclass
+class Update:
+    """What one observation or result changed, for the shell to log and act on."""
+
+    previous: Condition
+    condition: Condition
+    actions: list[Action] = field(default_factory=list)
+    check_changes: list[CheckChange] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return self.previous is not self.condition
 
 
 @dataclass
@@ -30,29 +59,64 @@ class UnitSupervisor:
     condition: Condition = Condition.UNKNOWN
     recovery: RecoveryState = field(default_factory=RecoveryState)
     last_event: str = ""
+    started_at: float | None = None
+    main_pid: int = 0
+    checks: list[CheckHealth] = field(default_factory=list)
+    results: list[CheckResult | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._reset_checks()
 
     @property
     def unit(self) -> str:
         return self.policy.unit
 
-    def observe(self, view: UnitView, now: float) -> tuple[Condition, list[Action]]:
-        """Record a new view of the unit; returns the previous condition and any actions."""
-        previous = self.condition
+    @property
+    def running(self) -> bool:
+        return self.view is not None and self.view.active_state in RUNNING_STATES
+
+    def set_policy(self, policy: Policy) -> None:
+        """A reload: keep the ladder's state; start the checks afresh if they changed."""
+        changed = policy.checks != self.policy.checks
+        self.policy = policy
+        if changed:
+            self._reset_checks()
+
+    def observe(self, view: UnitView, now: float) -> Update:
+        """Record a new systemd view of the unit."""
+        was_running = self.running
         self.view = view
-        self.condition = unit_condition(view)
-        if self.condition is previous:
-            return previous, []
-        self.last_event = f"{describe(view)} -> {self.condition.value}"
-        return previous, self._feed(Observed(self.condition), now)
+        if self.running and not was_running:
+            # A (re)started unit is judged afresh, from its start period on.
+            self.started_at = now
+            self._reset_checks()
+        changes = [
+            change
+            for index, check in enumerate(self.policy.checks)
+            if isinstance(check.probe, UnitProbe)
+            for change in self._record_unit_check(index, check.probe, now)
+        ]
+        update = self._reassess(now)
+        update.check_changes = changes
+        if update.changed:
+            self.last_event = f"{describe(view)} -> {self.condition.value}"
+        return update
+
+    def record(self, index: int, result: CheckResult, now: float) -> Update:
+        """Record a probe's result for check number `index` of the policy."""
+        change = self._record(index, result, now)
+        update = self._reassess(now)
+        if change is not None:
+            update.check_changes = [change]
+            self.last_event = f"check {change.check.name}: {change.after.value}: {result.message}"
+        return update
 
     def finish(self, ok: bool, detail: str, now: float) -> list[Action]:
-        return self._feed(ActionFinished(ok, detail), now)
-
-    def tick(self, now: float) -> list[Action]:
-        return self._feed(Tick(), now)
+        return self.feed(ActionFinished(ok, detail), now)
 
     def feed(self, event: Event, now: float) -> list[Action]:
-        return self._feed(event, now)
+        self.recovery, actions = step(self.policy.recovery, self.recovery, event, now)
+        return actions
 
     @property
     def deadline(self) -> float | None:
@@ -62,6 +126,53 @@ class UnitSupervisor:
     def acting(self) -> bool:
         return self.recovery.phase is Phase.ACTING
 
-    def _feed(self, event: Event, now: float) -> list[Action]:
-        self.recovery, actions = step(self.policy.recovery, self.recovery, event, now)
-        return actions
+    def failing_checks(self) -> list[str]:
+        """Names of the critical checks that are hard CRITICAL."""
+        return [
+            check.name
+            for check, state in zip(self.policy.checks, self.checks, strict=True)
+            if check.critical and state.hard is HardState.CRITICAL
+        ]
+
+    def check_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for state in self.checks:
+            counts[state.hard.value] = counts.get(state.hard.value, 0) + 1
+        return counts
+
+    # -- internals ---------------------------------------------------------
+
+    def _reset_checks(self) -> None:
+        self.checks = [CheckHealth() for _ in self.policy.checks]
+        self.results = [None for _ in self.policy.checks]
+
+    def _record_unit_check(self, index: int, probe: UnitProbe, now: float) -> list[CheckChange]:
+        assert self.view is not None
+        status, message = judge(probe, self.unit, self.view.active_state)
+        change = self._record(index, CheckResult(status, message, 0.0), now)
+        return [change] if change is not None else []
+
+    def _record(self, index: int, result: CheckResult, now: float) -> CheckChange | None:
+        check = self.policy.checks[index]
+        before = self.checks[index]
+        after = record(check, before, result.status, now, self.started_at)
+        self.checks[index] = after
+        self.results[index] = result
+        if after.hard is before.hard:
+            return None
+        return CheckChange(check, before.hard, after.hard, result)
+
+    def _reassess(self, now: float) -> Update:
+        previous = self.condition
+        base = unit_condition(self.view) if self.view is not None else Condition.UNKNOWN
+        self.condition = unit_health(
+            base,
+            [
+                (check.critical, state.hard)
+                for check, state in zip(self.policy.checks, self.checks, strict=True)
+            ],
+        )
+        update = Update(previous, self.condition)
+        if update.changed:
+            update.actions = self.feed(Observed(self.condition), now)
+        return update

@@ -385,6 +385,21 @@ class SystemdManager:
         await self._read(temp, props)
         return temp.snapshot()
 
+    async def memory_current(self, unit: str) -> int | None:
+        """The unit's cgroup memory (MemoryCurrent) in bytes; None when accounting is off.
+
+        Read on demand: systemd does not signal changes of this property.
+        """
+        watch = self._watches.get(unit)
+        if watch is None or watch.props_iface is None or not watch.is_service:
+            return None
+        value = await self._call(
+            watch.props_iface.call_get(SERVICE_INTERFACE, "MemoryCurrent", unpack_variants=True),
+            f"{unit}: Get(MemoryCurrent)",
+        )
+        memory = int(value)
+        return None if memory >= 2**64 - 1 else memory
+
     def _require_conn(self, unit: str) -> _Connection:
         conn = self._conn
         if conn is None or not conn.bus.connected:

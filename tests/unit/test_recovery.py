@@ -200,3 +200,23 @@ def test_results_out_of_phase_change_nothing() -> None:
     state = RecoveryState()
     assert step(Spec(), state, ActionFinished(True), 1.0) == (state, [])
     assert step(Spec(), state, Tick(), 1.0) == (state, [])
+
+
+def test_recovery_seen_after_settle_is_reported_once() -> None:
+    # Checks restart as pending after a restart, so health may come after settle.
+    spec = Spec(settle=1.0)
+    state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
+    state, _ = step(spec, state, ActionFinished(True), 0.1)
+    state, _ = step(spec, state, Observed(Condition.UNKNOWN), 0.2)
+    state, actions = step(spec, state, Tick(), 1.1)
+    assert actions == [] and state.phase is Phase.IDLE and state.episode_open
+    state, actions = step(spec, state, HEALTHY, 5.0)
+    assert actions == [Report(Notice.RECOVERED, "healthy again after attempt 1")]
+    state, actions = step(spec, state, Observed(Condition.DEGRADED), 6.0)
+    state, actions = step(spec, state, HEALTHY, 7.0)
+    assert actions == []
+
+
+def test_degraded_is_not_repaired() -> None:
+    state, actions = step(Spec(), RecoveryState(), Observed(Condition.DEGRADED), 0.0)
+    assert actions == [] and state.phase is Phase.IDLE
