@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     schema = commands.add_parser("schema", help="print the JSON Schema of a policy")
     schema.add_argument("--main", action="store_true", help="the main config's schema instead")
 
+    check = commands.add_parser(
+        "check",
+        help="run every check of one policy once, now (exit 0 healthy, 1 degraded, "
+        "2 unhealthy, 3 unknown: usable as a Nagios/Icinga plugin)",
+    )
+    config_flag(check)
+    check.add_argument("target", metavar="UNIT_OR_POLICY_FILE")
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+
     status = commands.add_parser("status", help="each supervised unit's state")
     socket_flag(status)
     status.add_argument("unit", nargs="?", help="only this unit")
@@ -84,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             from supervisor.config import validate_command
 
             return validate_command(args.config, sys.stdout)
+        case "check":
+            from supervisor.check_command import check_command
+            from supervisor.logs import configure_logging
+
+            configure_logging("warning", journal=False)  # stdout is the plugin's output
+
+            return check_command(args.target, args.config, args.json, sys.stdout)
         case "schema":
             from supervisor.config import main_json_schema, policy_json_schema
 

@@ -498,9 +498,10 @@ class Daemon:
                             "soft": state.soft,
                             "message": result.message if result else "",
                             "duration_ms": round(result.duration * 1000, 1) if result else None,
+                            "runs": runs,
                         }
-                        for check, state, result in zip(
-                            sup.policy.checks, sup.checks, sup.results, strict=True
+                        for check, state, result, runs in zip(
+                            sup.policy.checks, sup.checks, sup.results, sup.runs, strict=True
                         )
                     ],
                 }

@@ -63,9 +63,11 @@ class UnitSupervisor:
     main_pid: int = 0
     checks: list[CheckHealth] = field(default_factory=list)
     results: list[CheckResult | None] = field(default_factory=list)
+    runs: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._reset_checks()
+        self.runs = [0 for _ in self.policy.checks]
 
     @property
     def unit(self) -> str:
@@ -81,6 +83,7 @@ class UnitSupervisor:
         self.policy = policy
         if changed:
             self._reset_checks()
+            self.runs = [0 for _ in self.policy.checks]
 
     def observe(self, view: UnitView, now: float) -> Update:
         """Record a new systemd view of the unit."""
@@ -158,6 +161,7 @@ class UnitSupervisor:
         after = record(check, before, result.status, now, self.started_at)
         self.checks[index] = after
         self.results[index] = result
+        self.runs[index] += 1
         if after.hard is before.hard:
             return None
         return CheckChange(check, before.hard, after.hard, result)

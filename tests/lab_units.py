@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -72,4 +73,24 @@ def kill_and_wait_restarted(lab: Lab, unit: str, timeout: float = 10.0) -> None:
         lambda: active_with_new_pid(lab, unit, pid),
         timeout=timeout,
         what=f"{unit} active again with a new main PID after SIGKILL",
+    )
+
+
+def daemon_log(lab: Lab, unit: str | None = None) -> list[dict[str, str]]:
+    argv = ["journalctl", "-q", "--no-pager", "-o", "json", f"_SYSTEMD_UNIT={DAEMON_UNIT}"]
+    if unit:
+        argv.append(f"UNIT={unit}")
+    out = lab.run(*argv, check=False).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def messages(lab: Lab, unit: str) -> list[str]:
+    return [str(entry.get("MESSAGE", "")) for entry in daemon_log(lab, unit)]
+
+
+def wait_for_message(lab: Lab, unit: str, prefix: str, timeout: float = 10.0) -> None:
+    lab.wait_for(
+        lambda: any(m.startswith(prefix) for m in messages(lab, unit)),
+        timeout=timeout,
+        what=f"daemon log line {prefix!r} for {unit}",
     )

@@ -1,6 +1,6 @@
 """The policy language: models, YAML loading with FILE:LINE:COL errors, JSON Schema."""
 
-from supervisor.config.loader import ConfigIssue, LoadedConfig, load_config
+from supervisor.config.loader import ConfigIssue, LoadedConfig, load_config, load_policy_file
 from supervisor.config.model import (
     AlertsConfig,
     Breaker,
@@ -62,6 +62,7 @@ __all__ = [
     "TcpProbe",
     "UnitProbe",
     "load_config",
+    "load_policy_file",
     "main_json_schema",
     "policy_json_schema",
     "validate_command",

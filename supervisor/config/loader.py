@@ -103,6 +103,14 @@ def load_config(config_dir: Path) -> LoadedConfig:
     return LoadedConfig(main, policies, sources, issues, main_ok)
 
 
+def load_policy_file(path: Path) -> tuple[Policy | None, list[ConfigIssue]]:
+    """Load one policy file on its own (for `host-supervisor check FILE`)."""
+    doc = _read(path, policy=True)
+    if doc.issues:
+        return None, doc.issues
+    return _validate(Policy, doc)
+
+
 # --- files -------------------------------------------------------------------------------
 
 

@@ -16,8 +16,11 @@ from tests.lab_units import (
     DAEMON_UNIT,
     SOCKET,
     daemon_cli,
+    daemon_log,
     install_daemon,
     kill_and_wait_restarted,
+    messages,
+    wait_for_message,
     web_unit,
 )
 
@@ -39,26 +42,6 @@ TIGHT_START_LIMIT = "StartLimitBurst=2\nStartLimitIntervalSec=1h"
 class Supervised:
     config: Path
     state: Path
-
-
-def daemon_log(lab: Lab, unit: str | None = None) -> list[dict[str, str]]:
-    argv = ["journalctl", "-q", "--no-pager", "-o", "json", f"_SYSTEMD_UNIT={DAEMON_UNIT}"]
-    if unit:
-        argv.append(f"UNIT={unit}")
-    out = lab.run(*argv, check=False).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def messages(lab: Lab, unit: str) -> list[str]:
-    return [str(entry.get("MESSAGE", "")) for entry in daemon_log(lab, unit)]
-
-
-def wait_for_message(lab: Lab, unit: str, prefix: str, timeout: float = 10.0) -> None:
-    lab.wait_for(
-        lambda: any(m.startswith(prefix) for m in messages(lab, unit)),
-        timeout=timeout,
-        what=f"daemon log line {prefix!r} for {unit}",
-    )
 
 
 @pytest.fixture(scope="module")

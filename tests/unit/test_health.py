@@ -55,7 +55,7 @@ def feed(statuses: list[Status], th: T = T(), started_at: float | None = None) -
     return hards
 
 
-P, O, W, C, U = (
+P, K, W, C, U = (
     HardState.PENDING,
     HardState.OK,
     HardState.WARNING,
@@ -65,15 +65,15 @@ P, O, W, C, U = (
 
 
 def test_first_good_result_is_ok_at_once() -> None:
-    assert feed([OK]) == [O]
+    assert feed([OK]) == [K]
 
 
 def test_failures_in_a_row_make_it_hard_and_successes_bring_it_back() -> None:
-    assert feed([OK, CRIT, CRIT, CRIT, OK, CRIT, OK, OK]) == [O, O, O, C, C, C, C, O]
+    assert feed([OK, CRIT, CRIT, CRIT, OK, CRIT, OK, OK]) == [K, K, K, C, C, C, C, K]
 
 
 def test_a_good_result_breaks_the_failure_streak() -> None:
-    assert feed([OK, CRIT, CRIT, OK, CRIT, CRIT]) == [O, O, O, O, O, O]
+    assert feed([OK, CRIT, CRIT, OK, CRIT, CRIT]) == [K, K, K, K, K, K]
 
 
 def test_warning_and_critical_count_together_and_the_latest_shows() -> None:
@@ -81,8 +81,8 @@ def test_warning_and_critical_count_together_and_the_latest_shows() -> None:
 
 
 def test_unknown_results_do_not_count_as_failures() -> None:
-    assert feed([OK, UNK, UNK, UNK, CRIT, CRIT, CRIT]) == [O, O, O, U, U, U, C]
-    assert feed([OK, UNK, CRIT, UNK, CRIT]) == [O, O, O, O, O]
+    assert feed([OK, UNK, UNK, UNK, CRIT, CRIT, CRIT]) == [K, K, K, U, U, U, C]
+    assert feed([OK, UNK, CRIT, UNK, CRIT]) == [K, K, K, K, K]
 
 
 def test_bad_results_in_the_start_period_are_not_counted() -> None:
@@ -90,13 +90,13 @@ def test_bad_results_in_the_start_period_are_not_counted() -> None:
     # started at t=0: results at t=0,1,2 are inside the start period; t=3,4 count.
     assert feed([CRIT, CRIT, CRIT, CRIT, CRIT], th, started_at=0.0) == [P, P, P, P, C]
     # A good result inside the start period counts.
-    assert feed([CRIT, OK, CRIT, CRIT, CRIT], th, started_at=0.0) == [P, O, O, O, C]
+    assert feed([CRIT, OK, CRIT, CRIT, CRIT], th, started_at=0.0) == [P, K, K, K, C]
 
 
 def test_soft_means_a_threshold_is_being_counted() -> None:
     state = record(T(), CheckHealth(), OK, 0.0, None)
     state = record(T(), state, CRIT, 1.0, None)
-    assert state.hard is O and state.soft
+    assert state.hard is K and state.soft
 
 
 @pytest.mark.parametrize(
@@ -104,11 +104,11 @@ def test_soft_means_a_threshold_is_being_counted() -> None:
     [
         ([], Condition.HEALTHY),
         ([(True, P), (True, P)], Condition.UNKNOWN),
-        ([(True, O), (True, P)], Condition.HEALTHY),
-        ([(True, O), (True, C)], Condition.UNHEALTHY),
-        ([(False, C), (True, O)], Condition.DEGRADED),
-        ([(True, W), (True, O)], Condition.DEGRADED),
-        ([(True, U), (True, O)], Condition.HEALTHY),
+        ([(True, K), (True, P)], Condition.HEALTHY),
+        ([(True, K), (True, C)], Condition.UNHEALTHY),
+        ([(False, C), (True, K)], Condition.DEGRADED),
+        ([(True, W), (True, K)], Condition.DEGRADED),
+        ([(True, U), (True, K)], Condition.HEALTHY),
         ([(False, C), (True, C)], Condition.UNHEALTHY),
     ],
 )
@@ -120,4 +120,4 @@ def test_unit_health_from_checks(checks: list[tuple[bool, HardState]], expected:
     "condition", [Condition.UNHEALTHY, Condition.STOPPED, Condition.TRANSIENT, Condition.MISSING]
 )
 def test_systemds_view_wins_when_the_unit_is_not_running(condition: Condition) -> None:
-    assert unit_health(condition, [(True, O)]) is condition
+    assert unit_health(condition, [(True, K)]) is condition
