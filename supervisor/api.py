@@ -30,6 +30,8 @@ class ControlServer:
                 web.get("/v1/status", self._status),
                 web.post("/v1/reload", self._reload),
                 web.post("/v1/units/{unit}/reset", self._reset),
+                web.get("/v1/metrics", self._metrics),
+                web.post("/v1/metrics/reset", self._metrics_reset),
             ]
         )
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -73,4 +75,11 @@ class ControlServer:
         unit = request.match_info["unit"]
         if not self.daemon.reset(unit):
             return web.json_response({"error": f"no policy for unit {unit}"}, status=404)
+        return web.json_response({"ok": True})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.json_response(self.daemon.metrics.snapshot())
+
+    async def _metrics_reset(self, request: web.Request) -> web.Response:
+        self.daemon.metrics.reset_lateness()
         return web.json_response({"ok": True})

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     socket_flag(reset)
     reset.add_argument("unit")
 
+    metrics = commands.add_parser("metrics", help="check runs, results and lateness")
+    socket_flag(metrics)
+    metrics.add_argument("--reset", action="store_true", help="start the lateness histogram afresh")
+
     reload = commands.add_parser("reload", help="make the daemon reload its policies")
     socket_flag(reload)
     return parser
@@ -139,6 +143,10 @@ def _talk(args: argparse.Namespace) -> int:
                 code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/reset")
             case "reload":
                 code, body = call(args.socket, "POST", "/v1/reload")
+            case "metrics" if args.reset:
+                code, body = call(args.socket, "POST", "/v1/metrics/reset")
+            case "metrics":
+                code, body = call(args.socket, "GET", "/v1/metrics")
             case _:  # pragma: no cover - argparse refuses other commands
                 return 2
     except DaemonUnreachable as exc:

@@ -44,6 +44,8 @@ JOB_TIMEOUT = 90.0
 BUS_RETRY_MAX = 30.0
 JITTER_MAX = 1.0  # each check's first run is spread over up to this many seconds
 STATUS_EVERY = 0.5  # STATUS= is sent at most this often
+WATCH_RETRY_MIN = 0.5
+WATCH_RETRY_MAX = 60.0
 
 
 @dataclass(frozen=True)
@@ -169,11 +171,18 @@ class Daemon:
             delay = min(delay * 2, BUS_RETRY_MAX)
         return False
 
-    async def _watch(self, unit: str) -> None:
+    async def _watch(self, unit: str, attempt: int = 0) -> None:
+        """Follow the unit over D-Bus; on failure retry with backoff, never give up."""
+        if unit not in self.units:
+            return
         try:
             snapshot = await self.manager.watch(unit)
         except BusError as exc:
-            log.error("cannot watch unit", unit=unit, error=str(exc))
+            delay = min(WATCH_RETRY_MIN * 2**attempt, WATCH_RETRY_MAX)
+            log.error("cannot watch unit; retrying", unit=unit, error=str(exc), retry_in_s=delay)
+            asyncio.get_running_loop().call_later(
+                delay, lambda: self._spawn(self._watch(unit, attempt + 1))
+            )
             return
         if snapshot.load_state == "not-found":
             log.warning("unit not found; watching for it to appear", unit=unit)

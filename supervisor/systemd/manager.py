@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import structlog
-from dbus_fast import BusType, DBusError
+from dbus_fast import BusType, DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.introspection import Node
 
@@ -68,6 +68,14 @@ RECENT_JOBS = 512
 RECHECK_INTERVAL = 1.0
 #: How long a Service-interface change waits for the Unit-interface one that follows it.
 PAIR_WAIT = 0.05
+# dbus-daemon allows 128 pending replies and 512 match rules per connection on the
+# system bus by default: keep well under the first, and use one rule for all units.
+MAX_PENDING_CALLS = 64
+UNIT_PATH_NAMESPACE = "/org/freedesktop/systemd1/unit"
+PROPERTIES_CHANGED_RULE = (
+    f"type='signal',sender='{BUS_NAME}',interface='{PROPERTIES_INTERFACE}',"
+    f"member='PropertiesChanged',path_namespace='{UNIT_PATH_NAMESPACE}'"
+)
 
 _UNIT_PROPS = ("LoadState", "ActiveState", "SubState", "CanReload")
 _SERVICE_PROPS = ("MainPID", "Result", "NRestarts")
@@ -193,6 +201,8 @@ class SystemdManager:
         self._close_event: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connect_lock: asyncio.Lock | None = None
+        self._by_path: dict[str, _Watch] = {}
+        self._pending_calls = asyncio.Semaphore(MAX_PENDING_CALLS)
 
     # -- connection -------------------------------------------------------------------
 
@@ -251,6 +261,22 @@ class SystemdManager:
         )
         conn = _Connection(bus=bus, manager=manager, address=address)
         # Match rules first (dbus-fast sends AddMatch before our next call), then Subscribe.
+        # Units' PropertiesChanged come through one rule for the whole unit namespace,
+        # dispatched by object path: a rule per unit would hit the bus's limit of 512.
+        bus.add_message_handler(self._on_message)
+        add_match = Message(
+            destination="org.freedesktop.DBus",
+            path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus",
+            member="AddMatch",
+            signature="s",
+            body=[PROPERTIES_CHANGED_RULE],
+        )
+        try:
+            await self._call(bus.call(add_match), f"AddMatch on {address}")
+        except BusError:
+            bus.disconnect()
+            raise
         manager.on_job_removed(self._on_job_removed)
         manager.on_unit_new(self._on_unit_new)
         manager.on_reloading(self._on_reloading)
@@ -421,7 +447,7 @@ class SystemdManager:
                 watch.props_iface = obj.get_interface(PROPERTIES_INTERFACE)
                 watch.unit_iface = obj.get_interface(UNIT_INTERFACE)
                 watch.handler = self._make_handler(watch)
-                watch.props_iface.on_properties_changed(watch.handler, unpack_variants=True)
+                self._by_path[path] = watch
                 watch.conn, watch.path = conn, path
                 await self._ref(watch)
             await self._read(watch, watch.props_iface)
@@ -432,9 +458,8 @@ class SystemdManager:
         # Only on a live bus: dbus-fast sends RemoveMatch, and a send on a closed socket
         # leaves a future with an OSError nobody retrieves.
         live = conn is not None and conn.bus.connected
-        if live and watch.props_iface is not None and watch.handler is not None:
-            with contextlib.suppress(Exception):
-                watch.props_iface.off_properties_changed(watch.handler, unpack_variants=True)
+        if watch.path is not None and self._by_path.get(watch.path) is watch:
+            del self._by_path[watch.path]
         if unref and live and unit_iface is not None:
             self._background(self._unref(watch.name, unit_iface))
         watch.conn = watch.props_iface = watch.unit_iface = watch.handler = None
@@ -473,6 +498,19 @@ class SystemdManager:
         for (_iface, prop), value in zip(wanted, values, strict=True):
             if watch.touched.get(prop, -1) <= start:
                 watch.props[prop] = value
+
+    def _on_message(self, message: Message) -> None:
+        if (
+            message.message_type is not MessageType.SIGNAL
+            or message.member != "PropertiesChanged"
+            or message.interface != PROPERTIES_INTERFACE
+        ):
+            return
+        watch = self._by_path.get(message.path or "")
+        if watch is None or watch.handler is None:
+            return
+        interface, changed, invalidated = message.body
+        watch.handler(interface, {k: v.value for k, v in changed.items()}, invalidated)
 
     def _make_handler(self, watch: _Watch) -> Callable[[str, dict[str, Any], list[str]], None]:
         wanted = {UNIT_INTERFACE: _UNIT_PROPS, SERVICE_INTERFACE: _SERVICE_PROPS}
@@ -637,7 +675,7 @@ class SystemdManager:
         """Await one D-Bus call under the call timeout; every failure becomes a BusError
         (UnitNotFound for systemd's NoSuchUnit) whose message says what was called."""
         try:
-            async with asyncio.timeout(self._call_timeout):
+            async with self._pending_calls, asyncio.timeout(self._call_timeout):
                 return await call
         except DBusError as exc:
             error = UnitNotFound if exc.type == _NO_SUCH_UNIT else BusError

@@ -59,7 +59,7 @@ def test_not_yaml_gives_the_parsers_position(tmp_path: Path) -> None:
           - name: port
         """,
     )
-    assert issues(tmp_path) == [f"{path}:5:3: not valid YAML: expected ',' or '}}', but got '-'"]
+    assert issues(tmp_path) == [f"{path}:5:3: not valid YAML: did not find expected ',' or '}}'"]
 
 
 def test_tab_indentation_is_a_yaml_error(tmp_path: Path) -> None:
