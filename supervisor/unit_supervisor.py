@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from supervisor.checks.result import CheckResult
+from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.checks.unit import judge
 from supervisor.config import Check, Policy, UnitProbe
 from supervisor.health import (
@@ -64,6 +64,7 @@ class UnitSupervisor:
     checks: list[CheckHealth] = field(default_factory=list)
     results: list[CheckResult | None] = field(default_factory=list)
     runs: list[int] = field(default_factory=list)
+    _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._reset_checks()
@@ -108,11 +109,27 @@ class UnitSupervisor:
     def record(self, index: int, result: CheckResult, now: float) -> Update:
         """Record a probe's result for check number `index` of the policy."""
         change = self._record(index, result, now)
+        if change is None:  # the unit's health depends on hard states only
+            return Update(self.condition, self.condition)
         update = self._reassess(now)
-        if change is not None:
-            update.check_changes = [change]
-            self.last_event = f"check {change.check.name}: {change.after.value}: {result.message}"
+        update.check_changes = [change]
+        self.last_event = f"check {change.check.name}: {change.after.value}: {result.message}"
         return update
+
+    @property
+    def context(self) -> ProbeContext:
+        """What probes may know of the unit from systemd; rebuilt only when it changes."""
+        active_state = self.view.active_state if self.view is not None else ""
+        cached = self._context
+        if (
+            cached is None
+            or cached.main_pid != (self.main_pid or None)
+            or cached.active_state != active_state
+        ):
+            cached = self._context = ProbeContext(
+                unit=self.unit, main_pid=self.main_pid, active_state=active_state
+            )
+        return cached
 
     def finish(self, ok: bool, detail: str, now: float) -> list[Action]:
         return self.feed(ActionFinished(ok, detail), now)

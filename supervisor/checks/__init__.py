@@ -10,7 +10,6 @@ the duration, and never raises: a probe that raises is UNKNOWN with the reason.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import replace
 
@@ -37,6 +36,11 @@ BACKSTOP_GRACE = 0.25
 """Seconds past `check.timeout` before the backstop cancels a probe. Each probe honours
 the timeout itself with a precise message ("no answer within 2s"); the backstop only
 catches one that does not, and reports it as "timed out after 2s"."""
+
+
+SELF_TIMED = frozenset({"http", "tcp"})
+"""Probes whose one timer already bounds the whole run (aiohttp's total timeout, the TCP
+probe's own): a second backstop timer would double the timer work of the common checks."""
 
 
 class Prober:
@@ -79,23 +83,30 @@ class Prober:
         wait is neither timed nor part of the duration, so a queue of commands never
         makes a healthy one fail.
         """
-        slot = self._commands if check.kind == "command" else contextlib.nullcontext()
-        async with slot:
-            started = time.monotonic()
-            try:
+        if check.kind == "command":
+            async with self._commands:
+                return await self._run(check, context)
+        return await self._run(check, context)
+
+    async def _run(self, check: Check, context: ProbeContext) -> CheckResult:
+        started = time.monotonic()
+        try:
+            if check.kind in SELF_TIMED:
+                result = await self._probe(check, context)
+            else:
                 async with asyncio.timeout(check.timeout + BACKSTOP_GRACE) as backstop:
                     result = await self._probe(check, context)
-            except TimeoutError as exc:
-                if backstop.expired():
-                    text = f"timed out after {format_duration(check.timeout)}"
-                    result = CheckResult(Status.CRITICAL, text, 0.0)
-                else:
-                    result = _unknown(exc)
-            except Exception as exc:
+        except TimeoutError as exc:
+            if check.kind not in SELF_TIMED and backstop.expired():
+                text = f"timed out after {format_duration(check.timeout)}"
+                result = CheckResult(Status.CRITICAL, text, 0.0)
+            else:
                 result = _unknown(exc)
-            return replace(
-                result, message=one_line(result.message), duration=time.monotonic() - started
-            )
+        except Exception as exc:
+            result = _unknown(exc)
+        return replace(
+            result, message=one_line(result.message), duration=time.monotonic() - started
+        )
 
 
 def _unknown(exc: BaseException) -> CheckResult:

@@ -13,6 +13,7 @@ import re
 import time
 
 import aiohttp
+from yarl import URL
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
 from supervisor.config.model import HttpProbe
@@ -64,6 +65,25 @@ class HttpProber:
     def __init__(self, limit_per_host: int = LIMIT_PER_HOST) -> None:
         self._limit_per_host = limit_per_host
         self._session: aiohttp.ClientSession | None = None
+        # Parsed once, not on every run (a check runs every second or so).
+        self._urls: dict[str, URL] = {}
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = self._urls[url] = URL(url)
+        return parsed
+
+    def _timeout(self, timeout: float) -> aiohttp.ClientTimeout:
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = self._timeouts[timeout] = aiohttp.ClientTimeout(
+                total=timeout,
+                connect=min(timeout, CONNECT_TIMEOUT),
+                ceil_threshold=math.inf,  # keep timeouts exact; aiohttp rounds long ones up
+            )
+        return client_timeout
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -99,15 +119,11 @@ class HttpProber:
         del context  # an HTTP probe needs nothing from systemd
         started = time.monotonic()
         url = spec.url
-        client_timeout = aiohttp.ClientTimeout(
-            total=timeout,
-            connect=min(timeout, CONNECT_TIMEOUT),
-            ceil_threshold=math.inf,  # keep timeouts exact; aiohttp rounds long ones up
-        )
+        client_timeout = self._timeout(timeout)
         try:
             async with self._get_session().request(
                 spec.method,
-                url,
+                self._url(url),
                 headers=spec.headers,
                 allow_redirects=spec.follow_redirects,
                 ssl=spec.tls_verify,  # False: no certificate check

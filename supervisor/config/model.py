@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -596,12 +597,12 @@ class Check(_Model):
             )
         return self
 
-    @property
+    @cached_property  # read on every probe run: computed once per (frozen) check
     def kind(self) -> str:
         """The probe key that is set: http, tcp, process, disk, memory, command or unit."""
         return next(kind for kind in PROBE_KINDS if getattr(self, kind) is not None)
 
-    @property
+    @cached_property
     def probe(self) -> Probe:
         """The probe's settings."""
         probe: Probe = getattr(self, self.kind)

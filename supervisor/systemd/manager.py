@@ -134,6 +134,7 @@ class _Watch:
     recheck: asyncio.TimerHandle | None = None
     last_check: float = -1e9
     is_service: bool = False
+    pinned: bool = False
 
     def __post_init__(self) -> None:
         self.is_service = self.name.endswith(".service")
@@ -449,8 +450,13 @@ class SystemdManager:
                 watch.handler = self._make_handler(watch)
                 self._by_path[path] = watch
                 watch.conn, watch.path = conn, path
-                await self._ref(watch)
             await self._read(watch, watch.props_iface)
+            if watch.props.get("LoadState") != "loaded" and not watch.pinned:
+                # Only a unit systemd does not have is unloaded at once and reloaded
+                # (UnitNew) by every read. Loaded units need no pin: their object path
+                # stays the same and our one match rule covers the whole namespace. Each
+                # Ref costs systemd a match rule of its own, so pinning all would not scale.
+                await self._ref(watch)
             self._flush(watch, notify=notify)
 
     def _detach(self, watch: _Watch, *, unref: bool) -> None:
@@ -460,8 +466,9 @@ class SystemdManager:
         live = conn is not None and conn.bus.connected
         if watch.path is not None and self._by_path.get(watch.path) is watch:
             del self._by_path[watch.path]
-        if unref and live and unit_iface is not None:
+        if unref and live and unit_iface is not None and watch.pinned:
             self._background(self._unref(watch.name, unit_iface))
+        watch.pinned = False  # a pin also ends with our connection
         watch.conn = watch.props_iface = watch.unit_iface = watch.handler = None
         watch.path = None
 
@@ -469,6 +476,7 @@ class SystemdManager:
         """Pin the unit so that systemd does not unload it (and forget its state)."""
         try:
             await self._call(watch.unit_iface.call_ref(), f"Ref({watch.name})")
+            watch.pinned = True
         except BusError as exc:
             if not _definitive(exc):
                 raise
