@@ -40,9 +40,10 @@ checks:
 """
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
@@ -100,7 +101,9 @@ def measure(units: int, hung: int, window: float, timeout: str) -> dict[str, flo
         rss, hwm = memory_mb(pid)
         lab.run("systemctl", "stop", "hs-bench")
     runs = metrics["check_runs"] - runs_before["check_runs"]
-    cpu = cpu_after - cpu_before
+    user = cpu_after[0] - cpu_before[0]
+    system = cpu_after[1] - cpu_before[1]
+    cpu = user + system
     return {
         "units": units,
         "checks": units * 2,
@@ -109,6 +112,8 @@ def measure(units: int, hung: int, window: float, timeout: str) -> dict[str, flo
         "late_p99": metrics["lateness_ms"]["p99"],
         "late_max": metrics["lateness_ms"]["max"],
         "cpu_pct": 100 * cpu / window,
+        "user_pct": 100 * user / window,
+        "sys_pct": 100 * system / window,
         "cpu_us_per_run": 1e6 * cpu / max(runs, 1),
         "rss": rss,
         "hwm": hwm,
@@ -139,6 +144,7 @@ def main() -> int:
             ("lateness p99 (ms)", f"{r['late_p99']:.1f}", "<= 50"),
             ("lateness max (ms)", f"{r['late_max']:.1f}", ""),
             ("CPU (% of one core)", f"{r['cpu_pct']:.1f}", "<= 30"),
+            ("  of which user / kernel", f"{r['user_pct']:.1f} / {r['sys_pct']:.1f}", ""),
             ("CPU per check run (us)", f"{r['cpu_us_per_run']:.0f}", ""),
             ("RSS now / peak (MB)", f"{r['rss']:.0f} / {r['hwm']:.0f}", "<= 150"),
             ("exec to READY=1 (s)", f"{r['ready']:.2f}", "<= 2"),
