@@ -285,3 +285,22 @@ def test_check_command_works_as_a_monitoring_plugin(lab: Lab, setup: Setup) -> N
     unhealthy = lab.run(*daemon_cli(), "check", str(plugin), check=False)
     assert unhealthy.returncode == 2
     assert "gone" in unhealthy.stdout and "refused" in unhealthy.stdout
+
+
+def test_status_text_counts_check_states(lab: Lab, setup: Setup) -> None:
+    out = lab.run(*daemon_cli(), "status", "--socket", SOCKET, "--json").stdout
+    units = json.loads(out)["units"]
+    counts: dict[str, int] = {}
+    for unit in units:
+        for check in unit["checks"]:
+            counts[check["state"]] = counts.get(check["state"], 0) + 1
+
+    def status_counts() -> str:
+        return lab.show("host-supervisor.service", "StatusText")["StatusText"]
+
+    expected = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    lab.wait_for(
+        lambda: f"checks: {expected};" in status_counts(),
+        timeout=5,
+        what=f"STATUS= with 'checks: {expected}' (have {status_counts()!r})",
+    )
