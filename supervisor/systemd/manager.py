@@ -33,7 +33,7 @@ import contextlib
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -694,6 +694,10 @@ class SystemdManager:
             raise
         except Exception as exc:  # a lost connection shows as EOFError, OSError, ...
             raise BusError(f"{what}: the bus connection failed ({_describe(exc)})") from exc
+        finally:
+            if isinstance(call, Coroutine):
+                # Cancelled while waiting for a slot, it never ran: close it quietly.
+                call.close()
 
     def _background(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)
