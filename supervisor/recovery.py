@@ -5,8 +5,12 @@ One machine per supervised unit. It is fed the unit's condition as it changes
 passing of time (`Tick`, whenever `state.deadline` is reached), and returns the
 new state and the actions for the shell to perform. It never reads the clock.
 
-Attempt `n` (counting from 0) uses rung `ladder[min(n, len(ladder) - 1)]`, so the
-default three attempts try each rung once. The first attempt is immediate; attempt
+Attempt `n` (counting from 0) uses rung `ladder[min(n + skips, len(ladder) - 1)]`,
+so the default attempts try each rung once; a rung that cannot apply to the unit
+(`Skipped`, e.g. reload without ExecReload=) moves on to the next rung at once
+without using an attempt. An action the guard, a precondition or a pause refuses
+(`Held`) is not an attempt either: the unit waits in HELD until told to retry or
+`Resume`d. The first attempt is immediate; attempt
 `n >= 1` waits `cooldown * backoff**(n-1)` (at most `max_cooldown`) after the
 previous one. After each action the machine waits `settle`, then judges: healthy
 means recovered, still unhealthy means the next attempt. Attempt counts are kept
@@ -18,10 +22,11 @@ it has been healthy for `reset_after` or an operator resets it.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from supervisor.health import Condition
 
@@ -50,6 +55,7 @@ class Phase(enum.Enum):
     ACTING = "acting"
     SETTLING = "settling"
     COOLDOWN = "cooldown"
+    HELD = "held"
     EXHAUSTED = "exhausted"
 
 
@@ -62,6 +68,25 @@ class RecoveryState:
     last_action_at: float | None = None
     healthy_since: float | None = None
     episode_open: bool = False  # an action was taken and recovery not yet reported
+    skips: int = 0  # rungs skipped in this episode (they shift the ladder, not the count)
+    prev_action_at: float | None = None  # last_action_at before the action in flight
+    prev_episode_open: bool = False  # episode_open before the action in flight
+    held_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, for the store (times are wall-clock seconds)."""
+        doc = dataclasses.asdict(self)
+        doc["phase"] = self.phase.value
+        doc["condition"] = self.condition.value
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> RecoveryState:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in fields}
+        values["phase"] = Phase(values.get("phase", Phase.IDLE.value))
+        values["condition"] = Condition(values.get("condition", Condition.UNKNOWN.value))
+        return cls(**values)
 
 
 # Events -------------------------------------------------------------------
@@ -88,7 +113,27 @@ class OperatorReset:
     pass
 
 
-Event = Observed | ActionFinished | Tick | OperatorReset
+@dataclass(frozen=True)
+class Held:
+    """The action asked for was not performed (guard, precondition, pause, flapping)."""
+
+    reason: str
+    until: float | None = None  # ask again then; None: wait for Resume or health
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Whatever held the unit is gone: act now if it is still unhealthy."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """The rung cannot apply to this unit (e.g. reload without ExecReload=)."""
+
+    detail: str
+
+
+Event = Observed | ActionFinished | Tick | OperatorReset | Held | Resume | Skipped
 
 
 # Actions ------------------------------------------------------------------
@@ -104,6 +149,8 @@ class RunRung:
 
 
 class Notice(enum.Enum):
+    HELD = "held"
+    SKIPPED = "skipped"
     RECOVERED = "recovered"
     EXHAUSTED = "exhausted"
     ACTION_FAILED = "action-failed"
@@ -144,6 +191,16 @@ def step(
                 condition=state.condition,
                 healthy_since=state.healthy_since,
             ), []
+        case Held(reason, until):
+            return _held(state, reason, until)
+        case Resume():
+            if state.phase is not Phase.HELD:
+                return state, []
+            if state.condition is Condition.UNHEALTHY:
+                return _attempt_or_wait(spec, replace(state, held_reason=""), now)
+            return replace(state, phase=Phase.IDLE, deadline=None, held_reason=""), []
+        case Skipped(detail):
+            return _skipped(spec, state, detail, now)
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover
 
 
@@ -168,12 +225,14 @@ def _observe(
             if state.phase is Phase.EXHAUSTED:
                 return _recovered(state, f"healthy again after {state.attempts} attempt(s)")
             return _recovered(state, f"healthy again after attempt {state.attempts}")
-        case Phase.COOLDOWN, Condition.HEALTHY:
-            state = _arm_reset(spec, replace(state, phase=Phase.IDLE))
+        case Phase.COOLDOWN | Phase.HELD, Condition.HEALTHY:
+            state = _arm_reset(spec, replace(state, phase=Phase.IDLE, held_reason=""))
+            if not state.episode_open:
+                return state, []
             return _recovered(state, "healthy again while waiting to retry")
-        case Phase.COOLDOWN, Condition.STOPPED:
+        case Phase.COOLDOWN | Phase.HELD, Condition.STOPPED:
             # Stopped by someone while we waited: respect it, keep the counts.
-            return replace(state, phase=Phase.IDLE, deadline=None), [
+            return replace(state, phase=Phase.IDLE, deadline=None, held_reason=""), [
                 Report(Notice.EPISODE_ABANDONED, "unit stopped while waiting to retry")
             ]
         case Phase.IDLE | Phase.EXHAUSTED, _:
@@ -199,10 +258,10 @@ def _tick(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoveryS
     match state.phase:
         case Phase.SETTLING:
             return _judge(spec, state, now)
-        case Phase.COOLDOWN:
+        case Phase.COOLDOWN | Phase.HELD:
             if state.condition is Condition.UNHEALTHY:
-                return _act(spec, state, now)
-            return replace(state, phase=Phase.IDLE, deadline=None), []
+                return _act(spec, replace(state, held_reason=""), now)
+            return replace(state, phase=Phase.IDLE, deadline=None, held_reason=""), []
         case Phase.IDLE | Phase.EXHAUSTED if state.healthy_since is not None:
             if state.attempts == 0 and state.phase is Phase.IDLE:
                 return replace(state, deadline=None), []
@@ -232,7 +291,7 @@ def _attempt_or_wait(
     spec: LadderSpec, state: RecoveryState, now: float
 ) -> tuple[RecoveryState, list[Action]]:
     if state.attempts >= spec.max_attempts:
-        tried = ", ".join(_rung(spec, n) for n in range(state.attempts))
+        tried = ", ".join(_rung(spec, n + state.skips) for n in range(state.attempts))
         return replace(state, phase=Phase.EXHAUSTED, deadline=None), [
             Report(
                 Notice.EXHAUSTED,
@@ -247,17 +306,52 @@ def _attempt_or_wait(
 
 
 def _act(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoveryState, list[Action]]:
-    rung = _rung(spec, state.attempts)
+    rung = _rung(spec, state.attempts + state.skips)
     attempts = state.attempts + 1
     state = replace(
         state,
         phase=Phase.ACTING,
         attempts=attempts,
+        prev_action_at=state.last_action_at,
+        prev_episode_open=state.episode_open,
         last_action_at=now,
         deadline=None,
         episode_open=True,
     )
     return state, [RunRung(rung, attempts, spec.max_attempts)]
+
+
+def _undo_attempt(state: RecoveryState) -> RecoveryState:
+    """The action in flight did not happen: it is not an attempt, and no cooldown runs."""
+    return replace(
+        state,
+        attempts=state.attempts - 1,
+        last_action_at=state.prev_action_at,
+        episode_open=state.prev_episode_open,
+    )
+
+
+def _held(
+    state: RecoveryState, reason: str, until: float | None
+) -> tuple[RecoveryState, list[Action]]:
+    if state.phase is not Phase.ACTING:
+        return state, []
+    state = replace(_undo_attempt(state), phase=Phase.HELD, deadline=until, held_reason=reason)
+    return state, [Report(Notice.HELD, reason)]
+
+
+def _skipped(
+    spec: LadderSpec, state: RecoveryState, detail: str, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    if state.phase is not Phase.ACTING:
+        return state, []
+    index = state.attempts - 1 + state.skips
+    if index >= len(spec.ladder) - 1:
+        # No later rung to move to: it counts as a failed attempt, judged after settle.
+        return _finished(spec, state, False, detail, now)
+    state = replace(_undo_attempt(state), skips=state.skips + 1)
+    state, actions = _act(spec, state, now)
+    return state, [Report(Notice.SKIPPED, detail), *actions]
 
 
 def _recovered(state: RecoveryState, detail: str) -> tuple[RecoveryState, list[Action]]:

@@ -8,6 +8,9 @@ A scenario is `tests/scenarios/NAME/input.yaml`:
       - {at: 0s, unit: unhealthy}      # the unit's observed condition
       - {at: 2s, action: ok}           # the pending action's outcome (ok | failed)
       - {at: 9s, operator: reset}
+      - {at: 9s, held: "repair budget spent", until: 60s}   # the guard refused
+      - {at: 9s, resume: true}
+      - {at: 9s, skipped: "no ExecReload="}
     until: 2h                # keep firing deadlines until then
 
 Between events, every deadline the machine sets is fired as a Tick at exactly
@@ -30,11 +33,14 @@ from supervisor.recovery import (
     Action,
     ActionFinished,
     Event,
+    Held,
     Observed,
     OperatorReset,
     RecoveryState,
     Report,
+    Resume,
     RunRung,
+    Skipped,
     Tick,
     step,
 )
@@ -57,6 +63,13 @@ def _event(raw: dict[str, Any]) -> Timed:
         return Timed(at, ActionFinished(ok, detail), f"action {raw['action']}")
     if raw.get("operator") == "reset":
         return Timed(at, OperatorReset(), "operator reset")
+    if "held" in raw:
+        until = parse_duration(raw["until"]) if "until" in raw else None
+        return Timed(at, Held(raw["held"], until), "held")
+    if "resume" in raw:
+        return Timed(at, Resume(), "resume")
+    if "skipped" in raw:
+        return Timed(at, Skipped(raw["skipped"]), "skipped")
     raise ValueError(f"unknown scenario event {raw!r}")
 
 

@@ -220,3 +220,70 @@ def test_recovery_seen_after_settle_is_reported_once() -> None:
 def test_degraded_is_not_repaired() -> None:
     state, actions = step(Spec(), RecoveryState(), Observed(Condition.DEGRADED), 0.0)
     assert actions == [] and state.phase is Phase.IDLE
+
+
+# -- held, resumed, skipped, and persistence -------------------------------
+
+from supervisor.recovery import Held, Resume, Skipped  # noqa: E402
+
+
+def test_a_held_action_is_not_an_attempt_and_retries_at_its_time() -> None:
+    spec = Spec(cooldown=60.0)
+    state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
+    state, actions = step(spec, state, Held("repair budget spent", until=30.0), 0.0)
+    assert actions == [Report(Notice.HELD, "repair budget spent")]
+    assert (state.phase, state.attempts, state.last_action_at) == (Phase.HELD, 0, None)
+    assert state.deadline == 30.0 and state.held_reason == "repair budget spent"
+    state, actions = step(spec, state, Tick(), 30.0)
+    assert actions == [RunRung("restart", 1, 3)]  # no cooldown: nothing had run
+
+
+def test_held_without_a_time_waits_for_resume() -> None:
+    state, _ = step(Spec(), RecoveryState(), UNHEALTHY, 0.0)
+    state, _ = step(Spec(), state, Held("paused by an operator"), 0.0)
+    assert state.deadline is None
+    state, actions = step(Spec(), state, Tick(), 1000.0)
+    assert actions == []
+    state, actions = step(Spec(), state, Resume(), 1001.0)
+    assert actions == [RunRung("restart", 1, 3)]
+
+
+def test_held_then_healthy_goes_idle_without_acting() -> None:
+    state, _ = step(Spec(), RecoveryState(), UNHEALTHY, 0.0)
+    state, _ = step(Spec(), state, Held("protected unit"), 0.0)
+    state, actions = step(Spec(), state, HEALTHY, 5.0)
+    assert state.phase is Phase.IDLE and actions == []
+    state, actions = step(Spec(), state, Resume(), 6.0)
+    assert actions == []
+
+
+def test_a_skipped_rung_moves_to_the_next_at_once_without_using_an_attempt() -> None:
+    spec = Spec(ladder=("reload", "restart"), cooldown=60.0)
+    state, actions = step(spec, RecoveryState(), UNHEALTHY, 0.0)
+    assert actions == [RunRung("reload", 1, 3)]
+    state, actions = step(spec, state, Skipped("cannot reload: no ExecReload="), 0.1)
+    assert actions == [
+        Report(Notice.SKIPPED, "cannot reload: no ExecReload="),
+        RunRung("restart", 1, 3),
+    ]
+    assert state.attempts == 1 and state.skips == 1
+
+
+def test_skipping_the_last_rung_counts_as_a_failed_attempt() -> None:
+    spec = Spec(ladder=("restart", "reload"), cooldown=0.0, settle=1.0, max_attempts=2)
+    state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
+    state, _ = step(spec, state, ActionFinished(True), 0.1)
+    state, actions = step(spec, state, Tick(), 1.1)
+    assert actions == [RunRung("reload", 2, 2)]
+    state, actions = step(spec, state, Skipped("cannot reload"), 1.2)
+    assert actions == [Report(Notice.ACTION_FAILED, "cannot reload")]
+    assert state.phase is Phase.SETTLING and state.attempts == 2
+
+
+def test_state_round_trips_through_json() -> None:
+    import json
+
+    state, _ = step(Spec(), RecoveryState(), UNHEALTHY, 100.0)
+    state, _ = step(Spec(), state, ActionFinished(True), 101.0)
+    restored = RecoveryState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored == state
