@@ -34,8 +34,8 @@ creates are readable by their owner only (0600, 0700).
 
 One thread. A `Store` is created and used by one thread (the event loop's); it starts
 no thread of its own, and its calls block that thread briefly. Measured on the
-development VM's disk: `save_unit` 0.4 ms (one fsync), `append` 3 us, 1,000 appends
-with their flushes 12 ms, `history(limit=1000)` 4 ms with 200,000 entries stored (a
+development VM's disk: `save_unit` 0.35-0.45 ms (one fsync), `append` 3-6 us, 1,000 appends
+with their flushes 12-19 ms, `history(limit=1000)` 4 ms with 200,000 entries stored (a
 filter on kinds alone scans the time index: 55 ms), opening with its quick_check
 50 ms. `prune` costs about 6 ms per 1,000 entries deleted: call it often (hourly),
 so that each call deletes little. A statement waits up to `BUSY_TIMEOUT_MS` for a
