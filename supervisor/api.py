@@ -1,13 +1,16 @@
 """The control socket: HTTP/JSON over a unix socket, for the CLI.
 
 Only root may connect: the socket is created mode 0600 (owner root when the daemon
-runs as root), because its commands change what the daemon does to units.
+runs as root), because its commands change what the daemon does to units. With
+`control.socket_group` in the main config, that group may connect too (mode 0660).
 """
 
 from __future__ import annotations
 
+import grp
 import os
 import stat
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,9 +21,10 @@ if TYPE_CHECKING:
 
 
 class ControlServer:
-    def __init__(self, daemon: Daemon, path: Path) -> None:
+    def __init__(self, daemon: Daemon, path: Path, group: str | None = None) -> None:
         self.daemon = daemon
         self.path = path
+        self.group = group
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -31,6 +35,10 @@ class ControlServer:
                 web.post("/v1/reload", self._reload),
                 web.post("/v1/units/{unit}/reset", self._reset),
                 web.get("/v1/metrics", self._metrics),
+                web.get("/v1/history", self._history),
+                web.post("/v1/units/{unit}/pause", self._pause),
+                web.post("/v1/units/{unit}/resume", self._resume),
+                web.post("/v1/resume", self._resume_all),
                 web.post("/v1/metrics/reset", self._metrics_reset),
             ]
         )
@@ -45,6 +53,14 @@ class ControlServer:
         finally:
             os.umask(old_umask)
         os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR)
+        if self.group is not None:
+            try:
+                gid = grp.getgrnam(self.group).gr_gid
+            except KeyError:
+                # Keep it root-only rather than fail: the daemon must run.
+                return
+            os.chown(self.path, -1, gid)
+            os.chmod(self.path, stat.S_IRUSR | stat.S_IWUSR | stat.S_IRGRP | stat.S_IWGRP)
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -82,4 +98,30 @@ class ControlServer:
 
     async def _metrics_reset(self, request: web.Request) -> web.Response:
         self.daemon.metrics.reset_lateness()
+        return web.json_response({"ok": True})
+
+    async def _history(self, request: web.Request) -> web.Response:
+        unit = request.query.get("unit")
+        try:
+            since_s = float(request.query["since_s"]) if "since_s" in request.query else None
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            return web.json_response({"error": "since_s and limit are numbers"}, status=400)
+        since = time.time() - since_s if since_s is not None else None
+        return web.json_response({"entries": self.daemon.history(unit, since, limit)})
+
+    async def _pause(self, request: web.Request) -> web.Response:
+        unit = request.match_info["unit"]
+        if not self.daemon.pause(unit):
+            return web.json_response({"error": f"no policy for unit {unit}"}, status=404)
+        return web.json_response({"ok": True})
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        unit = request.match_info["unit"]
+        if not self.daemon.resume(unit):
+            return web.json_response({"error": f"no policy for unit {unit}"}, status=404)
+        return web.json_response({"ok": True})
+
+    async def _resume_all(self, request: web.Request) -> web.Response:
+        self.daemon.resume(None)
         return web.json_response({"ok": True})

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from supervisor import __version__
 
@@ -75,6 +75,27 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("unit", nargs="?", help="only this unit")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    history = commands.add_parser("history", help="what happened: checks, actions, alerts")
+    socket_flag(history)
+    history.add_argument("unit", nargs="?", help="only this unit")
+    history.add_argument(
+        "--since", metavar="DURATION", help="only the last DURATION, e.g. 1h, 30m (default: all)"
+    )
+    history.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pause = commands.add_parser("pause", help="maintenance: watch a unit but do not repair it")
+    socket_flag(pause)
+    pause.add_argument("unit")
+
+    resume = commands.add_parser(
+        "resume", help="repair a paused unit again; --all also thaws a frozen repair budget"
+    )
+    socket_flag(resume)
+    target = resume.add_mutually_exclusive_group(required=True)
+    target.add_argument("unit", nargs="?")
+    target.add_argument("--all", action="store_true", help="every unit, and the repair budget")
+
     reset = commands.add_parser("reset", help="forget a unit's attempts and exhaustion")
     socket_flag(reset)
     reset.add_argument("unit")
@@ -139,8 +160,25 @@ def _talk(args: argparse.Namespace) -> int:
                 if code == 200 and not args.json:
                     _print_status(body)
                     return 0
-            case "reset":
-                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/reset")
+            case "reset" | "pause":
+                url = f"/v1/units/{quote(args.unit)}/{args.command}"
+                code, body = call(args.socket, "POST", url)
+            case "resume" if args.all:
+                code, body = call(args.socket, "POST", "/v1/resume")
+            case "resume":
+                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/resume")
+            case "history":
+                query = {"limit": str(args.limit)}
+                if args.unit:
+                    query["unit"] = args.unit
+                if args.since:
+                    from supervisor.config.values import parse_duration
+
+                    query["since_s"] = str(parse_duration(args.since))
+                code, body = call(args.socket, "GET", "/v1/history?" + urlencode(query))
+                if code == 200 and not args.json:
+                    _print_history(body["entries"])
+                    return 0
             case "reload":
                 code, body = call(args.socket, "POST", "/v1/reload")
             case "metrics" if args.reset:
@@ -183,3 +221,12 @@ def _print_status(body: dict[str, object]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+
+
+def _print_history(entries: list[dict[str, object]]) -> None:
+    from datetime import datetime
+
+    for entry in entries:
+        when = datetime.fromtimestamp(float(str(entry["time"]))).strftime("%Y-%m-%d %H:%M:%S")
+        unit = entry["unit"] or "-"
+        print(f"{when}  {unit:<24} {entry['kind']:<9} {entry['message']}")

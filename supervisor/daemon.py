@@ -1,10 +1,10 @@
 """The shell: D-Bus signals in, decisions out, effects done, results fed back.
 
-Everything that decides lives in `health`, `recovery` (and later `guard` and
-`failover`); this module only wires them to the world: it loads policies,
-watches units through `systemd.manager`, performs the actions the machines ask
-for, schedules their deadlines on the event loop, speaks sd_notify, and serves
-the control socket.
+Everything that decides lives in `health`, `recovery`, `guard` and `flapping`;
+this module only wires them to the world: it loads policies, watches units
+through `systemd.manager`, runs the checks, performs the actions the machines ask
+for, schedules their deadlines on the event loop, persists state and history in
+the store before it acts, speaks sd_notify, and serves the control socket.
 """
 
 from __future__ import annotations
@@ -24,14 +24,36 @@ from typing import IO, Any
 
 import structlog
 
+from supervisor import guard
 from supervisor.api import ControlServer
 from supervisor.checks import Prober
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, LoadedConfig, MemoryProbe, UnitProbe, load_config
-from supervisor.errors import BusError, ConfigError, JobFailed
+from supervisor.effects import Effects, Result
+from supervisor.errors import BusError, ConfigError, SupervisorError
+from supervisor.flapping import FlapState
+from supervisor.flapping import observe as observe_flap
+from supervisor.guard import GuardNotice, GuardState, Verdict
 from supervisor.health import Condition, UnitView, describe, unit_condition
 from supervisor.metrics import Metrics
-from supervisor.recovery import Action, Notice, OperatorReset, Report, RunRung, Tick
+from supervisor.preconditions import failing_precondition
+from supervisor.recovery import (
+    Action,
+    ActionFinished,
+    Event,
+    Held,
+    Notice,
+    OperatorReset,
+    Phase,
+    RecoveryState,
+    Report,
+    Resume,
+    RunRung,
+    Skipped,
+    Tick,
+    step,
+)
+from supervisor.store import Store
 from supervisor.systemd.manager import SystemdManager, UnitSnapshot
 from supervisor.systemd.notify import Notifier
 from supervisor.unit_supervisor import UnitSupervisor, Update
@@ -42,12 +64,21 @@ EX_CONFIG = 78
 EX_CANTCREAT = 73
 EX_TEMPFAIL = 75
 
-JOB_TIMEOUT = 90.0
 BUS_RETRY_MAX = 30.0
 JITTER_MAX = 1.0  # each check's first run is spread over up to this many seconds
 STATUS_EVERY = 0.5  # STATUS= is sent at most this often
 WATCH_RETRY_MIN = 0.5
 WATCH_RETRY_MAX = 60.0
+PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
+HISTORY_FLUSH = 1.0  # buffered history reaches the disk at least this often
+OBSERVE_MAX = 30.0  # after a start, act only once every check has reported (or this long)
+FAILED_GRACE = 0.5  # how long a unit with its own Restart= may look failed before we act
+
+_NOTICE_LEVEL = {
+    Notice.EXHAUSTED: "error",
+    Notice.ACTION_FAILED: "warning",
+    Notice.HELD: "warning",
+}
 
 
 @dataclass(frozen=True)
@@ -95,26 +126,66 @@ class Daemon:
         self,
         options: DaemonOptions,
         loaded: LoadedConfig,
+        store: Store,
         *,
         notifier: Notifier | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.options = options
         self.loaded = loaded
+        self.store = store
         self.notifier = notifier or Notifier()
-        self.clock = clock
+        self.clock = clock  # wall clock: deadlines are stored and must survive a restart
         self.units: dict[str, UnitSupervisor] = {
             unit: UnitSupervisor(policy) for unit, policy in loaded.policies.items()
         }
         self.manager = SystemdManager(self._on_unit_change)
+        self.effects = Effects(self.manager, options.state_dir)
         self.prober = Prober(loaded.main.checks.max_concurrent_commands)
         self.metrics = Metrics()
+        # Actions in flight died with the previous process: nothing is running now.
+        stored_guard = GuardState.from_dict(store.load_doc("guard") or {})
+        self.guard = dataclasses.replace(stored_guard, running=frozenset())
+        self.flaps: dict[str, FlapState] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._snapshot_timers: dict[str, asyncio.TimerHandle] = {}
+        self._guard_timer: asyncio.TimerHandle | None = None
         self._check_tasks: dict[str, list[asyncio.Task[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: list[str] = []  # units held for a free repair slot
+        self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._last_snapshot: dict[str, UnitSnapshot] = {}
         self._stop = asyncio.Event()
         self._reload_note = ""
         self._status_pending = False
+        self._observe_until = 0.0
+        self._resume_stored(store.load_units())
+
+    def _resume_stored(self, stored: dict[str, dict[str, Any]]) -> None:
+        """Take up each unit's ladder where the previous process left it."""
+        now = self.clock()
+        for unit, supervisor in self.units.items():
+            doc = stored.get(unit)
+            if doc is None or "recovery" not in doc:
+                continue
+            state = RecoveryState.from_dict(doc["recovery"])
+            if state.phase is Phase.ACTING:
+                # The previous process died during the action: it was performed (or
+                # not), but never again: judge it after settle like any other.
+                state, _ = self._step(supervisor, state, ActionFinished(True), now)
+            supervisor.recovery = dataclasses.replace(state, condition=Condition.UNKNOWN)
+            log.info(
+                "resumed stored state",
+                unit=unit,
+                phase=state.phase.value,
+                attempts=state.attempts,
+                next_in_s=round(state.deadline - now, 1) if state.deadline else None,
+            )
+
+    def _step(
+        self, supervisor: UnitSupervisor, state: RecoveryState, event: Event, now: float
+    ) -> tuple[RecoveryState, list[Action]]:
+        return step(supervisor.policy.recovery, state, event, now)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -123,16 +194,27 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
-        api = ControlServer(self, self.options.socket_path)
+        api = ControlServer(self, self.options.socket_path, self.loaded.main.control.socket_group)
         self.notifier.status("connecting to the system bus")
         if not await self._connect():
             return 0
         await api.start()
         bus_task = asyncio.create_task(self.manager.run())
         watchdog = asyncio.create_task(self.notifier.watchdog_loop())
+        flusher = asyncio.create_task(self._flush_history())
+        # Observe before acting: unit states now, and one round of probes.
+        longest = max(
+            (c.interval + c.timeout for s in self.units.values() for c in s.policy.checks),
+            default=0.0,
+        )
+        self._observe_until = self.clock() + min(longest + JITTER_MAX, OBSERVE_MAX)
         await asyncio.gather(*(self._watch(unit) for unit in list(self.units)))
-        for unit in self.units:
+        for unit, supervisor in self.units.items():
             self._start_checks(unit)
+            self._schedule(supervisor)
+            self._arm_snapshot(supervisor)
+        self._schedule_guard()
+        self._history(None, "daemon", "started", units=len(self.units))
         log.info(
             "supervising",
             units=len(self.units),
@@ -147,18 +229,23 @@ class Daemon:
         await self._stop.wait()
         log.info("stopping")
         self.notifier.stopping()
-        for timer in self._timers.values():
+        self._history(None, "daemon", "stopping")
+        for timer in [*self._timers.values(), *self._snapshot_timers.values()]:
             timer.cancel()
+        if self._guard_timer is not None:
+            self._guard_timer.cancel()
         for unit in list(self._check_tasks):
             self._stop_checks(unit)
         watchdog.cancel()
+        flusher.cancel()
         await api.stop()
         await self.manager.close()
         await self.prober.close()
         bus_task.cancel()
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(bus_task, watchdog, *self._tasks, return_exceptions=True)
+        await asyncio.gather(bus_task, watchdog, flusher, *self._tasks, return_exceptions=True)
+        self.store.close()
         return 0
 
     async def _connect(self) -> bool:
@@ -192,6 +279,20 @@ class Daemon:
         if snapshot.load_state == "not-found":
             log.warning("unit not found; watching for it to appear", unit=unit)
         self._on_unit_change(snapshot)
+
+    async def _flush_history(self) -> None:
+        while True:
+            await asyncio.sleep(HISTORY_FLUSH)
+            try:
+                self.store.flush()
+            except SupervisorError as exc:
+                log.error("cannot write history", error=str(exc))
+
+    def _history(self, unit: str | None, kind: str, message: str, **data: Any) -> None:
+        try:
+            self.store.append(unit, kind, message, data or None, time=self.clock())
+        except (SupervisorError, TypeError) as exc:
+            log.error("cannot record history", error=str(exc), unit=unit, kind=kind)
 
     # -- checks ------------------------------------------------------------
 
@@ -235,36 +336,70 @@ class Daemon:
         return context
 
     def _on_result(self, supervisor: UnitSupervisor, index: int, result: CheckResult) -> None:
-        self._apply_update(supervisor, supervisor.record(index, result, self.clock()))
+        update = supervisor.record(index, result, self.clock())
+        if not update.changed:
+            # Flap detection samples every check-in, as Nagios does (a changed
+            # condition is sampled in _apply_update).
+            self._observe_flapping(supervisor)
+        self._apply_update(supervisor, update)
 
     # -- events ------------------------------------------------------------
 
-    def _on_unit_change(self, snapshot: UnitSnapshot) -> None:
+    def _on_unit_change(self, snapshot: UnitSnapshot, *, after_grace: bool = False) -> None:
         supervisor = self.units.get(snapshot.name)
         if supervisor is None:
             return
+        unit = snapshot.name
+        self._last_snapshot[unit] = snapshot
+        if _systemd_may_restart(snapshot) and not after_grace:
+            # systemd 252 shows a unit with its own Restart= as failed for a moment on
+            # its way to auto-restart: judge it only if it is still failed after a grace.
+            if unit not in self._grace:
+                self._grace[unit] = asyncio.get_running_loop().call_later(
+                    FAILED_GRACE, self._grace_over, unit
+                )
+            return
+        if (timer := self._grace.pop(unit, None)) is not None:
+            timer.cancel()
         view = UnitView(
             snapshot.load_state, snapshot.active_state, snapshot.sub_state, snapshot.result
         )
         supervisor.main_pid = snapshot.main_pid
         self._apply_update(supervisor, supervisor.observe(view, self.clock()), snapshot)
 
+    def _grace_over(self, unit: str) -> None:
+        self._grace.pop(unit, None)
+        snapshot = self._last_snapshot.get(unit)
+        if snapshot is not None:
+            self._on_unit_change(snapshot, after_grace=True)
+
     def _apply_update(
         self, supervisor: UnitSupervisor, update: Update, snapshot: UnitSnapshot | None = None
     ) -> None:
+        unit = supervisor.unit
         for change in update.check_changes:
             level = "info" if change.after.value in ("ok", "pending") else "warning"
             getattr(log, level)(
                 "check state changed",
-                unit=supervisor.unit,
+                unit=unit,
                 check=change.check.name,
                 before=change.before.value,
                 after=change.after.value,
                 critical=change.check.critical,
                 message=change.result.message,
             )
+            if change.after.value != "pending":
+                self._history(
+                    unit,
+                    "check",
+                    f"{change.check.name}: {change.before.value} -> {change.after.value}: "
+                    f"{change.result.message}",
+                    check=change.check.name,
+                    state=change.after.value,
+                )
         if update.changed:
             self._log_transition(supervisor, update.previous, snapshot)
+            self._observe_flapping(supervisor)
         if update.changed or update.check_changes:
             self._update_status()
         self._perform(supervisor, update.actions)
@@ -273,15 +408,17 @@ class Daemon:
         self, supervisor: UnitSupervisor, previous: Condition, snapshot: UnitSnapshot | None
     ) -> None:
         unit, condition, view = supervisor.unit, supervisor.condition, supervisor.view
-        fields: dict[str, object] = {"unit": unit, "state": describe(view) if view else ""}
+        fields: dict[str, Any] = {"unit": unit, "state": describe(view) if view else ""}
         if snapshot is not None:
             fields["main_pid"] = snapshot.main_pid
         match condition:
             case Condition.UNHEALTHY if view and unit_condition(view) is Condition.UNHEALTHY:
                 log.warning("unit failed", action="detect", **fields)
+                self._history(unit, "health", f"failed: {fields['state']}")
             case Condition.UNHEALTHY:
                 failing = ",".join(supervisor.failing_checks())
                 log.warning("unit unhealthy", action="detect", checks=failing, **fields)
+                self._history(unit, "health", f"unhealthy: failing checks {failing}")
             case Condition.STOPPED if previous in (
                 Condition.HEALTHY,
                 Condition.DEGRADED,
@@ -289,12 +426,42 @@ class Daemon:
                 Condition.UNKNOWN,
             ):
                 log.info("unit stopped cleanly; respecting the stop", action="none", **fields)
+                self._history(unit, "health", "stopped cleanly; not restarted")
             case Condition.MISSING if previous is not Condition.UNKNOWN:
                 log.warning("unit disappeared", **fields)
+                self._history(unit, "health", "disappeared")
             case Condition.HEALTHY if previous is Condition.MISSING:
                 log.info("unit appeared", **fields)
+                self._history(unit, "health", "appeared")
             case _:
                 log.info("unit state", condition=condition.value, **fields)
+                if previous is not Condition.UNKNOWN or condition is not Condition.HEALTHY:
+                    self._history(unit, "health", condition.value)
+        if condition in (Condition.HEALTHY, Condition.DEGRADED):
+            self._arm_snapshot(supervisor)
+
+    def _observe_flapping(self, supervisor: UnitSupervisor) -> None:
+        condition = supervisor.condition
+        if condition not in (Condition.HEALTHY, Condition.DEGRADED, Condition.UNHEALTHY):
+            return
+        unit = supervisor.unit
+        cfg = self.loaded.main.guard.flapping
+        healthy = condition is not Condition.UNHEALTHY
+        self.flaps[unit], change = observe_flap(
+            cfg, self.flaps.get(unit, FlapState()), healthy, self.clock()
+        )
+        if change == "started":
+            log.error("unit is flapping; repairs paused until it settles", unit=unit)
+            self._history(unit, "alert", "flapping: repairs paused until it settles")
+        elif change == "stopped":
+            log.info("unit stopped flapping; repairs resume", unit=unit)
+            self._history(unit, "alert", "no longer flapping: repairs resume")
+            self._feed(supervisor, Resume())
+
+    # -- the ladder and its effects -----------------------------------------
+
+    def _feed(self, supervisor: UnitSupervisor, event: Event) -> None:
+        self._perform(supervisor, supervisor.feed(event, self.clock()))
 
     def _perform(self, supervisor: UnitSupervisor, actions: list[Action]) -> None:
         for action in actions:
@@ -303,7 +470,18 @@ class Daemon:
                     self._spawn(self._run_rung(supervisor, action))
                 case Report():
                     self._report(supervisor, action)
+        self._save(supervisor)
         self._schedule(supervisor)
+
+    def _save(self, supervisor: UnitSupervisor) -> None:
+        state = supervisor.recovery
+        if state == supervisor.saved:
+            return
+        try:
+            self.store.save_unit(supervisor.unit, {"recovery": state.to_dict()})
+            supervisor.saved = state
+        except SupervisorError as exc:
+            log.error("cannot save state", unit=supervisor.unit, error=str(exc))
 
     def _schedule(self, supervisor: UnitSupervisor) -> None:
         unit = supervisor.unit
@@ -319,17 +497,15 @@ class Daemon:
         self._timers.pop(unit, None)
         supervisor = self.units.get(unit)
         if supervisor is not None:
-            self._perform(supervisor, supervisor.feed(Tick(), self.clock()))
+            self._feed(supervisor, Tick())
 
     def _report(self, supervisor: UnitSupervisor, report: Report) -> None:
-        level = "error" if report.notice is Notice.EXHAUSTED else "info"
-        if report.notice is Notice.ACTION_FAILED:
-            level = "warning"
+        level = _NOTICE_LEVEL.get(report.notice, "info")
         getattr(log, level)(report.notice.value, unit=supervisor.unit, detail=report.detail)
+        kind = "alert" if report.notice is Notice.EXHAUSTED else "recovery"
+        self._history(supervisor.unit, kind, f"{report.notice.value}: {report.detail}")
         supervisor.last_event = f"{report.notice.value}: {report.detail}"
         self._update_status()
-
-    # -- effects -----------------------------------------------------------
 
     async def _run_rung(self, supervisor: UnitSupervisor, action: RunRung) -> None:
         unit = supervisor.unit
@@ -338,45 +514,155 @@ class Daemon:
             "action": action.rung,
             "attempt": f"{action.attempt}/{action.max_attempts}",
         }
+        allowed_at = self.clock()
+        held = await self._hold_reason(supervisor, allowed_at)
+        if held is not None:
+            reason, until = held
+            self._feed(supervisor, Held(reason, until))
+            return
+        self._history(unit, "action", f"{action.rung} (attempt {fields['attempt']})")
         if self.options.dry_run:
             log.warning(f"would {action.rung} unit (dry run)", dry_run=True, **fields)
-            self._finish(supervisor, True, "dry run")
+            self._guard_finished(unit, True)
+            self._feed(supervisor, ActionFinished(True, "dry run"))
             return
         log.warning(f"{action.rung}ing unit", **fields)
         started = time.monotonic()
-        ok, detail = await self._execute(supervisor, action.rung)
+        failed_now = supervisor.view is not None and supervisor.view.active_state == "failed"
+        outcome = await self.effects.perform(
+            supervisor.policy, action.rung, failed_now, self.clock()
+        )
         took_ms = round((time.monotonic() - started) * 1000, 1)
-        if ok:
-            self.metrics.repairs += 1
-            log.info(f"{action.rung} finished", result=detail, took_ms=took_ms, **fields)
+        self._history(unit, "result", f"{action.rung} {outcome.result.value}: {outcome.detail}")
+        if outcome.result is Result.SKIPPED:
+            self.guard = guard.cancelled(self.guard, unit, allowed_at)
+            self._guard_changed([])
+            self._release_waiting()
         else:
-            log.error(f"{action.rung} failed", result=detail, took_ms=took_ms, **fields)
-        self._finish(supervisor, ok, detail)
+            self._guard_finished(unit, outcome.result is Result.DONE)
+        if self.units.get(unit) is not supervisor:
+            return  # the policy was removed meanwhile
+        match outcome.result:
+            case Result.DONE:
+                self.metrics.repairs += 1
+                log.info(
+                    f"{action.rung} finished", result=outcome.detail, took_ms=took_ms, **fields
+                )
+                self._feed(supervisor, ActionFinished(True, outcome.detail))
+            case Result.SKIPPED:
+                log.warning(f"{action.rung} skipped", result=outcome.detail, **fields)
+                self._feed(supervisor, Skipped(outcome.detail))
+            case Result.FAILED:
+                log.error(f"{action.rung} failed", result=outcome.detail, took_ms=took_ms, **fields)
+                self._feed(supervisor, ActionFinished(False, outcome.detail))
 
-    async def _execute(self, supervisor: UnitSupervisor, rung: str) -> tuple[bool, str]:
+    async def _hold_reason(
+        self, supervisor: UnitSupervisor, now: float
+    ) -> tuple[str, float | None] | None:
+        """Why the repair asked for may not run now, and when to ask again; None: go."""
         unit = supervisor.unit
-        try:
-            match rung:
-                case "restart":
-                    view = supervisor.view
-                    if view is not None and view.active_state == "failed":
-                        # Our ladder, cooldown and guard limit restarts; systemd's
-                        # start limit would refuse a guarded restart of a failed unit.
-                        await self.manager.reset_failed(unit)
-                    result = await self.manager.restart(unit, timeout=JOB_TIMEOUT)
-                case "reload":
-                    if not (await self.manager.snapshot(unit)).can_reload:
-                        return False, f"{unit} cannot reload (no ExecReload=); rung skipped"
-                    result = await self.manager.reload(unit, timeout=JOB_TIMEOUT)
-                case _:
-                    return False, f"the {rung} rung is not available yet"
-        except (BusError, JobFailed) as exc:
-            return False, str(exc)
-        return result == "done", f"job {result}"
+        if now < self._observe_until:
+            return "observing units and running one round of checks after a start", (
+                self._observe_until
+            )
+        if self.flaps.get(unit, FlapState()).flapping:
+            return "flapping: repairs paused until it settles", None
+        reason = await failing_precondition(supervisor.policy.recovery.preconditions, self.manager)
+        if reason is not None:
+            return f"precondition: {reason}", now + PRECONDITION_RETRY
+        self.guard, decision, notices = guard.request(
+            self.loaded.main.guard,
+            self.guard,
+            unit,
+            allow_automatic=supervisor.policy.allow_automatic,
+            now=now,
+        )
+        self._guard_changed(notices)
+        if decision.verdict is Verdict.ALLOW:
+            return None
+        if decision.kind == "protected":
+            log.error("protected unit unhealthy; not repaired automatically", unit=unit)
+            self._history(unit, "alert", f"protected: {decision.reason}")
+        if decision.kind == "concurrency" and unit not in self._waiting:
+            self._waiting.append(unit)
+        return decision.reason, decision.retry_at
 
-    def _finish(self, supervisor: UnitSupervisor, ok: bool, detail: str) -> None:
-        if self.units.get(supervisor.unit) is supervisor:
-            self._perform(supervisor, supervisor.finish(ok, detail, self.clock()))
+    def _guard_finished(self, unit: str, ok: bool) -> None:
+        self.guard, notices = guard.finished(
+            self.loaded.main.guard, self.guard, unit, ok, self.clock()
+        )
+        self._guard_changed(notices)
+        self._release_waiting()
+
+    def _release_waiting(self) -> None:
+        """A slot is free: the units waiting for one may ask again, in order."""
+        waiting, self._waiting = self._waiting, []
+        for name in waiting:
+            if (supervisor := self.units.get(name)) is not None:
+                self._feed(supervisor, Resume())
+
+    def _guard_changed(self, notices: list[GuardNotice]) -> None:
+        for notice in notices:
+            level = "critical" if notice.kind == "frozen" else "warning"
+            getattr(log, level)(notice.message, guard=notice.kind)
+            self._history(None, "guard", notice.message, notice=notice.kind)
+        try:
+            self.store.save_doc("guard", self.guard.to_dict())
+        except SupervisorError as exc:
+            log.error("cannot save the guard's state", error=str(exc))
+        self._schedule_guard()
+
+    def _schedule_guard(self) -> None:
+        if self._guard_timer is not None:
+            self._guard_timer.cancel()
+            self._guard_timer = None
+        deadline = guard.next_deadline(self.guard)
+        if deadline is None:
+            return
+        delay = max(0.0, deadline - self.clock())
+        self._guard_timer = asyncio.get_running_loop().call_later(delay, self._guard_tick)
+
+    def _guard_tick(self) -> None:
+        self._guard_timer = None
+        self.guard, notices = guard.tick(self.loaded.main.guard, self.guard, self.clock())
+        self._guard_changed(notices)
+
+    # -- last-known-good snapshots ----------------------------------------
+
+    def _arm_snapshot(self, supervisor: UnitSupervisor) -> None:
+        restore = supervisor.policy.recovery.restore
+        unit = supervisor.unit
+        if restore is None or restore.source != "last-known-good" or unit in self._snapshot_timers:
+            return
+        self._snapshot_timers[unit] = asyncio.get_running_loop().call_later(
+            restore.snapshot_after, self._snapshot_due, unit
+        )
+
+    def _snapshot_due(self, unit: str) -> None:
+        self._snapshot_timers.pop(unit, None)
+        supervisor = self.units.get(unit)
+        if supervisor is None:
+            return
+        restore = supervisor.policy.recovery.restore
+        since = supervisor.recovery.healthy_since
+        healthy = supervisor.condition in (Condition.HEALTHY, Condition.DEGRADED)
+        if restore is None or not healthy or since is None:
+            return  # armed again when it is healthy again
+        if self.clock() - since >= restore.snapshot_after:
+            self._spawn(self._take_snapshot(supervisor))
+        self._arm_snapshot(supervisor)  # files may change later: look again
+
+    async def _take_snapshot(self, supervisor: UnitSupervisor) -> None:
+        try:
+            taken = await self.effects.snapshot(supervisor.policy, self.clock())
+        except (OSError, SupervisorError) as exc:
+            log.error("cannot snapshot the configuration", unit=supervisor.unit, error=str(exc))
+            return
+        if taken is not None:
+            log.info("known-good configuration saved", unit=supervisor.unit, snapshot=str(taken))
+            self._history(supervisor.unit, "restore", f"snapshot taken: {taken}")
+
+    # -- tasks -------------------------------------------------------------
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -405,10 +691,12 @@ class Daemon:
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             self._reload_note = f"reload refused: {first}{more}"
             log.error("reload refused; keeping the previous policies", errors=len(problems))
+            self._history(None, "daemon", self._reload_note)
             self.notifier.ready(self.status_line())
             return False
         await self._apply(loaded)
         self._reload_note = ""
+        self._history(None, "daemon", f"policies reloaded: {len(self.units)} units")
         self.notifier.ready(self.status_line())
         return True
 
@@ -417,9 +705,11 @@ class Daemon:
         for unit in old - new:
             self.manager.unwatch(unit)
             self._stop_checks(unit)
-            if (timer := self._timers.pop(unit, None)) is not None:
-                timer.cancel()
+            for timers in (self._timers, self._snapshot_timers):
+                if (timer := timers.pop(unit, None)) is not None:
+                    timer.cancel()
             del self.units[unit]
+            self.store.delete_unit(unit)
             log.info("no longer supervising", unit=unit)
         for unit in old & new:
             supervisor = self.units[unit]
@@ -446,8 +736,50 @@ class Daemon:
         if supervisor is None:
             return False
         log.info("reset by operator", unit=unit, action="reset")
-        self._perform(supervisor, supervisor.feed(OperatorReset(), self.clock()))
+        self._history(unit, "operator", "reset: attempts and exhaustion forgotten")
+        self._feed(supervisor, OperatorReset())
         return True
+
+    def pause(self, unit: str) -> bool:
+        if unit not in self.units:
+            return False
+        log.info("paused by operator: watching, not acting", unit=unit, action="pause")
+        self._history(unit, "operator", "paused: watched and alerted, not repaired")
+        self.guard = guard.pause(self.guard, unit)
+        self._guard_changed([])
+        return True
+
+    def resume(self, unit: str | None) -> bool:
+        """Resume one unit, or with None every unit and a frozen automation."""
+        if unit is not None and unit not in self.units:
+            return False
+        now = self.clock()
+        if unit is None:
+            log.info("resumed by operator: all units, and the repair budget", action="resume")
+            self._history(None, "operator", "resume --all")
+            self.guard, notices = guard.resume_all(self.guard, now)
+            targets = list(self.units.values())
+        else:
+            log.info("resumed by operator", unit=unit, action="resume")
+            self._history(unit, "operator", "resumed")
+            self.guard, notices = guard.resume(self.guard, unit), []
+            targets = [self.units[unit]]
+        self._guard_changed(notices)
+        for supervisor in targets:
+            self._feed(supervisor, Resume())
+        return True
+
+    def history(self, unit: str | None, since: float | None, limit: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "time": entry.time,
+                "unit": entry.unit,
+                "kind": entry.kind,
+                "message": entry.message,
+                "data": entry.data,
+            }
+            for entry in self.store.history(unit=unit, since=since, limit=limit)
+        ]
 
     # -- status ------------------------------------------------------------
 
@@ -463,6 +795,8 @@ class Daemon:
         if checks:
             text += f"; checks: {_counts(checks)}"
         text += f"; {self.metrics.repairs} repairs"
+        if self.guard.frozen_until is not None and self.guard.frozen_until > self.clock():
+            text += "; AUTOMATION FROZEN (repair budget spent)"
         if self.options.dry_run:
             text += " (dry run)"
         if self._reload_note:
@@ -482,6 +816,7 @@ class Daemon:
 
     def unit_status(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = []
+        now = self.clock()
         for unit, sup in sorted(self.units.items()):
             view = sup.view
             rows.append(
@@ -493,10 +828,11 @@ class Daemon:
                     "attempts": sup.recovery.attempts,
                     "max_attempts": sup.policy.recovery.max_attempts,
                     "next_action_in_s": (
-                        round(max(0.0, sup.deadline - self.clock()), 1)
-                        if sup.deadline is not None
-                        else None
+                        round(max(0.0, sup.deadline - now), 1) if sup.deadline is not None else None
                     ),
+                    "held": sup.recovery.held_reason,
+                    "paused": unit in self.guard.paused or self.guard.paused_all,
+                    "flapping": self.flaps.get(unit, FlapState()).flapping,
                     "last_event": sup.last_event,
                     "policy": str(self.loaded.sources.get(unit, "")),
                     "checks": [
@@ -517,6 +853,15 @@ class Daemon:
                 }
             )
         return rows
+
+
+def _systemd_may_restart(snapshot: UnitSnapshot) -> bool:
+    """Failed, but with a Restart= of its own that has not given up (start limit)."""
+    return (
+        snapshot.active_state == "failed"
+        and snapshot.restart not in ("", "no")
+        and snapshot.result != "start-limit-hit"
+    )
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -542,8 +887,18 @@ def run_daemon(options: DaemonOptions) -> int:
         log.error("cannot start", error=str(exc))
         return exc.exit_code
     try:
+        try:
+            store = Store(options.state_dir / "state.db")
+        except SupervisorError as exc:
+            log.error("cannot start", error=str(exc))
+            return EX_CANTCREAT
+        if store.moved_aside is not None:
+            log.error(
+                "the state database was unreadable; moved it aside and started afresh",
+                moved_to=str(store.moved_aside),
+            )
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(Daemon(options, loaded).run())
+            return runner.run(Daemon(options, loaded, store).run())
     finally:
         lock.close()
 

@@ -297,6 +297,20 @@ def request(
     return state, Decision(Verdict.ALLOW, reason, None, "ok"), notices
 
 
+def cancelled(state: GuardState, unit: str, started: float) -> GuardState:
+    """An allowed action did not run after all (its rung could not apply to the unit):
+    it frees its slot and is neither a repair in the budget nor a failure for the
+    breaker. `started` is the `now` its request was allowed at. For a unit not
+    running: no change."""
+    if unit not in state.running:
+        return state
+    actions = list(state.actions)
+    if started in actions:
+        actions.remove(started)
+    # If it was the breaker's half-open trial, it proved nothing: the next one may try.
+    return replace(state, running=state.running - {unit}, actions=tuple(actions), half_open=False)
+
+
 def finished(
     cfg: GuardConfig, state: GuardState, unit: str, ok: bool, now: float
 ) -> tuple[GuardState, list[GuardNotice]]:

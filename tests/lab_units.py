@@ -94,3 +94,19 @@ def wait_for_message(lab: Lab, unit: str, prefix: str, timeout: float = 10.0) ->
         timeout=timeout,
         what=f"daemon log line {prefix!r} for {unit}",
     )
+
+
+# Test modules repair many units within minutes, and some repairs fail on purpose:
+# the default budget (5 per 15m) and breaker (5 failures in a row) would stop
+# automation across tests. Tests of the guard itself write their own.
+ROOMY_GUARD = (
+    "guard:\n  repair_budget: {max: 1000, window: 15m}\n  breaker: {failures: 1000, open_for: 1m}\n"
+)
+
+
+def write_config(config: Path, policies: dict[str, str], main: str = ROOMY_GUARD) -> None:
+    """A config dir with `main` as host-supervisor.yaml and the named policies."""
+    (config / "policies.d").mkdir(parents=True, exist_ok=True)
+    (config / "host-supervisor.yaml").write_text(main)
+    for name, text in policies.items():
+        (config / "policies.d" / name).write_text(text)

@@ -132,6 +132,8 @@ UNIT_XML = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Introspec
   </property>
   <property name="NRestarts" type="u" access="read">
   </property>
+  <property name="Restart" type="s" access="read">
+  </property>
   <property name="ExecMainCode" type="i" access="read">
   </property>
   <property name="ExecMainStatus" type="i" access="read">

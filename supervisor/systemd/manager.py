@@ -78,7 +78,7 @@ PROPERTIES_CHANGED_RULE = (
 )
 
 _UNIT_PROPS = ("LoadState", "ActiveState", "SubState", "CanReload")
-_SERVICE_PROPS = ("MainPID", "Result", "NRestarts")
+_SERVICE_PROPS = ("MainPID", "Result", "NRestarts", "Restart")
 _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 
 _MANAGER_NODE = Node.parse(MANAGER_XML)
@@ -97,6 +97,7 @@ class UnitSnapshot:
     main_pid: int
     n_restarts: int
     can_reload: bool
+    restart: str = ""  # Service.Restart: no | on-failure | always | ... ("" for non-services)
 
 
 OnChange = Callable[[UnitSnapshot], None]
@@ -156,6 +157,7 @@ class _Watch:
             main_pid=int(p.get("MainPID", 0) or 0),
             n_restarts=int(p.get("NRestarts", 0) or 0),
             can_reload=bool(p.get("CanReload", False)),
+            restart=str(p.get("Restart", "")) if self.is_service else "",
         )
 
 

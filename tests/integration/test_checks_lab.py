@@ -21,6 +21,7 @@ from tests.lab_units import (
     messages,
     wait_for_message,
     web_unit,
+    write_config,
 )
 
 pytestmark = pytest.mark.lab
@@ -115,9 +116,7 @@ def setup(lab: Lab) -> Iterator[Setup]:
     (shared / "disk").mkdir()
     lab.run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(shared / "disk"))
     config = shared / "etc"
-    (config / "policies.d").mkdir(parents=True)
-    for name, text in policies(shared).items():
-        (config / "policies.d" / name).write_text(text)
+    write_config(config, policies(shared))
     lab.install_unit("flaky.service", flaky_unit(8201, shared / "flaky.mode"))
     lab.install_unit("sick.service", flaky_unit(8203, shared / "sick.mode"))
     lab.install_unit("steady.service", web_unit(8202))

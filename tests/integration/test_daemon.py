@@ -22,6 +22,7 @@ from tests.lab_units import (
     messages,
     wait_for_message,
     web_unit,
+    write_config,
 )
 
 pytestmark = pytest.mark.lab
@@ -54,8 +55,8 @@ def supervised(lab: Lab) -> Iterator[Supervised]:
         lab.run("systemctl", "start", unit)
     lab.install_unit("web-limit.service", web_unit(8084, unit_extra=TIGHT_START_LIMIT))
     lab.run("systemctl", "start", "web-limit.service")
-    for unit in ("web-a.service", "web-stop.service", "late.service", "web-limit.service"):
-        (config / "policies.d" / f"{unit}.yaml").write_text(POLICY.format(unit=unit))
+    units = ("web-a.service", "web-stop.service", "late.service", "web-limit.service")
+    write_config(config, {f"{unit}.yaml": POLICY.format(unit=unit) for unit in units})
     install_daemon(lab, config, state, watchdog="2s")
     yield Supervised(config, state)
     lab.run("systemctl", "stop", DAEMON_UNIT, check=False)

@@ -432,3 +432,20 @@ def test_next_deadline_is_the_earliest_of_thaw_and_breaker() -> None:
 def test_tick_with_nothing_due_returns_the_same_state() -> None:
     state = GuardState(actions=(10.0,), frozen_until=2000.0, breaker_open_until=3000.0)
     assert tick(CFG, state, 100.0) == (state, [])
+
+
+def test_a_cancelled_action_is_neither_budget_nor_breaker() -> None:
+    from supervisor.config import GuardConfig
+    from supervisor.guard import GuardState, cancelled, request
+
+    cfg = GuardConfig.model_validate({"repair_budget": {"max": 1, "window": "15m"}})
+    state, decision, _ = request(cfg, GuardState(), "a.service", allow_automatic=False, now=10.0)
+    assert decision.verdict.value == "allow" and state.actions == (10.0,)
+    state = cancelled(state, "a.service", 10.0)
+    assert state.running == frozenset() and state.actions == ()
+    assert state.failures_in_a_row == 0
+    # The budget of one is still there for a real repair.
+    _, decision, _ = request(cfg, state, "a.service", allow_automatic=False, now=11.0)
+    assert decision.verdict.value == "allow"
+    # Not running: no change.
+    assert cancelled(state, "b.service", 10.0) is state

@@ -1,0 +1,119 @@
+"""Performing one rung of the ladder on a real unit: restart, reload, restore.
+
+Each returns an `Outcome` the daemon feeds back to the recovery machine: done,
+failed (with why), or skipped (the rung cannot apply to this unit). File work of
+a restore runs in a thread; systemd jobs go through the D-Bus manager and wait
+for their result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.config import Policy
+from supervisor.errors import BusError, JobFailed, SupervisorError
+from supervisor.restore import latest_snapshot, restore, take_snapshot
+from supervisor.systemd.manager import SystemdManager
+
+JOB_TIMEOUT = 90.0
+LAST_KNOWN_GOOD = "last-known-good"
+
+
+class Result(enum.Enum):
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: Result
+    detail: str
+
+    @classmethod
+    def job(cls, result: str) -> Outcome:
+        return cls(Result.DONE if result == "done" else Result.FAILED, f"job {result}")
+
+
+class Effects:
+    def __init__(self, manager: SystemdManager, state_dir: Path) -> None:
+        self.manager = manager
+        self.state_dir = state_dir
+
+    def snapshots_dir(self, unit: str) -> Path:
+        return self.state_dir / "snapshots" / unit
+
+    def backups_dir(self, unit: str) -> Path:
+        return self.state_dir / "backups" / unit
+
+    async def perform(self, policy: Policy, rung: str, unit_failed: bool, now: float) -> Outcome:
+        try:
+            match rung:
+                case "restart":
+                    return await self.restart(policy.unit, unit_failed)
+                case "reload":
+                    return await self.reload(policy.unit)
+                case "restore":
+                    return await self.restore(policy, unit_failed, now)
+        except (BusError, JobFailed) as exc:
+            return Outcome(Result.FAILED, str(exc))
+        return Outcome(Result.SKIPPED, f"unknown rung {rung}")
+
+    async def restart(self, unit: str, unit_failed: bool) -> Outcome:
+        if unit_failed:
+            # Our ladder, cooldown and guard limit restarts; systemd's start limit
+            # would refuse a guarded restart of a failed unit.
+            await self.manager.reset_failed(unit)
+        return Outcome.job(await self.manager.restart(unit, timeout=JOB_TIMEOUT))
+
+    async def reload(self, unit: str) -> Outcome:
+        snapshot = await self.manager.snapshot(unit)
+        if not snapshot.can_reload:
+            return Outcome(Result.SKIPPED, f"{unit} cannot reload (no ExecReload=)")
+        if snapshot.active_state != "active":
+            return Outcome(
+                Result.SKIPPED, f"{unit} is {snapshot.active_state}: only a running unit reloads"
+            )
+        return Outcome.job(await self.manager.reload(unit, timeout=JOB_TIMEOUT))
+
+    async def restore(self, policy: Policy, unit_failed: bool, now: float) -> Outcome:
+        spec = policy.recovery.restore
+        unit = policy.unit
+        if spec is None:
+            return Outcome(Result.SKIPPED, f"{unit}: no restore section in its policy")
+        if spec.source == LAST_KNOWN_GOOD:
+            source = latest_snapshot(self.snapshots_dir(unit))
+            if source is None:
+                return Outcome(Result.SKIPPED, f"{unit}: no known-good snapshot taken yet")
+        else:
+            source = Path(spec.source)
+        try:
+            result = await asyncio.to_thread(
+                restore,
+                spec.paths,
+                source,
+                self.backups_dir(unit),
+                now,
+                spec.validate_argv,
+            )
+        except SupervisorError as exc:
+            return Outcome(Result.FAILED, f"restore refused: {exc}")
+        if not result.ok:
+            return Outcome(Result.FAILED, f"restore rolled back: {result.detail}")
+        restarted = await self.restart(unit, unit_failed)
+        written = ", ".join(result.written)
+        backup = f"; previous files in {result.backup}" if result.backup else ""
+        detail = f"restored {written} from {source}{backup}; restart {restarted.detail}"
+        return Outcome(restarted.result, detail)
+
+    async def snapshot(self, policy: Policy, now: float) -> Path | None:
+        """Take a last-known-good snapshot if the files changed since the last one."""
+        spec = policy.recovery.restore
+        if spec is None or spec.source != LAST_KNOWN_GOOD:
+            return None
+        return await asyncio.to_thread(
+            take_snapshot, spec.paths, self.snapshots_dir(policy.unit), now, spec.keep
+        )
