@@ -71,6 +71,7 @@ WATCH_RETRY_MIN = 0.5
 WATCH_RETRY_MAX = 60.0
 PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
 HISTORY_FLUSH = 1.0  # buffered history reaches the disk at least this often
+PRUNE_EVERY = 3600  # flushes between two prunings of old history (hourly)
 OBSERVE_MAX = 30.0  # after a start, act only once every check has reported (or this long)
 FAILED_GRACE = 0.5  # how long a unit with its own Restart= may look failed before we act
 
@@ -281,10 +282,15 @@ class Daemon:
         self._on_unit_change(snapshot)
 
     async def _flush_history(self) -> None:
+        """Write buffered history every second; keep it bounded (90 days, 200k entries)."""
+        flushes = 0
         while True:
             await asyncio.sleep(HISTORY_FLUSH)
+            flushes += 1
             try:
                 self.store.flush()
+                if flushes % PRUNE_EVERY == 1:
+                    self.store.prune()
             except SupervisorError as exc:
                 log.error("cannot write history", error=str(exc))
 

@@ -137,3 +137,37 @@ def test_a_second_daemon_on_the_same_state_dir_is_refused(tmp_path: Path) -> Non
     finally:
         first.send_signal(signal.SIGTERM)
         first.wait(timeout=10)
+
+
+def test_a_state_dir_that_cannot_be_written_is_named(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "etc", {"web.yaml": "unit: web.service\n"})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = hs("run", "--config", str(config), "--state-dir", str(blocker / "state"))
+    assert result.returncode == 73
+    assert f"state dir {blocker / 'state'} is not writable" in result.stderr
+
+
+def test_a_corrupt_state_database_is_moved_aside_and_the_daemon_starts(tmp_path: Path) -> None:
+    config = make_config(tmp_path / "etc", {"web.yaml": "unit: web.service\n"})
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.db").write_bytes(b"this is not a database" * 100)
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    proc = subprocess.Popen(
+        [EXE, "run", "--config", str(config), "--state-dir", str(state),
+         "--socket", str(tmp_path / "control.sock")],
+        stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 15
+        while not list(state.glob("state.db.corrupt-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the daemon did not keep running"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    moved = list(state.glob("state.db.corrupt-*"))
+    assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not a database")
+    assert "moved it aside" in err and str(moved[0]) in err
