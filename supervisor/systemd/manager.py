@@ -496,15 +496,14 @@ class SystemdManager:
         if watch.is_service:
             wanted += [(SERVICE_INTERFACE, p) for p in _SERVICE_PROPS]
         start = watch.seq
-        values = await asyncio.gather(
-            *(
-                self._call(
-                    props_iface.call_get(iface, prop, unpack_variants=True),
-                    f"{watch.name}: Get({prop})",
-                )
-                for iface, prop in wanted
-            )
-        )
+
+        async def get(iface: str, prop: str) -> Any:
+            # The proxy call is made inside the task: a task cancelled before it runs
+            # then leaves no un-awaited coroutine behind.
+            call = props_iface.call_get(iface, prop, unpack_variants=True)
+            return await self._call(call, f"{watch.name}: Get({prop})")
+
+        values = await asyncio.gather(*(get(iface, prop) for iface, prop in wanted))
         for (_iface, prop), value in zip(wanted, values, strict=True):
             if watch.touched.get(prop, -1) <= start:
                 watch.props[prop] = value

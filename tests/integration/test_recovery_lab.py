@@ -68,6 +68,17 @@ def kinds_and_messages(lab: Lab, unit: str, kinds: tuple[str, ...]) -> list[str]
     return [f"{e['kind']}: {e['message']}" for e in history(lab, unit) if e["kind"] in kinds]
 
 
+def break_after_snapshot(lab: Lab, unit: str, conf: Path) -> None:
+    """Once a known-good snapshot exists, break the config and crash the unit."""
+    lab.wait_for(
+        lambda: any("snapshot taken" in m for m in kinds_and_messages(lab, unit, ("restore",))),
+        timeout=15,
+        what=f"a known-good snapshot of {conf}",
+    )
+    conf.write_text(BROKEN)
+    lab.run("systemctl", "kill", "-s", "KILL", unit)
+
+
 @pytest.fixture(scope="module")
 def setup(lab: Lab) -> Iterator[Setup]:
     root = Path(lab.shared_dir)
@@ -108,13 +119,7 @@ def setup(lab: Lab) -> Iterator[Setup]:
 
 def test_a_broken_config_is_restored_from_the_last_known_good(lab: Lab, setup: Setup) -> None:
     unit, conf = "conf-good.service", setup.root / "good" / "app.conf"
-    lab.wait_for(
-        lambda: any("snapshot taken" in m for m in kinds_and_messages(lab, unit, ("restore",))),
-        timeout=15,
-        what="a known-good snapshot of app.conf",
-    )
-    conf.write_text(BROKEN)
-    lab.run("systemctl", "kill", "-s", "KILL", unit)
+    break_after_snapshot(lab, unit, conf)
     wait_for_message(lab, unit, "restore finished", timeout=30)
     lab.wait_for(
         lambda: lab.show(unit, "ActiveState")["ActiveState"] == "active",
@@ -137,13 +142,7 @@ def test_a_broken_config_is_restored_from_the_last_known_good(lab: Lab, setup: S
 
 def test_a_validator_that_rejects_the_restored_file_rolls_it_back(lab: Lab, setup: Setup) -> None:
     unit, conf = "conf-strict.service", setup.root / "strict" / "app.conf"
-    lab.wait_for(
-        lambda: any("snapshot taken" in m for m in kinds_and_messages(lab, unit, ("restore",))),
-        timeout=15,
-        what="a known-good snapshot of app.conf",
-    )
-    conf.write_text(BROKEN)
-    lab.run("systemctl", "kill", "-s", "KILL", unit)
+    break_after_snapshot(lab, unit, conf)
     lab.wait_for(
         lambda: any("restore failed" in m for m in kinds_and_messages(lab, unit, ("result",))),
         timeout=30,
