@@ -73,6 +73,7 @@ PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this muc
 HISTORY_FLUSH = 1.0  # buffered history reaches the disk at least this often
 PRUNE_EVERY = 3600  # flushes between two prunings of old history (hourly)
 OBSERVE_MAX = 30.0  # after a start, act only once every check has reported (or this long)
+OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
 FAILED_GRACE = 0.5  # how long a unit with its own Restart= may look failed before we act
 
 _NOTICE_LEVEL = {
@@ -205,7 +206,12 @@ class Daemon:
         flusher = asyncio.create_task(self._flush_history())
         # Observe before acting: unit states now, and one round of probes.
         longest = max(
-            (c.interval + c.timeout for s in self.units.values() for c in s.policy.checks),
+            (
+                c.interval + c.timeout
+                for s in self.units.values()
+                for c in s.policy.checks
+                if not isinstance(c.probe, UnitProbe)
+            ),
             default=0.0,
         )
         self._observe_until = self.clock() + min(longest + JITTER_MAX, OBSERVE_MAX)
@@ -567,10 +573,9 @@ class Daemon:
     ) -> tuple[str, float | None] | None:
         """Why the repair asked for may not run now, and when to ask again; None: go."""
         unit = supervisor.unit
-        if now < self._observe_until:
-            return "observing units and running one round of checks after a start", (
-                self._observe_until
-            )
+        if now < self._observe_until and not self._first_round_done():
+            retry = min(self._observe_until, now + OBSERVE_POLL)
+            return "observing units and running one round of checks after a start", retry
         if self.flaps.get(unit, FlapState()).flapping:
             return "flapping: repairs paused until it settles", None
         reason = await failing_precondition(supervisor.policy.recovery.preconditions, self.manager)
@@ -592,6 +597,16 @@ class Daemon:
         if decision.kind == "concurrency" and unit not in self._waiting:
             self._waiting.append(unit)
         return decision.reason, decision.retry_at
+
+    def _first_round_done(self) -> bool:
+        """Every scheduled check of every running unit has reported since the start."""
+        return all(
+            runs > 0
+            for supervisor in self.units.values()
+            if supervisor.running
+            for check, runs in zip(supervisor.policy.checks, supervisor.runs, strict=True)
+            if not isinstance(check.probe, UnitProbe)
+        )
 
     def _guard_finished(self, unit: str, ok: bool) -> None:
         self.guard, notices = guard.finished(

@@ -63,10 +63,16 @@ def main() -> int:
         back = lab.show("demo-web.service", "MainPID")["MainPID"]
         took_ms = 1000 * (time.monotonic() - killed_at)
         print(f"active again with main PID {back}, {took_ms:.0f} ms after the kill")
-        answer = lab.run(
-            "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8080/"
-        )
-        print(f"GET http://127.0.0.1:8080/ -> {answer.stdout}")
+        # Type=simple is active once forked: give the server a moment to bind.
+        answer = lab.wait_for(
+            lambda: lab.run(
+                "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8080/",
+                check=False,
+            ).stdout.strip() == "200" and "200",
+            timeout=10,
+            what="the web service answering again",
+        )  # fmt: skip
+        print(f"GET http://127.0.0.1:8080/ -> {answer}")
 
         say("the daemon's own log lines (journalctl -u host-supervisor UNIT=demo-web.service)")
         time.sleep(0.3)
