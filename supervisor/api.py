@@ -39,6 +39,8 @@ class ControlServer:
                 web.post("/v1/units/{unit}/pause", self._pause),
                 web.post("/v1/units/{unit}/resume", self._resume),
                 web.post("/v1/resume", self._resume_all),
+                web.post("/v1/units/{unit}/failover", self._failover),
+                web.post("/v1/units/{unit}/failback", self._failback),
                 web.post("/v1/metrics/reset", self._metrics_reset),
             ]
         )
@@ -124,4 +126,16 @@ class ControlServer:
 
     async def _resume_all(self, request: web.Request) -> web.Response:
         self.daemon.resume(None)
+        return web.json_response({"ok": True})
+
+    async def _failover(self, request: web.Request) -> web.Response:
+        refused = self.daemon.manual_failover(request.match_info["unit"], request.query.get("to"))
+        if refused is not None:
+            return web.json_response({"error": refused}, status=409)
+        return web.json_response({"ok": True})
+
+    async def _failback(self, request: web.Request) -> web.Response:
+        refused = self.daemon.manual_failback(request.match_info["unit"])
+        if refused is not None:
+            return web.json_response({"error": refused}, status=409)
         return web.json_response({"ok": True})

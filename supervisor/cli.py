@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("target", metavar="UNIT_OR_POLICY_FILE")
     check.add_argument("--json", action="store_true", help="machine-readable output")
 
+    test_alert = commands.add_parser(
+        "test-alert",
+        help="send a test message to one or every alert channel and say whether it arrived",
+    )
+    config_flag(test_alert)
+    test_alert.add_argument("channel", nargs="?", help="only this channel")
+
     status = commands.add_parser("status", help="each supervised unit's state")
     socket_flag(status)
     status.add_argument("unit", nargs="?", help="only this unit")
@@ -95,6 +102,15 @@ def build_parser() -> argparse.ArgumentParser:
     target = resume.add_mutually_exclusive_group(required=True)
     target.add_argument("unit", nargs="?")
     target.add_argument("--all", action="store_true", help="every unit, and the repair budget")
+
+    failover_cmd = commands.add_parser("failover", help="move a unit's service to its backup now")
+    socket_flag(failover_cmd)
+    failover_cmd.add_argument("unit")
+    failover_cmd.add_argument("--to", metavar="BACKUP", help="this backup (default: the first)")
+
+    failback_cmd = commands.add_parser("failback", help="move a failed-over service back now")
+    socket_flag(failback_cmd)
+    failback_cmd.add_argument("unit")
 
     reset = commands.add_parser("reset", help="forget a unit's attempts and exhaustion")
     socket_flag(reset)
@@ -125,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("warning", journal=False)  # stdout is the plugin's output
 
             return check_command(args.target, args.config, args.json, sys.stdout)
+        case "test-alert":
+            return _test_alert(args)
         case "schema":
             from supervisor.config import main_json_schema, policy_json_schema
 
@@ -133,6 +151,47 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         case _:
             return _talk(args)
+
+
+def _test_alert(args: argparse.Namespace) -> int:
+    """Works without the daemon: it reads the main config and sends directly."""
+    import asyncio
+    import tempfile
+
+    from supervisor.alerts import Alerter
+    from supervisor.config import load_config
+    from supervisor.errors import ConfigError
+    from supervisor.logs import configure_logging
+
+    configure_logging("warning", journal=False)
+    try:
+        loaded = load_config(args.config)
+    except ConfigError as exc:
+        print(f"host-supervisor: {exc}", file=sys.stderr)
+        return 1
+    channels = loaded.main.alerts.channels
+    if not channels:
+        print(f"no alert channels in {args.config / 'host-supervisor.yaml'}", file=sys.stderr)
+        return 1
+    if args.channel is not None and args.channel not in channels:
+        print(f"no channel {args.channel!r}; channels: {', '.join(channels)}", file=sys.stderr)
+        return 1
+
+    async def send() -> list[tuple[str, bool, str]]:
+        with tempfile.TemporaryDirectory() as spool:  # a test is never spooled
+            alerter = Alerter(loaded.main.alerts, Path(spool))
+            await alerter.start()
+            try:
+                return [(d.channel, d.ok, d.detail) for d in await alerter.test(args.channel)]
+            finally:
+                await alerter.close()
+
+    results = asyncio.run(send())
+    for channel, ok, detail in results:
+        print(
+            f"{channel}: {'delivered' if ok else 'NOT delivered'}" + ("" if ok else f": {detail}")
+        )
+    return 0 if all(ok for _, ok, _ in results) else 1
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -163,6 +222,13 @@ def _talk(args: argparse.Namespace) -> int:
             case "reset" | "pause":
                 url = f"/v1/units/{quote(args.unit)}/{args.command}"
                 code, body = call(args.socket, "POST", url)
+            case "failover":
+                query = f"?to={quote(args.to)}" if args.to else ""
+                code, body = call(
+                    args.socket, "POST", f"/v1/units/{quote(args.unit)}/failover{query}"
+                )
+            case "failback":
+                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/failback")
             case "resume" if args.all:
                 code, body = call(args.socket, "POST", "/v1/resume")
             case "resume":

@@ -16,6 +16,7 @@ import fcntl
 import gc
 import random
 import signal
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -25,12 +26,16 @@ from typing import IO, Any
 import structlog
 
 from supervisor import guard
+from supervisor.alert_policy import Alert, Severity
+from supervisor.alerts import Alerter, Delivery
 from supervisor.api import ControlServer
 from supervisor.checks import Prober
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, LoadedConfig, MemoryProbe, UnitProbe, load_config
 from supervisor.effects import Effects, Result
 from supervisor.errors import BusError, ConfigError, SupervisorError
+from supervisor.failover import LadderExhausted, PrimaryHardFailure, PrimaryStable
+from supervisor.failover_shell import FailoverShell
 from supervisor.flapping import FlapState
 from supervisor.flapping import observe as observe_flap
 from supervisor.guard import GuardNotice, GuardState, Verdict
@@ -123,7 +128,7 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return lock
 
 
-class Daemon:
+class Daemon(FailoverShell):
     def __init__(
         self,
         options: DaemonOptions,
@@ -144,6 +149,8 @@ class Daemon:
         self.manager = SystemdManager(self._on_unit_change)
         self.effects = Effects(self.manager, options.state_dir)
         self.prober = Prober(loaded.main.checks.max_concurrent_commands)
+        self.hostname = socket.gethostname()
+        self.alerter = Alerter(loaded.main.alerts, options.state_dir / "alerts", self.hostname)
         self.metrics = Metrics()
         # Actions in flight died with the previous process: nothing is running now.
         stored_guard = GuardState.from_dict(store.load_doc("guard") or {})
@@ -156,12 +163,15 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: list[str] = []  # units held for a free repair slot
         self._grace: dict[str, asyncio.TimerHandle] = {}
+        self._problem_alerted: set[str] = set()  # units whose recovery people should hear of
         self._last_snapshot: dict[str, UnitSnapshot] = {}
         self._stop = asyncio.Event()
         self._reload_note = ""
         self._status_pending = False
         self._observe_until = 0.0
-        self._resume_stored(store.load_units())
+        stored = store.load_units()
+        self._resume_stored(stored)
+        self._failover_init(stored)
 
     def _resume_stored(self, stored: dict[str, dict[str, Any]]) -> None:
         """Take up each unit's ladder where the previous process left it."""
@@ -201,6 +211,7 @@ class Daemon:
         if not await self._connect():
             return 0
         await api.start()
+        await self.alerter.start()  # apprise loads its plugins now, not at the first alert
         bus_task = asyncio.create_task(self.manager.run())
         watchdog = asyncio.create_task(self.notifier.watchdog_loop())
         flusher = asyncio.create_task(self._flush_history())
@@ -216,12 +227,21 @@ class Daemon:
         )
         self._observe_until = self.clock() + min(longest + JITTER_MAX, OBSERVE_MAX)
         await asyncio.gather(*(self._watch(unit) for unit in list(self.units)))
+        await self._failover_start()
         for unit, supervisor in self.units.items():
             self._start_checks(unit)
             self._schedule(supervisor)
             self._arm_snapshot(supervisor)
         self._schedule_guard()
         self._history(None, "daemon", "started", units=len(self.units))
+        self._alert(
+            None,
+            "daemon",
+            Severity.INFO,
+            f"host-supervisor started on {self.hostname}",
+            f"Supervising {len(self.units)} units"
+            + (" (dry run: no action is taken)." if self.options.dry_run else "."),
+        )
         log.info(
             "supervising",
             units=len(self.units),
@@ -237,8 +257,22 @@ class Daemon:
         log.info("stopping")
         self.notifier.stopping()
         self._history(None, "daemon", "stopping")
-        for timer in [*self._timers.values(), *self._snapshot_timers.values()]:
-            timer.cancel()
+        self._alert(
+            None,
+            "daemon",
+            Severity.INFO,
+            f"host-supervisor stopping on {self.hostname}",
+            "Units are no longer watched or repaired until it starts again.",
+        )
+        for timers in (
+            self._timers,
+            self._snapshot_timers,
+            self._failover_timers,
+            self._judge_timers,
+            self._grace,
+        ):
+            for timer in timers.values():
+                timer.cancel()
         if self._guard_timer is not None:
             self._guard_timer.cancel()
         for unit in list(self._check_tasks):
@@ -248,6 +282,7 @@ class Daemon:
         await api.stop()
         await self.manager.close()
         await self.prober.close()
+        await self.alerter.close()
         bus_task.cancel()
         for task in list(self._tasks):
             task.cancel()
@@ -306,6 +341,51 @@ class Daemon:
         except (SupervisorError, TypeError) as exc:
             log.error("cannot record history", error=str(exc), unit=unit, kind=kind)
 
+    def _alert(
+        self,
+        supervisor: UnitSupervisor | None,
+        event: str,
+        severity: Severity,
+        title: str,
+        body: str,
+        *,
+        problem: bool = False,
+        resolves: tuple[str, ...] = (),
+    ) -> None:
+        """Tell people: the policy's channels for a unit, every channel for the host."""
+        if supervisor is None:
+            channels = tuple(self.loaded.main.alerts.channels)
+        else:
+            channels = supervisor.policy.alerts
+        if not channels:
+            return
+        unit = supervisor.unit if supervisor is not None else None
+        self.alerter.submit(
+            Alert(
+                unit=unit,
+                event=event,
+                severity=severity,
+                title=title,
+                body=body,
+                channels=channels,
+                time=self.clock(),
+                resolves=resolves,
+                problem=problem,
+            )
+        )
+
+    def _next_steps(self, supervisor: UnitSupervisor) -> str:
+        recovery = supervisor.policy.recovery
+        if guard.is_protected(
+            supervisor.unit, self.loaded.main.guard, supervisor.policy.allow_automatic
+        ):
+            return "It is protected: it is not repaired automatically; a person must act."
+        ladder = ", ".join(recovery.ladder)
+        return f"Next: the repair ladder ({ladder}), up to {recovery.max_attempts} attempts."
+
+    async def test_alert(self, channel: str | None) -> list[Delivery]:
+        return await self.alerter.test(channel)
+
     # -- checks ------------------------------------------------------------
 
     def _start_checks(self, unit: str) -> None:
@@ -354,14 +434,18 @@ class Daemon:
             # condition is sampled in _apply_update).
             self._observe_flapping(supervisor)
         self._apply_update(supervisor, update)
+        if update.changed:
+            self._failover_observe(supervisor.unit)
 
     # -- events ------------------------------------------------------------
 
     def _on_unit_change(self, snapshot: UnitSnapshot, *, after_grace: bool = False) -> None:
-        supervisor = self.units.get(snapshot.name)
-        if supervisor is None:
-            return
         unit = snapshot.name
+        supervisor = self.units.get(unit)
+        if supervisor is None:
+            self._last_snapshot[unit] = snapshot  # a backup without a policy of its own
+            self._failover_observe(unit)
+            return
         self._last_snapshot[unit] = snapshot
         if _systemd_may_restart(snapshot) and not after_grace:
             # systemd 252 shows a unit with its own Restart= as failed for a moment on
@@ -378,6 +462,7 @@ class Daemon:
         )
         supervisor.main_pid = snapshot.main_pid
         self._apply_update(supervisor, supervisor.observe(view, self.clock()), snapshot)
+        self._failover_observe(unit)
 
     def _grace_over(self, unit: str) -> None:
         self._grace.pop(unit, None)
@@ -426,11 +511,36 @@ class Daemon:
         match condition:
             case Condition.UNHEALTHY if view and unit_condition(view) is Condition.UNHEALTHY:
                 log.warning("unit failed", action="detect", **fields)
+                self._failover_trigger(supervisor, PrimaryHardFailure(fields["state"]))
                 self._history(unit, "health", f"failed: {fields['state']}")
+                self._alert(
+                    supervisor,
+                    "unhealthy",
+                    Severity.WARNING,
+                    f"{unit} failed ({view.result or view.active_state})",
+                    f"systemd reports {unit} as {fields['state']}. {self._next_steps(supervisor)}",
+                    problem=True,
+                )
             case Condition.UNHEALTHY:
                 failing = ",".join(supervisor.failing_checks())
                 log.warning("unit unhealthy", action="detect", checks=failing, **fields)
+                self._failover_trigger(supervisor, PrimaryHardFailure(f"checks {failing}"))
                 self._history(unit, "health", f"unhealthy: failing checks {failing}")
+                messages = "; ".join(
+                    f"{check.name}: {result.message}"
+                    for check, result in zip(
+                        supervisor.policy.checks, supervisor.results, strict=True
+                    )
+                    if check.name in supervisor.failing_checks() and result is not None
+                )
+                self._alert(
+                    supervisor,
+                    "unhealthy",
+                    Severity.WARNING,
+                    f"{unit} unhealthy: {failing}",
+                    f"Critical checks failing: {messages}. {self._next_steps(supervisor)}",
+                    problem=True,
+                )
             case Condition.STOPPED if previous in (
                 Condition.HEALTHY,
                 Condition.DEGRADED,
@@ -451,6 +561,19 @@ class Daemon:
                     self._history(unit, "health", condition.value)
         if condition in (Condition.HEALTHY, Condition.DEGRADED):
             self._arm_snapshot(supervisor)
+            if unit in self._problem_alerted:
+                # The gate sends it only if a problem was actually sent, and once.
+                self._problem_alerted.discard(unit)
+                self._alert(
+                    supervisor,
+                    "recovered",
+                    Severity.INFO,
+                    f"{unit} recovered",
+                    f"{unit} is {condition.value} again ({fields['state']}).",
+                    resolves=("unhealthy", "exhausted", "protected"),
+                )
+        elif condition is Condition.UNHEALTHY:
+            self._problem_alerted.add(unit)
 
     def _observe_flapping(self, supervisor: UnitSupervisor) -> None:
         condition = supervisor.condition
@@ -465,9 +588,26 @@ class Daemon:
         if change == "started":
             log.error("unit is flapping; repairs paused until it settles", unit=unit)
             self._history(unit, "alert", "flapping: repairs paused until it settles")
+            self._alert(
+                supervisor,
+                "flapping",
+                Severity.WARNING,
+                f"{unit} is flapping",
+                f"{unit} changes between healthy and unhealthy too often. Repairs are "
+                "paused until it settles; it is still watched.",
+                problem=True,
+            )
         elif change == "stopped":
             log.info("unit stopped flapping; repairs resume", unit=unit)
             self._history(unit, "alert", "no longer flapping: repairs resume")
+            self._alert(
+                supervisor,
+                "settled",
+                Severity.INFO,
+                f"{unit} stopped flapping",
+                "Repairs resume.",
+                resolves=("flapping",),
+            )
             self._feed(supervisor, Resume())
 
     # -- the ladder and its effects -----------------------------------------
@@ -486,14 +626,18 @@ class Daemon:
         self._schedule(supervisor)
 
     def _save(self, supervisor: UnitSupervisor) -> None:
-        state = supervisor.recovery
-        if state == supervisor.saved:
+        unit = supervisor.unit
+        fo = self.failovers.get(unit)
+        if (supervisor.recovery, fo) == supervisor.saved:
             return
+        doc: dict[str, Any] = {"recovery": supervisor.recovery.to_dict()}
+        if fo is not None:
+            doc["failover"] = fo.to_dict()
         try:
-            self.store.save_unit(supervisor.unit, {"recovery": state.to_dict()})
-            supervisor.saved = state
+            self.store.save_unit(unit, doc)
+            supervisor.saved = (supervisor.recovery, fo)
         except SupervisorError as exc:
-            log.error("cannot save state", unit=supervisor.unit, error=str(exc))
+            log.error("cannot save state", unit=unit, error=str(exc))
 
     def _schedule(self, supervisor: UnitSupervisor) -> None:
         unit = supervisor.unit
@@ -513,11 +657,31 @@ class Daemon:
 
     def _report(self, supervisor: UnitSupervisor, report: Report) -> None:
         level = _NOTICE_LEVEL.get(report.notice, "info")
-        getattr(log, level)(report.notice.value, unit=supervisor.unit, detail=report.detail)
+        unit = supervisor.unit
+        getattr(log, level)(report.notice.value, unit=unit, detail=report.detail)
         kind = "alert" if report.notice is Notice.EXHAUSTED else "recovery"
-        self._history(supervisor.unit, kind, f"{report.notice.value}: {report.detail}")
+        self._history(unit, kind, f"{report.notice.value}: {report.detail}")
         supervisor.last_event = f"{report.notice.value}: {report.detail}"
         self._update_status()
+        match report.notice:
+            case Notice.ATTEMPTS_RESET:
+                self._failover_trigger(supervisor, PrimaryStable())
+            case Notice.EXHAUSTED:
+                self._failover_trigger(supervisor, LadderExhausted(report.detail))
+                failover = supervisor.policy.failover
+                after = (
+                    f"Next: failover to {', '.join(failover.backup)}."
+                    if failover is not None
+                    else "Nothing more is tried automatically."
+                )
+                self._alert(
+                    supervisor,
+                    "exhausted",
+                    Severity.CRITICAL,
+                    f"{unit}: repairs exhausted, a person must act",
+                    f"{report.detail}. {after} `host-supervisor reset {unit}` re-arms the ladder.",
+                    problem=True,
+                )
 
     async def _run_rung(self, supervisor: UnitSupervisor, action: RunRung) -> None:
         unit = supervisor.unit
@@ -533,6 +697,14 @@ class Daemon:
             self._feed(supervisor, Held(reason, until))
             return
         self._history(unit, "action", f"{action.rung} (attempt {fields['attempt']})")
+        self._alert(
+            supervisor,
+            f"action:{action.rung}#{action.attempt}",  # each action is news, not a repeat
+            Severity.INFO,
+            f"{action.rung} {unit} (attempt {fields['attempt']})",
+            f"{unit} is {supervisor.condition.value}; trying {action.rung}"
+            + (" (dry run: not done)." if self.options.dry_run else "."),
+        )
         if self.options.dry_run:
             log.warning(f"would {action.rung} unit (dry run)", dry_run=True, **fields)
             self._guard_finished(unit, True)
@@ -546,6 +718,14 @@ class Daemon:
         )
         took_ms = round((time.monotonic() - started) * 1000, 1)
         self._history(unit, "result", f"{action.rung} {outcome.result.value}: {outcome.detail}")
+        settle = supervisor.policy.recovery.settle
+        self._alert(
+            supervisor,
+            f"result:{action.rung}#{action.attempt}",
+            Severity.INFO if outcome.result is Result.DONE else Severity.WARNING,
+            f"{action.rung} {unit}: {outcome.result.value}",
+            f"{outcome.detail}. Next: judged again after {settle:g}s.",
+        )
         if outcome.result is Result.SKIPPED:
             self.guard = guard.cancelled(self.guard, unit, allowed_at)
             self._guard_changed([])
@@ -576,6 +756,8 @@ class Daemon:
         if now < self._observe_until and not self._first_round_done():
             retry = min(self._observe_until, now + OBSERVE_POLL)
             return "observing units and running one round of checks after a start", retry
+        if self.failover_owns(unit):
+            return "failed over: the failover machine acts on this unit", None
         if self.flaps.get(unit, FlapState()).flapping:
             return "flapping: repairs paused until it settles", None
         reason = await failing_precondition(supervisor.policy.recovery.preconditions, self.manager)
@@ -594,6 +776,15 @@ class Daemon:
         if decision.kind == "protected":
             log.error("protected unit unhealthy; not repaired automatically", unit=unit)
             self._history(unit, "alert", f"protected: {decision.reason}")
+            self._alert(
+                supervisor,
+                "protected",
+                Severity.CRITICAL,
+                f"{unit} is unhealthy and protected: a person must act",
+                f"{decision.reason}. It is not repaired automatically unless its policy "
+                "says allow_automatic: true.",
+                problem=True,
+            )
         if decision.kind == "concurrency" and unit not in self._waiting:
             self._waiting.append(unit)
         return decision.reason, decision.retry_at
@@ -627,6 +818,24 @@ class Daemon:
             level = "critical" if notice.kind == "frozen" else "warning"
             getattr(log, level)(notice.message, guard=notice.kind)
             self._history(None, "guard", notice.message, notice=notice.kind)
+            if notice.kind == "frozen":
+                self._alert(
+                    None,
+                    "frozen",
+                    Severity.CRITICAL,
+                    f"automation frozen on {self.hostname}",
+                    f"{notice.message}. Units are still watched and alerted, not repaired.",
+                    problem=True,
+                )
+            elif notice.kind == "thawed":
+                self._alert(
+                    None,
+                    "thawed",
+                    Severity.INFO,
+                    f"automation resumed on {self.hostname}",
+                    notice.message,
+                    resolves=("frozen",),
+                )
         try:
             self.store.save_doc("guard", self.guard.to_dict())
         except SupervisorError as exc:
@@ -855,6 +1064,7 @@ class Daemon:
                     "paused": unit in self.guard.paused or self.guard.paused_all,
                     "flapping": self.flaps.get(unit, FlapState()).flapping,
                     "last_event": sup.last_event,
+                    "failover": self.failover_status(unit),
                     "policy": str(self.loaded.sources.get(unit, "")),
                     "checks": [
                         {

@@ -64,7 +64,7 @@ class UnitSupervisor:
     checks: list[CheckHealth] = field(default_factory=list)
     results: list[CheckResult | None] = field(default_factory=list)
     runs: list[int] = field(default_factory=list)
-    saved: RecoveryState | None = None  # the ladder's state as last written to the store
+    saved: object = None  # what was last written to the store (the daemon compares it)
     _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
