@@ -223,10 +223,8 @@ def _talk(args: argparse.Namespace) -> int:
                 url = f"/v1/units/{quote(args.unit)}/{args.command}"
                 code, body = call(args.socket, "POST", url)
             case "failover":
-                query = f"?to={quote(args.to)}" if args.to else ""
-                code, body = call(
-                    args.socket, "POST", f"/v1/units/{quote(args.unit)}/failover{query}"
-                )
+                to = f"?to={quote(args.to)}" if args.to else ""
+                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/failover{to}")
             case "failback":
                 code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/failback")
             case "resume" if args.all:
