@@ -117,31 +117,31 @@ class FailoverShell:
         return None
 
     def _failover_observe(self: Daemon, unit: str) -> None:
-        """A unit's state changed: tell every machine that is judging it."""
+        """A unit's state changed: tell every machine that is judging it, at once."""
         for primary, state in list(self.failovers.items()):
             if _judged(state) == unit:
-                self._judge(primary)
+                if (timer := self._judge_timers.pop(primary, None)) is not None:
+                    timer.cancel()
+                self._arm_judge(primary, 0.0)
+
+    def _arm_judge(self: Daemon, primary: str, delay: float) -> None:
+        """Judge soon, from a timer: never from inside a step (no feedback loop)."""
+        if primary not in self._judge_timers:
+            self._judge_timers[primary] = asyncio.get_running_loop().call_later(
+                delay, self._judge, primary
+            )
 
     def _judge(self: Daemon, primary: str) -> None:
+        self._judge_timers.pop(primary, None)
         state = self.failovers.get(primary)
-        if state is None:
-            return
-        unit = _judged(state)
+        unit = _judged(state) if state is not None else None
         if unit is None:
             return
         healthy = self._unit_healthy(unit)
         if healthy is not None:
             self._failover_feed(primary, Health(unit, healthy))
-        # Judge again soon: failback counts successive healthy judgements.
-        state = self.failovers[primary]
-        if _judged(state) is not None and primary not in self._judge_timers:
-            self._judge_timers[primary] = asyncio.get_running_loop().call_later(
-                JUDGE_EVERY, self._judge_again, primary
-            )
-
-    def _judge_again(self: Daemon, primary: str) -> None:
-        self._judge_timers.pop(primary, None)
-        self._judge(primary)
+        # Judge again: failback counts successive healthy judgements.
+        self._arm_judge(primary, JUDGE_EVERY)
 
     # -- triggers from the primary's ladder and health ------------------------
 
@@ -216,7 +216,7 @@ class FailoverShell:
                     self._history(unit, "failover", message)
         self._schedule_failover(unit)
         if _judged(state) is not None:
-            self._judge(unit)
+            self._arm_judge(unit, 0.0)
         self._update_status()
 
     def _schedule_failover(self: Daemon, unit: str) -> None:
