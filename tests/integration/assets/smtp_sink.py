@@ -13,12 +13,16 @@ from aiosmtpd.controller import Controller
 PORT, OUT = int(sys.argv[1]), Path(sys.argv[2])
 
 
+def save(content: bytes) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = OUT / f".{uuid.uuid4().hex}"
+    tmp.write_bytes(content)
+    tmp.rename(OUT / f"{time.time():.6f}-{uuid.uuid4().hex[:6]}.eml")
+
+
 class Sink:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        OUT.mkdir(parents=True, exist_ok=True)
-        tmp = OUT / f".{uuid.uuid4().hex}"
-        tmp.write_bytes(envelope.content)  # type: ignore[attr-defined]
-        tmp.rename(OUT / f"{time.time():.6f}-{uuid.uuid4().hex[:6]}.eml")
+        save(envelope.content)  # type: ignore[attr-defined]  # small files, a test's sink
         return "250 OK"
 
 
