@@ -93,7 +93,17 @@ class FailoverShell:
             log.error("cannot watch backup unit", unit=unit, error=str(exc))
             return
         if snapshot.load_state == "not-found":
-            log.error("backup unit not found", unit=unit)
+            referrers = [
+                str(self.loaded.sources.get(primary, primary))
+                for primary in self.failovers
+                if (spec := self.units[primary].policy.failover) and unit in spec.backup
+            ]
+            log.error(
+                "backup unit not found: a failover to it will fail",
+                unit=unit,
+                policy=", ".join(referrers),
+            )
+            self._history(None, "alert", f"backup unit {unit} not found ({', '.join(referrers)})")
         self._last_snapshot[unit] = snapshot
 
     # -- health of any unit the machines judge --------------------------------

@@ -136,3 +136,25 @@ def test_alerts_are_spooled_while_mail_is_down_and_each_sent_once(lab: Lab, root
     text = about(mails(root), "a6.service")
     assert sum(m.count("a6.service failed") for m in text) == 1, text
     assert sum(m.count("a6.service recovered") for m in text) == 1, text
+
+
+def test_test_alert_reports_each_channel_and_never_shows_a_secret(lab: Lab, root: Path) -> None:
+    from tests.lab_units import daemon_cli
+
+    good = lab.run(*daemon_cli(), "test-alert", "--config", str(root / "etc"), check=False)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert good.stdout.splitlines() == ["mail: delivered", "hook: delivered"]
+    lab.wait_for(
+        lambda: any("test alert" in m for m in mails(root)), timeout=15, what="the test mail"
+    )
+
+    broken = root / "etc-broken"
+    write_config(
+        broken,
+        {},
+        main='alerts:\n  channels:\n    down: {url: "json://alice:s3cr3t@127.0.0.1:9/x"}\n',
+    )
+    result = lab.run(*daemon_cli(), "test-alert", "--config", str(broken), check=False)
+    assert result.returncode == 1
+    assert result.stdout.startswith("down: NOT delivered: ")
+    assert "s3cr3t" not in result.stdout + result.stderr
