@@ -787,7 +787,8 @@ class Failback(_Model):
     delay: Duration = Field(
         default="30s",
         validate_default=True,
-        description="How long the primary must be healthy before failing back. Default 30s.",
+        description="How long a backup serves before the primary is tried again (doubled "
+        "after each failed failback, at most 1h). Default 30s.",
         examples=["30s"],
     )
     successes: int = Field(
@@ -836,8 +837,8 @@ class Failover(_Model):
     after_failures: int | None = Field(
         default=None,
         ge=1,
-        description="Fail over after this many failed repair attempts, without waiting for "
-        "the ladder to be exhausted. Default: when the ladder is exhausted.",
+        description="Fail over after this many hard failures of the primary, without "
+        "waiting for the ladder to be exhausted. Default: when the ladder is exhausted.",
         examples=[2],
     )
     can_recover: Argv | None = Field(

@@ -32,3 +32,9 @@ def test_readme_reference_is_up_to_date() -> None:
         "README.md's policy reference is stale: run "
         "`.venv/bin/python -m supervisor.config.reference` and paste it between the markers"
     )
+
+
+def test_readme_shows_the_failover_table_the_machine_runs() -> None:
+    from supervisor.failover import render_table
+
+    assert render_table().strip() in README.read_text()
