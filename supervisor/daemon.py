@@ -154,7 +154,7 @@ class Daemon(FailoverShell):
         self.metrics = Metrics()
         # Actions in flight died with the previous process: nothing is running now.
         stored_guard = GuardState.from_dict(store.load_doc("guard") or {})
-        self.guard = dataclasses.replace(stored_guard, running=frozenset())
+        self.guard: GuardState = dataclasses.replace(stored_guard, running=frozenset())
         self.flaps: dict[str, FlapState] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._snapshot_timers: dict[str, asyncio.TimerHandle] = {}

@@ -37,6 +37,9 @@ from supervisor.failover import (
     Tick,
     Verb,
 )
+from supervisor.guard import Verdict
+from supervisor.guard import finished as guard_finished
+from supervisor.guard import request as guard_request
 from supervisor.health import Condition, UnitView, unit_condition
 
 if TYPE_CHECKING:
@@ -168,17 +171,35 @@ class FailoverShell:
 
     def manual_failover(self: Daemon, unit: str, to: str | None) -> str | None:
         """None when accepted, else why not."""
-        if unit not in self.failovers:
-            return f"{unit} has no failover in its policy"
-        self._history(unit, "operator", f"failover requested (to {to or 'the first backup'})")
-        self._failover_feed(unit, ManualFailover(to))
-        return None
+        refused = self._manual_guard(unit, f"failover (to {to or 'the first backup'})")
+        if refused is None:
+            self._failover_feed(unit, ManualFailover(to))
+        return refused
 
     def manual_failback(self: Daemon, unit: str) -> str | None:
+        refused = self._manual_guard(unit, "failback")
+        if refused is None:
+            self._failover_feed(unit, ManualFailback())
+        return refused
+
+    def _manual_guard(self: Daemon, unit: str, what: str) -> str | None:
+        """An operator's failover passes the guard like a repair (pause, frozen budget,
+        breaker, concurrency) and counts in the budget; only the protected rule is
+        lifted: a person asked for it."""
         if unit not in self.failovers:
             return f"{unit} has no failover in its policy"
-        self._history(unit, "operator", "failback requested")
-        self._failover_feed(unit, ManualFailback())
+        now = self.clock()
+        self.guard, decision, notices = guard_request(
+            self.loaded.main.guard, self.guard, unit, allow_automatic=True, now=now
+        )
+        self._guard_changed(notices)
+        if decision.verdict is not Verdict.ALLOW:
+            self._history(unit, "operator", f"{what} refused: {decision.reason}")
+            return decision.reason
+        # The machine's own steps are not tracked as guard actions: release the slot.
+        self.guard, notices = guard_finished(self.loaded.main.guard, self.guard, unit, True, now)
+        self._guard_changed(notices)
+        self._history(unit, "operator", f"{what} requested")
         return None
 
     # -- the machine ----------------------------------------------------------

@@ -20,7 +20,7 @@ from tests.lab_units import install_daemon, web_unit, write_config
 pytestmark = pytest.mark.lab
 
 ASSETS = Path(__file__).parent / "assets"
-UNITS = [f"a{n}.service" for n in range(1, 7)]
+UNITS = [f"a{n}.service" for n in range(1, 8)]
 MAIN = """\
 guard:
   repair_budget: {max: 1000, window: 15m}
@@ -136,6 +136,28 @@ def test_alerts_are_spooled_while_mail_is_down_and_each_sent_once(lab: Lab, root
     text = about(mails(root), "a6.service")
     assert sum(m.count("a6.service failed") for m in text) == 1, text
     assert sum(m.count("a6.service recovered") for m in text) == 1, text
+
+
+def test_json_alerts_are_spooled_too_and_each_sent_once(lab: Lab, root: Path) -> None:
+    lab.run("systemctl", "stop", "json-sink.service")
+    lab.run("systemctl", "kill", "-s", "KILL", "a7.service")
+    spool = root / "state" / "alerts" / "hook"
+    lab.wait_for(
+        lambda: any(spool.glob("*.json")), timeout=30, what="alerts spooled for the json channel"
+    )
+    assert about(hooks(root), "a7.service") == []
+    lab.run("systemctl", "start", "json-sink.service")
+    lab.wait_for(
+        lambda: (
+            not any(spool.glob("*.json")) and any("a7.service recovered" in m for m in hooks(root))
+        ),
+        timeout=90,
+        what="the json spool drained",
+    )
+    time.sleep(2.0)
+    text = about(hooks(root), "a7.service")
+    assert sum(m.count("a7.service failed") for m in text) == 1, text
+    assert sum(m.count("a7.service recovered") for m in text) == 1, text
 
 
 def test_test_alert_reports_each_channel_and_never_shows_a_secret(lab: Lab, root: Path) -> None:

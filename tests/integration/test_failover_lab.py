@@ -135,3 +135,22 @@ def test_failover_state_survives_a_daemon_kill(lab: Lab, root: Path) -> None:
     time.sleep(3.0)
     assert phase(lab, "app2.service") == "backup"
     assert active(lab, "good-backup.service") and not active(lab, "app2.service")
+
+
+def test_manual_failover_is_guarded_and_recorded(lab: Lab, root: Path) -> None:
+    hs(lab, "pause", "app.service")
+    refused = lab.run(*daemon_cli(), "failover", "app.service", "--socket", SOCKET, check=False)
+    assert refused.returncode == 1 and "paused" in refused.stderr
+    assert phase(lab, "app.service") == "primary"
+    hs(lab, "resume", "app.service")
+    hs(lab, "failover", "app.service")
+    lab.wait_for(lambda: phase(lab, "app.service") == "backup", timeout=20, what="failed over")
+    assert active(lab, "app-backup.service") and not active(lab, "app.service")
+    hs(lab, "failback", "app.service")
+    lab.wait_for(lambda: phase(lab, "app.service") == "primary", timeout=20, what="failed back")
+    assert active(lab, "app.service") and not active(lab, "app-backup.service")
+    said = json.loads(hs(lab, "history", "app.service", "--json"))["entries"]
+    operator = [e["message"] for e in said if e["kind"] == "operator"]
+    assert any(m.startswith("failover (to the first backup) refused") for m in operator)
+    assert "failover (to the first backup) requested" in operator
+    assert "failback requested" in operator
