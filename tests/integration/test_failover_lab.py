@@ -60,13 +60,16 @@ def active(lab: Lab, unit: str) -> bool:
 @pytest.fixture(scope="module")
 def root(lab: Lab) -> Iterator[Path]:
     root = Path(lab.shared_dir)
-    for gate in ("app.ok", "app2.ok"):
+    for gate in ("app.ok", "app2.ok", "app3.ok"):
         (root / gate).write_text("")
     lab.install_unit("app.service", gated_unit(8501, root / "app.ok"))
     lab.install_unit("app-backup.service", web_unit(8501))
     lab.install_unit("app2.service", gated_unit(8502, root / "app2.ok"))
     lab.install_unit("bad-backup.service", web_unit(8502, extra="ExecStartPre=/bin/false"))
     lab.install_unit("good-backup.service", web_unit(8502))
+    lab.install_unit("app3.service", gated_unit(8503, root / "app3.ok"))
+    for name in ("dead-1.service", "dead-2.service"):
+        lab.install_unit(name, web_unit(8503, extra="ExecStartPre=/bin/false"))
     write_config(
         root / "etc",
         {
@@ -74,9 +77,10 @@ def root(lab: Lab) -> Iterator[Path]:
             "app2.yaml": policy(
                 "app2.service", ["bad-backup.service", "good-backup.service"], "1h"
             ),
+            "app3.yaml": policy("app3.service", ["dead-1.service", "dead-2.service"], "1h"),
         },
     )
-    for unit in ("app.service", "app2.service"):
+    for unit in ("app.service", "app2.service", "app3.service"):
         lab.run("systemctl", "start", unit)
     install_daemon(lab, root / "etc", root / "state")
     yield root
@@ -154,3 +158,23 @@ def test_manual_failover_is_guarded_and_recorded(lab: Lab, root: Path) -> None:
     assert any(m.startswith("failover (to the first backup) refused") for m in operator)
     assert "failover (to the first backup) requested" in operator
     assert "failback requested" in operator
+
+
+def test_when_no_backup_works_a_critical_alert_lists_what_was_tried(lab: Lab, root: Path) -> None:
+    (root / "app3.ok").unlink()
+    lab.run("systemctl", "kill", "-s", "KILL", "app3.service")
+    lab.wait_for(lambda: phase(lab, "app3.service") == "failed", timeout=40, what="failover failed")
+    assert not active(lab, "dead-1.service") and not active(lab, "dead-2.service")
+    said = json.loads(hs(lab, "history", "app3.service", "--json"))["entries"]
+    failed = [e for e in said if e["kind"] == "failover" and "failover-failed" in str(e["data"])]
+    assert len(failed) == 1
+    assert "dead-1.service" in failed[0]["message"] and "dead-2.service" in failed[0]["message"]
+    # Both backups were tried, in order, each stopped again before the next.
+    jobs = [e["message"] for e in said if e["kind"] == "result"]
+    order = [m.split(":")[0] for m in jobs if "dead-" in m]
+    assert order[:4] == [
+        "start dead-1.service",
+        "stop dead-1.service",
+        "start dead-2.service",
+        "stop dead-2.service",
+    ], order
