@@ -132,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             return _run(args)
         case "validate":
             from supervisor.config import validate_command
+            from supervisor.logs import configure_logging
+
+            configure_logging("warning", journal=False)  # stdout is the report
 
             return validate_command(args.config, sys.stdout)
         case "check":

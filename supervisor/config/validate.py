@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TextIO
 
-from supervisor.config.loader import load_config
+from supervisor.config.loader import ConfigIssue, LoadedConfig, load_config
 from supervisor.errors import ConfigError
 
 __all__ = ["validate_command"]
@@ -22,13 +23,29 @@ def validate_command(config_dir: Path, out: TextIO) -> int:
     except ConfigError as exc:
         print(exc, file=out)
         return 1
-    for issue in loaded.errors:
+    errors = [*loaded.errors, *_unit_issues(loaded)]
+    for issue in errors:
         print(issue, file=out)
     policies = len(loaded.policies)
-    if loaded.errors:
+    if errors:
         valid = _count(policies, "policy", "policies")
-        print(f"{valid} valid, {_count(len(loaded.errors), 'error', 'errors')}", file=out)
+        print(f"{valid} valid, {_count(len(errors), 'error', 'errors')}", file=out)
         return 1
     units = _count(len(loaded.policies), "unit", "units")
     print(f"OK: {_count(policies, 'policy', 'policies')} for {units}", file=out)
     return 0
+
+
+def _unit_issues(loaded: LoadedConfig) -> list[ConfigIssue]:
+    """Units that policies name but systemd lacks, when the system bus can be asked."""
+    if not any(policy.failover for policy in loaded.policies.values()):
+        return []
+    import asyncio
+
+    from supervisor.unit_check import BusError, missing_backup_units
+
+    try:
+        return asyncio.run(missing_backup_units(loaded))
+    except BusError as exc:
+        print(f"note: backup units not checked ({exc})", file=sys.stderr)
+        return []

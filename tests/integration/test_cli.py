@@ -171,3 +171,15 @@ def test_a_corrupt_state_database_is_moved_aside_and_the_daemon_starts(tmp_path:
     moved = list(state.glob("state.db.corrupt-*"))
     assert len(moved) == 1 and moved[0].read_bytes().startswith(b"this is not a database")
     assert "moved it aside" in err and str(moved[0]) in err
+
+
+def test_validate_without_a_bus_says_backups_were_not_checked(tmp_path: Path) -> None:
+    config = make_config(
+        tmp_path / "etc",
+        {"web.yaml": "unit: web.service\nfailover: {backup: web-b.service}\n"},
+    )
+    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={tmp_path}/no-bus"}
+    result = hs("validate", "--config", str(config), env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "note: backup units not checked" in result.stderr
+    assert result.stdout.strip() == "OK: 1 policy for 1 unit"

@@ -178,3 +178,16 @@ def test_when_no_backup_works_a_critical_alert_lists_what_was_tried(lab: Lab, ro
         "start dead-2.service",
         "stop dead-2.service",
     ], order
+
+
+def test_validate_names_a_backup_unit_that_does_not_exist(lab: Lab, root: Path) -> None:
+    config = root / "etc-missing"
+    write_config(
+        config, {"web.yaml": policy("app.service", ["app-backup.service", "nope.service"])}
+    )
+    result = lab.run(*daemon_cli(), "validate", "--config", str(config), check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    where = config / "policies.d" / "web.yaml"
+    assert result.stdout.splitlines()[0] == (
+        f"{where}:4:32: failover.backup[1]: backup unit nope.service does not exist"
+    )
