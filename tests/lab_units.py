@@ -36,7 +36,9 @@ def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: s
     """The shipped units/host-supervisor.service, pointed at this venv and test paths.
 
     StateDirectory= and ConfigurationDirectory= are dropped: the lab shares the
-    host's /var and /etc, and the test passes its own directories instead.
+    host's /var and /etc, and the test passes its own directories instead; and
+    PrivateTmp=, because those directories live under /var/tmp. Every other line,
+    the sandboxing included, is tested as shipped.
     """
     exe = " ".join(daemon_cli())
     flags = " --dry-run" if dry_run else ""
@@ -48,7 +50,7 @@ def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: s
             line = f"ExecStart={exe} run {paths}{flags}"
         elif key == "WatchdogSec":
             line = f"WatchdogSec={watchdog}"
-        elif key.startswith(("StateDirectory", "ConfigurationDirectory")):
+        elif key.startswith(("StateDirectory", "ConfigurationDirectory", "PrivateTmp")):
             continue
         lines.append(line)
     return "\n".join(lines) + "\n"
