@@ -79,6 +79,8 @@ def test_apt_installs_the_deb_and_starts_the_daemon(debian: ChrootLab, deb: Path
     target = debian.run("readlink", "-f", "/usr/bin/host-supervisor").stdout.strip()
     assert target == "/usr/lib/host-supervisor/bin/host-supervisor", target
     assert (root / "lib/systemd/system/host-supervisor.service").is_file()
+    for page in ("man8/host-supervisor.8.gz", "man5/host-supervisor.yaml.5.gz"):
+        assert (root / "usr/share/man" / page).is_file(), page
     conffiles = (root / "var/lib/dpkg/info/host-supervisor.conffiles").read_text().split()
     assert "/etc/host-supervisor/host-supervisor.yaml" in conffiles
     assert any(c.endswith(".example") for c in conffiles), conffiles
