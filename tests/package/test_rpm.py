@@ -135,9 +135,12 @@ def test_scriptlets_are_the_systemd_ones(package: Path) -> None:
     post = scripts.split("postinstall scriptlet", 1)[1].split("scriptlet", 1)[0]
     preun = scripts.split("preuninstall scriptlet", 1)[1].split("scriptlet", 1)[0]
     postun = scripts.split("postuninstall scriptlet", 1)[1]
-    assert "preset" in post and "host-supervisor.service" in post
+    # Debian's rpm: the fallbacks (systemctl); Fedora: systemd-update-helper.
+    assert "preset" in post or "install-system-units" in post
+    assert "host-supervisor.service" in post
     assert "$1 -eq 1" in post  # first install only
-    assert "disable" in preun and "host-supervisor.service" in preun
+    assert "disable" in preun or "remove-system-units" in preun
+    assert "host-supervisor.service" in preun
     assert "$1 -eq 0" in preun  # removal, not upgrade
     assert "try-restart" in postun or "mark-restart" in postun
     assert "host-supervisor.service" in postun
@@ -175,6 +178,11 @@ def test_installs_the_layout_into_a_scratch_root(scratch_root: Path) -> None:
     state = root / "var/lib/host-supervisor"
     assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o700
 
+    # The venv's interpreter is the versioned system python it was built with.
+    target = "python3"
+    while not target.startswith("/"):
+        target = os.readlink(venv / "bin" / target)
+    assert target.startswith("/usr/bin/python3."), target
     # The venv points at its installed path, not at the buildroot.
     cfg = (venv / "pyvenv.cfg").read_text()
     assert "BUILDROOT" not in cfg and "/dist/rpm" not in cfg
