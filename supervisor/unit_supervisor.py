@@ -23,7 +23,7 @@ from supervisor.health import (
     unit_condition,
     unit_health,
 )
-from supervisor.recovery import Action, ActionFinished, Event, Observed, Phase, RecoveryState, step
+from supervisor.recovery import Action, Event, Observed, RecoveryState, step
 
 RUNNING_STATES = ("active", "reloading")
 
@@ -132,9 +132,6 @@ class UnitSupervisor:
             )
         return cached
 
-    def finish(self, ok: bool, detail: str, now: float) -> list[Action]:
-        return self.feed(ActionFinished(ok, detail), now)
-
     def feed(self, event: Event, now: float) -> list[Action]:
         self.recovery, actions = step(self.policy.recovery, self.recovery, event, now)
         return actions
@@ -142,10 +139,6 @@ class UnitSupervisor:
     @property
     def deadline(self) -> float | None:
         return self.recovery.deadline
-
-    @property
-    def acting(self) -> bool:
-        return self.recovery.phase is Phase.ACTING
 
     def failing_checks(self) -> list[str]:
         """Names of the critical checks that are hard CRITICAL."""
