@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 #: Runs first in every cycle: appends the wall clock (ns) to a file, marking the cycle.
-TICK = "check program {name} with path \"/bin/sh -c 'date +%s.%N >> {path}'\"\n  if status != 0 then alert\n"
+TICK = (
+    "check program {name} with path \"/bin/sh -c 'date +%s.%N >> {path}'\"\n"
+    "  if status != 0 then alert\n"
+)
 
 
 def header(shared: Path) -> str:
