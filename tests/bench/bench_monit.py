@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import statistics
 import sys
@@ -345,6 +346,9 @@ def main() -> int:
     args = parser.parse_args()
     if reason := lab_unavailable_reason():
         print(f"bench: {reason}", file=sys.stderr)
+        return 1
+    if shutil.which("monit") is None:
+        print("bench: needs Debian's monit (apt-get install monit)", file=sys.stderr)
         return 1
     skip = set(args.skip.split(","))
     sizes = [int(u) for u in args.units.split(",")]
