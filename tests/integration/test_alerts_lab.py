@@ -111,53 +111,39 @@ def test_a_burst_across_units_is_grouped(lab: Lab, root: Path) -> None:
     assert any("alerts on" in m for m in burst)
 
 
-def test_alerts_are_spooled_while_mail_is_down_and_each_sent_once(lab: Lab, root: Path) -> None:
-    lab.run("systemctl", "stop", "smtp-sink.service")
-    lab.run("systemctl", "kill", "-s", "KILL", "a6.service")
-    spool = root / "state" / "alerts" / "mail"
+@pytest.mark.parametrize(
+    ("sink", "channel", "unit", "other"),
+    [("smtp-sink", "mail", "a6.service", "hook"), ("json-sink", "hook", "a7.service", "mail")],
+)
+def test_alerts_are_spooled_while_a_channel_is_down_and_each_sent_once(
+    lab: Lab, root: Path, sink: str, channel: str, unit: str, other: str
+) -> None:
+    read = {"mail": mails, "hook": hooks}
+    lab.run("systemctl", "stop", f"{sink}.service")
+    lab.run("systemctl", "kill", "-s", "KILL", unit)
+    spool = root / "state" / "alerts" / channel
     lab.wait_for(
-        lambda: any(spool.glob("*.json")), timeout=30, what="alerts spooled for the mail channel"
+        lambda: any(spool.glob("*.json")), timeout=30, what=f"alerts spooled for {channel}"
     )
-    assert about(mails(root), "a6.service") == []
+    assert about(read[channel](root), unit) == []
     lab.wait_for(  # the other channel is not held up by the broken one
-        lambda: any("a6.service recovered" in m for m in hooks(root)),
+        lambda: any(f"{unit} recovered" in m for m in read[other](root)),
         timeout=30,
-        what="the json channel delivering meanwhile",
+        what=f"{other} delivering meanwhile",
     )
-    lab.run("systemctl", "start", "smtp-sink.service")
+    lab.run("systemctl", "start", f"{sink}.service")
     lab.wait_for(
         lambda: (
-            not any(spool.glob("*.json")) and any("a6.service recovered" in m for m in mails(root))
+            not any(spool.glob("*.json"))
+            and any(f"{unit} recovered" in m for m in read[channel](root))
         ),
         timeout=90,
-        what="the spool drained to the mail server",
+        what=f"the {channel} spool drained",
     )
     time.sleep(2.0)
-    text = about(mails(root), "a6.service")
-    assert sum(m.count("a6.service failed") for m in text) == 1, text
-    assert sum(m.count("a6.service recovered") for m in text) == 1, text
-
-
-def test_json_alerts_are_spooled_too_and_each_sent_once(lab: Lab, root: Path) -> None:
-    lab.run("systemctl", "stop", "json-sink.service")
-    lab.run("systemctl", "kill", "-s", "KILL", "a7.service")
-    spool = root / "state" / "alerts" / "hook"
-    lab.wait_for(
-        lambda: any(spool.glob("*.json")), timeout=30, what="alerts spooled for the json channel"
-    )
-    assert about(hooks(root), "a7.service") == []
-    lab.run("systemctl", "start", "json-sink.service")
-    lab.wait_for(
-        lambda: (
-            not any(spool.glob("*.json")) and any("a7.service recovered" in m for m in hooks(root))
-        ),
-        timeout=90,
-        what="the json spool drained",
-    )
-    time.sleep(2.0)
-    text = about(hooks(root), "a7.service")
-    assert sum(m.count("a7.service failed") for m in text) == 1, text
-    assert sum(m.count("a7.service recovered") for m in text) == 1, text
+    text = about(read[channel](root), unit)
+    assert sum(m.count(f"{unit} failed") for m in text) == 1, text
+    assert sum(m.count(f"{unit} recovered") for m in text) == 1, text
 
 
 def test_test_alert_reports_each_channel_and_never_shows_a_secret(lab: Lab, root: Path) -> None:
