@@ -91,10 +91,14 @@ def test_exhausted_primary_fails_over_to_its_backup_and_back(lab: Lab, root: Pat
     lab.run("systemctl", "kill", "-s", "KILL", "app.service")
     lab.wait_for(lambda: phase(lab, "app.service") == "backup", timeout=30, what="failed over")
     assert active(lab, "app-backup.service") and not active(lab, "app.service")
-    answer = lab.run(
-        "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8501/"
-    )
-    assert answer.stdout == "200"  # served by the backup
+    lab.wait_for(  # served by the backup (Type=simple is active before it binds)
+        lambda: lab.run(
+            "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:8501/",
+            check=False,
+        ).stdout == "200",
+        timeout=10,
+        what="the backup answering on the service's port",
+    )  # fmt: skip
 
     (root / "app.ok").write_text("")  # the primary is repaired
     lab.wait_for(lambda: phase(lab, "app.service") == "primary", timeout=30, what="failed back")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import shutil
@@ -140,13 +139,16 @@ async def test_max_threads() -> None:
 
 async def test_max_fds(sleeper: subprocess.Popen[bytes]) -> None:
     context = ProbeContext(unit="s.service", main_pid=sleeper.pid)
-    fds = len(os.listdir(f"/proc/{sleeper.pid}/fd"))
     over = await ProcessProber().run(ProcessProbe(max_fds=1), context, 2.0)
     under = await ProcessProber().run(ProcessProbe(max_fds=1000), context, 2.0)
     assert over.status is Status.CRITICAL
-    assert over.message == f"{sleeper.pid} (sleep) has {fds} open fds > 1"
+    # The count itself may move by one while the child finishes its exec (CI saw 4
+    # then 3), so the message's shape and a sane count are what is asserted.
+    found = re.fullmatch(rf"{sleeper.pid} \(sleep\) has (\d+) open fds > 1", over.message)
+    assert found is not None, over.message
+    assert 3 <= int(found.group(1)) <= 8  # stdin, stdout, stderr (+ inherited ones)
     assert under.status is Status.OK
-    assert f"{fds} fds" in under.message
+    assert re.search(r"\b\d+ fds\b", under.message), under.message
 
 
 async def test_max_cpu_of_a_busy_and_an_idle_process(sleeper: subprocess.Popen[bytes]) -> None:
