@@ -14,10 +14,10 @@ import contextlib
 import dataclasses
 import fcntl
 import gc
-import random
 import signal
 import socket
 import time
+import zlib
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ from supervisor.alert_policy import Alert, Severity
 from supervisor.alerts import Alerter, Delivery
 from supervisor.api import ControlServer
 from supervisor.checks import Prober
+from supervisor.checks.command import CommandRunner
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, LoadedConfig, MemoryProbe, UnitProbe, load_config
 from supervisor.effects import Effects, Result
@@ -41,7 +42,8 @@ from supervisor.flapping import observe as observe_flap
 from supervisor.guard import GuardNotice, GuardState, Verdict
 from supervisor.health import Condition, UnitView, describe, unit_condition
 from supervisor.metrics import Metrics
-from supervisor.preconditions import failing_precondition
+from supervisor.ports import Ports
+from supervisor.preconditions import LocalHost, failing_precondition
 from supervisor.recovery import (
     Action,
     ActionFinished,
@@ -129,29 +131,24 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
 
 
 class Daemon(FailoverShell):
-    def __init__(
-        self,
-        options: DaemonOptions,
-        loaded: LoadedConfig,
-        store: Store,
-        *,
-        notifier: Notifier | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, options: DaemonOptions, loaded: LoadedConfig, ports: Ports) -> None:
         self.options = options
         self.loaded = loaded
-        self.store = store
-        self.notifier = notifier or Notifier()
-        self.clock = clock  # wall clock: deadlines are stored and must survive a restart
+        self.ports = ports
+        self.store = ports.store
+        self.notifier = ports.notifier
+        self.clock = ports.clock  # wall clock: deadlines are stored and must survive a restart
         self.units: dict[str, UnitSupervisor] = {
             unit: UnitSupervisor(policy) for unit, policy in loaded.policies.items()
         }
-        self.manager = SystemdManager(self._on_unit_change)
-        self.effects = Effects(self.manager, options.state_dir)
-        self.prober = Prober(loaded.main.checks.max_concurrent_commands)
-        self.hostname = socket.gethostname()
-        self.alerter = Alerter(loaded.main.alerts, options.state_dir / "alerts", self.hostname)
+        self.manager = ports.manager
+        self.manager.listen(self._on_unit_change)
+        self.effects = ports.repairs
+        self.prober = ports.probes
+        self.hostname = ports.hostname
+        self.alerter = ports.alerts
         self.metrics = Metrics()
+        store = self.store
         # Actions in flight died with the previous process: nothing is running now.
         stored_guard = GuardState.from_dict(store.load_doc("guard") or {})
         self.guard: GuardState = dataclasses.replace(stored_guard, running=frozenset())
@@ -203,10 +200,10 @@ class Daemon(FailoverShell):
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
-        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._spawn_reload)
-        api = ControlServer(self, self.options.socket_path, self.loaded.main.control.socket_group)
+        api = self.ports.control(self)
         self.notifier.status("connecting to the system bus")
         if not await self._connect():
             return 0
@@ -289,6 +286,10 @@ class Daemon(FailoverShell):
         await asyncio.gather(bus_task, watchdog, flusher, *self._tasks, return_exceptions=True)
         self.store.close()
         return 0
+
+    def request_stop(self) -> None:
+        """Stop as on SIGTERM: say so, close the adapters, return from `run`."""
+        self._stop.set()
 
     async def _connect(self) -> bool:
         """Connect to the bus, retrying with backoff; False if asked to stop meanwhile."""
@@ -403,7 +404,7 @@ class Daemon(FailoverShell):
     async def _check_loop(self, unit: str, index: int, check: Check) -> None:
         """Run one check on its own fixed-rate schedule; nothing it does delays another."""
         loop = asyncio.get_running_loop()
-        await asyncio.sleep(random.uniform(0.0, min(check.interval, JITTER_MAX)))
+        await asyncio.sleep(_jitter(unit, check))
         due = loop.time()
         while True:
             supervisor = self.units[unit]
@@ -711,12 +712,12 @@ class Daemon(FailoverShell):
             self._feed(supervisor, ActionFinished(True, "dry run"))
             return
         log.warning(f"{action.rung}ing unit", **fields)
-        started = time.monotonic()
+        started = asyncio.get_running_loop().time()
         failed_now = supervisor.view is not None and supervisor.view.active_state == "failed"
         outcome = await self.effects.perform(
             supervisor.policy, action.rung, failed_now, self.clock()
         )
-        took_ms = round((time.monotonic() - started) * 1000, 1)
+        took_ms = round((asyncio.get_running_loop().time() - started) * 1000, 1)
         self._history(unit, "result", f"{action.rung} {outcome.result.value}: {outcome.detail}")
         settle = supervisor.policy.recovery.settle
         self._alert(
@@ -760,7 +761,9 @@ class Daemon(FailoverShell):
             return "failed over: the failover machine acts on this unit", None
         if self.flaps.get(unit, FlapState()).flapping:
             return "flapping: repairs paused until it settles", None
-        reason = await failing_precondition(supervisor.policy.recovery.preconditions, self.manager)
+        reason = await failing_precondition(
+            supervisor.policy.recovery.preconditions, self.manager, self.ports.host
+        )
         if reason is not None:
             return f"precondition: {reason}", now + PRECONDITION_RETRY
         self.guard, decision, notices = guard.request(
@@ -1095,6 +1098,12 @@ def _systemd_may_restart(snapshot: UnitSnapshot) -> bool:
     )
 
 
+def _jitter(unit: str, check: Check) -> float:
+    """Where in its first interval a check first runs: spread, and the same every run."""
+    spread = zlib.crc32(f"{unit}/{check.name}".encode()) / 2**32
+    return spread * min(check.interval, JITTER_MAX)
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))
 
@@ -1129,9 +1138,30 @@ def run_daemon(options: DaemonOptions) -> int:
                 moved_to=str(store.moved_aside),
             )
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            return runner.run(Daemon(options, loaded, store).run())
+            ports = real_ports(options, loaded, store)
+            return runner.run(Daemon(options, loaded, ports).run())
     finally:
         lock.close()
+
+
+def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: Store) -> Ports:
+    """The adapters that talk to this host: systemd, probes, apprise, SQLite."""
+    manager = SystemdManager()
+    hostname = socket.gethostname()
+    group = loaded.main.control.socket_group
+    return Ports(
+        manager=manager,
+        repairs=Effects(manager, options.state_dir),
+        probes=Prober(loaded.main.checks.max_concurrent_commands),
+        commands=CommandRunner(),
+        alerts=Alerter(loaded.main.alerts, options.state_dir / "alerts", hostname),
+        store=store,
+        notifier=Notifier(),
+        host=LocalHost(),
+        control=lambda daemon: ControlServer(daemon, options.socket_path, group),
+        clock=time.time,
+        hostname=hostname,
+    )
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

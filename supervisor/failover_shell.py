@@ -19,7 +19,6 @@ import structlog
 
 from supervisor import failover
 from supervisor.alert_policy import Severity
-from supervisor.checks import command
 from supervisor.errors import BusError, JobFailed
 from supervisor.failover import (
     FailoverState,
@@ -213,7 +212,8 @@ class FailoverShell:
         self._failover_apply(unit, state, actions)
 
     def _failover_apply(self: Daemon, unit: str, state: FailoverState, actions: list[Any]) -> None:
-        changed = state != self.failovers.get(unit)
+        previous = self.failovers.get(unit)
+        changed = state != previous
         self.failovers[unit] = state
         if changed:
             self._save(self.units[unit])  # before any job runs
@@ -246,7 +246,10 @@ class FailoverShell:
                 case Record(message):
                     self._history(unit, "failover", message)
         self._schedule_failover(unit)
-        if _judged(state) is not None:
+        judged = _judged(state)
+        if judged is not None and (previous is None or _judged(previous) != judged):
+            # A new unit to judge: at once. The same one: on the judge's own rhythm, or
+            # every judgement would arm the next at once and the loop would spin.
             self._arm_judge(unit, 0.0)
         self._update_status()
 
@@ -289,11 +292,7 @@ class FailoverShell:
         if spec is None or spec.can_recover is None:
             self._failover_feed(unit, Recoverable(True, "no can_recover command"))
             return
-        from supervisor.checks.result import ProbeContext
-        from supervisor.config import CommandProbe
-
-        probe = CommandProbe(argv=spec.can_recover)
-        result = await command.run(probe, ProbeContext(unit=unit), CAN_RECOVER_TIMEOUT)
+        result = await self.ports.commands.run(spec.can_recover, unit, CAN_RECOVER_TIMEOUT)
         ok = result.status.value == "ok"
         self._history(unit, "failover", f"can_recover: {result.status.value}: {result.message}")
         self._failover_feed(unit, Recoverable(ok, result.message))

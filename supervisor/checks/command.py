@@ -165,3 +165,10 @@ async def run(
         return await _run(spec, timeout)
     async with limit:
         return await _run(spec, timeout)
+
+
+class CommandRunner:
+    """Runs a policy's program (such as `can_recover`) like a command check, once."""
+
+    async def run(self, argv: tuple[str, ...], unit: str, timeout: float) -> CheckResult:  # noqa: ASYNC109
+        return await run(CommandProbe(argv=argv), ProbeContext(unit=unit), timeout)

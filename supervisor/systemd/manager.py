@@ -187,12 +187,12 @@ class SystemdManager:
 
     def __init__(
         self,
-        on_change: OnChange,
+        on_change: OnChange | None = None,
         *,
         address: str | None = None,
         call_timeout: float = 10.0,
     ) -> None:
-        self._on_change = on_change
+        self._on_change: OnChange = on_change or (lambda snapshot: None)
         self._address = address
         self._call_timeout = call_timeout
         self._conn: _Connection | None = None
@@ -206,6 +206,10 @@ class SystemdManager:
         self._connect_lock: asyncio.Lock | None = None
         self._by_path: dict[str, _Watch] = {}
         self._pending_calls = asyncio.Semaphore(MAX_PENDING_CALLS)
+
+    def listen(self, on_change: OnChange) -> None:
+        """Call `on_change` for every change of a watched unit from now on."""
+        self._on_change = on_change
 
     # -- connection -------------------------------------------------------------------
 

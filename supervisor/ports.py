@@ -1,0 +1,141 @@
+"""The shell's seams: one small Protocol per thing the daemon talks to.
+
+The daemon is built from a `Ports` value, so the same daemon runs against systemd,
+SQLite, apprise and real probes in production and against the fakes of
+`supervisor.testing.fakes` in the whole-host scenarios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from supervisor.alert_policy import Alert
+from supervisor.checks.result import CheckResult, ProbeContext
+from supervisor.config import Check, Policy
+from supervisor.effects import Outcome
+from supervisor.store import HistoryEntry
+from supervisor.systemd.manager import OnChange, UnitSnapshot
+
+
+class UnitManager(Protocol):
+    """systemd's manager: unit states as signals in, jobs out."""
+
+    def listen(self, on_change: OnChange) -> None: ...
+    async def connect(self) -> None: ...
+    async def run(self) -> None: ...
+    async def close(self) -> None: ...
+    async def watch(self, unit: str) -> UnitSnapshot: ...
+    def unwatch(self, unit: str) -> None: ...
+    async def snapshot(self, unit: str) -> UnitSnapshot: ...
+    async def memory_current(self, unit: str) -> int | None: ...
+    async def start(self, unit: str, timeout: float = 90.0) -> str: ...  # noqa: ASYNC109
+    async def stop(self, unit: str, timeout: float = 90.0) -> str: ...  # noqa: ASYNC109
+    async def restart(self, unit: str, timeout: float = 90.0) -> str: ...  # noqa: ASYNC109
+    async def reload(self, unit: str, timeout: float = 90.0) -> str: ...  # noqa: ASYNC109
+    async def reset_failed(self, unit: str) -> None: ...
+
+
+class Repairs(Protocol):
+    """One rung of the ladder performed on a unit, and last-known-good snapshots."""
+
+    async def perform(
+        self, policy: Policy, rung: str, unit_failed: bool, now: float
+    ) -> Outcome: ...
+    async def snapshot(self, policy: Policy, now: float) -> Path | None: ...
+
+
+class Probes(Protocol):
+    """Runs one check once; never raises."""
+
+    async def run(self, check: Check, context: ProbeContext) -> CheckResult: ...
+    async def close(self) -> None: ...
+
+
+class Commands(Protocol):
+    """Runs a program of a policy's (`can_recover`) with a timeout; never raises."""
+
+    async def run(self, argv: tuple[str, ...], unit: str, timeout: float) -> CheckResult: ...  # noqa: ASYNC109
+
+
+class AlertSink(Protocol):
+    """Where alerts go: dedup, batching and delivery live behind it."""
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def submit(self, alert: Alert) -> None: ...
+    async def test(self, channel: str | None) -> list[Any]: ...
+
+
+class StateStore(Protocol):
+    """Durable state documents and the history."""
+
+    def load_units(self) -> dict[str, dict[str, Any]]: ...
+    def save_unit(self, unit: str, state: dict[str, Any]) -> None: ...
+    def delete_unit(self, unit: str) -> None: ...
+    def load_doc(self, key: str) -> dict[str, Any] | None: ...
+    def save_doc(self, key: str, doc: dict[str, Any]) -> None: ...
+    def append(
+        self,
+        unit: str | None,
+        kind: str,
+        message: str,
+        data: dict[str, Any] | None = None,
+        *,
+        time: float,
+    ) -> None: ...
+    def flush(self) -> None: ...
+    def prune(self) -> int: ...
+    def history(
+        self,
+        *,
+        unit: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+    ) -> list[HistoryEntry]: ...
+    def close(self) -> None: ...
+
+
+class ServiceNotifier(Protocol):
+    """sd_notify: READY=1, STATUS=, RELOADING=1, STOPPING=1, WATCHDOG=1."""
+
+    def ready(self, status: str) -> None: ...
+    def status(self, text: str) -> None: ...
+    def reloading(self) -> None: ...
+    def stopping(self) -> None: ...
+    async def watchdog_loop(self) -> None: ...
+
+
+class HostFacts(Protocol):
+    """What preconditions read of the host."""
+
+    def disk_used_percent(self, path: str) -> float: ...
+    def memory_used_percent(self) -> float: ...
+
+
+class ControlServer(Protocol):
+    """The control socket's server, started once the daemon is connected."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+@dataclass
+class Ports:
+    """Everything the daemon does I/O through, and its clock."""
+
+    manager: UnitManager
+    repairs: Repairs
+    probes: Probes
+    commands: Commands
+    alerts: AlertSink
+    store: StateStore
+    notifier: ServiceNotifier
+    host: HostFacts
+    control: Callable[[Any], ControlServer]
+    """Builds the control server for a daemon (the daemon is its `Control`)."""
+    clock: Callable[[], float]
+    """Wall-clock seconds: deadlines are stored and must survive a restart."""
+    hostname: str
