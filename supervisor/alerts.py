@@ -1,4 +1,4 @@
-"""Alert delivery through apprise: the shell around :mod:`supervisor.alert_policy`.
+"""Alert delivery through apprise: the shell around :mod:`supervisor.core.alerting`.
 
 `Alerter.submit` never blocks and never raises. An alert passes the gate (dedup,
 recovery notices), is routed to the channels whose `min_severity` it meets, and waits
@@ -45,7 +45,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import structlog
 
-from supervisor.alert_policy import (
+from supervisor.config.loader import mask_url
+from supervisor.config.model import AlertsConfig
+from supervisor.core.alerting import (
     Alert,
     AlertGate,
     Batcher,
@@ -55,8 +57,6 @@ from supervisor.alert_policy import (
     Severity,
     route,
 )
-from supervisor.config.loader import mask_url
-from supervisor.config.model import AlertsConfig
 
 __all__ = ["Alerter", "Delivery", "Redactor"]
 

@@ -25,26 +25,20 @@ from typing import IO, Any
 
 import structlog
 
-from supervisor import guard
-from supervisor.alert_policy import Alert, Severity
 from supervisor.alerts import Alerter, Delivery
 from supervisor.api import ControlServer
 from supervisor.checks import Prober
 from supervisor.checks.command import CommandRunner
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, LoadedConfig, MemoryProbe, UnitProbe, load_config
-from supervisor.effects import Effects, Result
-from supervisor.errors import BusError, ConfigError, SupervisorError
-from supervisor.failover import LadderExhausted, PrimaryHardFailure, PrimaryStable
-from supervisor.failover_shell import FailoverShell
-from supervisor.flapping import FlapState
-from supervisor.flapping import observe as observe_flap
-from supervisor.guard import GuardNotice, GuardState, Verdict
-from supervisor.health import Condition, UnitView, describe, unit_condition
-from supervisor.metrics import Metrics
-from supervisor.ports import Ports
-from supervisor.preconditions import LocalHost, failing_precondition
-from supervisor.recovery import (
+from supervisor.core import guard
+from supervisor.core.alerting import Alert, Severity
+from supervisor.core.failover import LadderExhausted, PrimaryHardFailure, PrimaryStable
+from supervisor.core.flapping import FlapState
+from supervisor.core.flapping import observe as observe_flap
+from supervisor.core.guard import GuardNotice, GuardState, Verdict
+from supervisor.core.health import Condition, UnitView, describe, unit_condition
+from supervisor.core.recovery import (
     Action,
     ActionFinished,
     Event,
@@ -60,6 +54,12 @@ from supervisor.recovery import (
     Tick,
     step,
 )
+from supervisor.effects import Effects, Result
+from supervisor.errors import BusError, ConfigError, SupervisorError
+from supervisor.failover_shell import FailoverShell
+from supervisor.metrics import Metrics
+from supervisor.ports import Ports
+from supervisor.preconditions import LocalHost, failing_precondition
 from supervisor.store import Store
 from supervisor.systemd.manager import SystemdManager, UnitSnapshot
 from supervisor.systemd.notify import Notifier

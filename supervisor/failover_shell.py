@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from supervisor import failover
-from supervisor.alert_policy import Severity
-from supervisor.errors import BusError, JobFailed
-from supervisor.failover import (
+from supervisor.core import failover
+from supervisor.core.alerting import Severity
+from supervisor.core.failover import (
     FailoverState,
     Health,
     JobDone,
@@ -36,10 +35,11 @@ from supervisor.failover import (
     Tick,
     Verb,
 )
-from supervisor.guard import Verdict
-from supervisor.guard import finished as guard_finished
-from supervisor.guard import request as guard_request
-from supervisor.health import Condition, UnitView, unit_condition
+from supervisor.core.guard import Verdict
+from supervisor.core.guard import finished as guard_finished
+from supervisor.core.guard import request as guard_request
+from supervisor.core.health import Condition, UnitView, unit_condition
+from supervisor.errors import BusError, JobFailed
 
 if TYPE_CHECKING:
     from supervisor.daemon import Daemon

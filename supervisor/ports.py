@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from supervisor.alert_policy import Alert
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, Policy
+from supervisor.core.alerting import Alert
 from supervisor.effects import Outcome
 from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.checks.unit import judge
 from supervisor.config import Check, Policy, UnitProbe
-from supervisor.health import (
+from supervisor.core.health import (
     CheckHealth,
     Condition,
     HardState,
@@ -23,7 +23,7 @@ from supervisor.health import (
     unit_condition,
     unit_health,
 )
-from supervisor.recovery import Action, Event, Observed, RecoveryState, step
+from supervisor.core.recovery import Action, Event, Observed, RecoveryState, step
 
 RUNNING_STATES = ("active", "reloading")
 

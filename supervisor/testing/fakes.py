@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.alert_policy import Alert
 from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.config import Check, Policy
+from supervisor.core.alerting import Alert
 from supervisor.effects import Effects, Outcome, Result
 from supervisor.errors import BusError, SupervisorError
 from supervisor.store import HistoryEntry

@@ -28,8 +28,8 @@ import yaml
 
 from supervisor.config import Recovery
 from supervisor.config.values import parse_duration
-from supervisor.health import Condition
-from supervisor.recovery import (
+from supervisor.core.health import Condition
+from supervisor.core.recovery import (
     Action,
     ActionFinished,
     Event,

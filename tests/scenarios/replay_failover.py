@@ -40,7 +40,7 @@ import yaml
 
 from supervisor.config import Failover
 from supervisor.config.values import parse_duration
-from supervisor.failover import (
+from supervisor.core.failover import (
     Action,
     Event,
     FailoverState,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.failover import Action, Event, FailoverSpec, FailoverState, StartUnit
+from supervisor.core.failover import Action, Event, FailoverSpec, FailoverState, StartUnit
 from tests.scenarios import replay_failover
 from tests.scenarios.replay_failover import SCENARIO_FILE, replay
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import pytest
 
-from supervisor.alert_policy import (
+from supervisor.core.alerting import (
     Alert,
     AlertGate,
     Batcher,

@@ -26,9 +26,9 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from supervisor.alert_policy import Alert, Severity
 from supervisor.alerts import Alerter, Delivery, Redactor
 from supervisor.config.model import AlertsConfig, Channel
+from supervisor.core.alerting import Alert, Severity
 
 HOST = "web01.test"
 PASSWORD = "S3cretPassw0rd"

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from supervisor import failover
 from supervisor.config import Failover
-from supervisor.failover import (
+from supervisor.core import failover
+from supervisor.core.failover import (
     MAX_FAILBACK_WAIT,
     Action,
     Event,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from supervisor.config.model import Flapping
-from supervisor.flapping import (
+from supervisor.core.flapping import (
     MAX_SAMPLES,
     MIN_SAMPLES,
     FlapChange,

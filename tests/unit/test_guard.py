@@ -7,7 +7,7 @@ import json
 import pytest
 
 from supervisor.config.model import GuardConfig
-from supervisor.guard import (
+from supervisor.core.guard import (
     HALF_OPEN_RETRY,
     BreakerPhase,
     Decision,
@@ -436,7 +436,7 @@ def test_tick_with_nothing_due_returns_the_same_state() -> None:
 
 def test_a_cancelled_action_is_neither_budget_nor_breaker() -> None:
     from supervisor.config import GuardConfig
-    from supervisor.guard import GuardState, cancelled, request
+    from supervisor.core.guard import GuardState, cancelled, request
 
     cfg = GuardConfig.model_validate({"repair_budget": {"max": 1, "window": "15m"}})
     state, decision, _ = request(cfg, GuardState(), "a.service", allow_automatic=False, now=10.0)

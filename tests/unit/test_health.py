@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from supervisor.health import Condition, UnitView, describe, unit_condition
+from supervisor.core.health import Condition, UnitView, describe, unit_condition
 
 
 @pytest.mark.parametrize(
@@ -35,7 +35,7 @@ def test_describe_names_the_failure() -> None:
 from dataclasses import dataclass  # noqa: E402
 
 from supervisor.checks.result import Status  # noqa: E402
-from supervisor.health import CheckHealth, HardState, record, unit_health  # noqa: E402
+from supervisor.core.health import CheckHealth, HardState, record, unit_health  # noqa: E402
 
 OK, WARN, CRIT, UNK = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 

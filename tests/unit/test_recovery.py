@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from supervisor.health import Condition
-from supervisor.recovery import (
+from supervisor.core.health import Condition
+from supervisor.core.recovery import (
     ActionFinished,
     Notice,
     Observed,
@@ -224,7 +224,7 @@ def test_degraded_is_not_repaired() -> None:
 
 # -- held, resumed, skipped, and persistence -------------------------------
 
-from supervisor.recovery import Held, Resume, Skipped  # noqa: E402
+from supervisor.core.recovery import Held, Resume, Skipped  # noqa: E402
 
 
 def test_a_held_action_is_not_an_attempt_and_retries_at_its_time() -> None:

@@ -35,6 +35,6 @@ def test_readme_reference_is_up_to_date() -> None:
 
 
 def test_readme_shows_the_failover_table_the_machine_runs() -> None:
-    from supervisor.failover import render_table
+    from supervisor.core.failover import render_table
 
     assert render_table().strip() in README.read_text()

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from supervisor.health import Condition
+from supervisor.core.health import Condition
 
 
 class LadderSpec(Protocol):
