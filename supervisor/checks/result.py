@@ -8,10 +8,11 @@ means for the unit is `supervisor.health`'s job.
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from dataclasses import dataclass
+
+from supervisor.core.values import CheckResult, Status
 
 __all__ = [
     "MESSAGE_MAX",
@@ -28,24 +29,6 @@ MESSAGE_MAX = 300
 
 # systemd's "no value" for a 64-bit unsigned property such as MemoryCurrent.
 _SYSTEMD_UINT64_UNSET = 2**64 - 1
-
-
-class Status(enum.Enum):
-    OK = "ok"
-    WARNING = "warning"
-    CRITICAL = "critical"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One run of one probe."""
-
-    status: Status
-    message: str
-    """Short, one line, e.g. "HTTP 500 from http://127.0.0.1:8080/healthz in 3.2 ms"."""
-    duration: float
-    """Seconds the probe took."""
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,11 @@ Messages are plain ASCII-friendly text; the body always starts with the host nam
 
 from __future__ import annotations
 
-import enum
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+
+from supervisor.core.values import Severity
 
 __all__ = [
     "Alert",
@@ -48,28 +49,6 @@ __all__ = [
     "render",
     "route",
 ]
-
-
-class Severity(enum.IntEnum):
-    """How urgent an alert is; a channel's `min_severity` is compared with it."""
-
-    INFO = 0
-    WARNING = 1
-    CRITICAL = 2
-
-    @classmethod
-    def from_name(cls, name: str) -> Severity:
-        """`"warning"` -> `Severity.WARNING` (case-insensitive); ValueError names the choices."""
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            choices = ", ".join(member.name.lower() for member in cls)
-            raise ValueError(f"unknown severity {name!r}; use one of {choices}") from None
-
-    @property
-    def label(self) -> str:
-        """The lower-case name, as written in the config: info, warning, critical."""
-        return self.name.lower()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from supervisor.checks.result import Status
+from supervisor.core.values import Status
 
 
 class Condition(enum.Enum):

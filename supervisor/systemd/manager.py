@@ -42,6 +42,7 @@ from dbus_fast import BusType, DBusError, Message, MessageType
 from dbus_fast.aio import MessageBus
 from dbus_fast.introspection import Node
 
+from supervisor.core.values import UnitSnapshot as UnitSnapshot
 from supervisor.errors import BusError, JobFailed, UnitNotFound
 from supervisor.systemd.introspection import (
     BUS_NAME,
@@ -83,21 +84,6 @@ _NO_SUCH_UNIT = "org.freedesktop.systemd1.NoSuchUnit"
 
 _MANAGER_NODE = Node.parse(MANAGER_XML)
 _UNIT_NODE = Node.parse(UNIT_XML)
-
-
-@dataclass(frozen=True)
-class UnitSnapshot:
-    """What systemd says about one unit at one moment."""
-
-    name: str  # as the policy names it, e.g. "web.service"
-    load_state: str  # loaded | not-found | masked | error | "" if unknown
-    active_state: str  # active | reloading | inactive | failed | activating | deactivating | ""
-    sub_state: str  # running | dead | failed | auto-restart | exited | ...
-    result: str  # Service.Result: success | exit-code | signal | ... ("" for non-services)
-    main_pid: int
-    n_restarts: int
-    can_reload: bool
-    restart: str = ""  # Service.Restart: no | on-failure | always | ... ("" for non-services)
 
 
 OnChange = Callable[[UnitSnapshot], None]

@@ -1,0 +1,337 @@
+"""Every event the shell feeds the host reducer, and every action it gets back.
+
+Events say what happened (a unit changed, a probe answered, a job ended, a timer
+fired, an operator asked); actions say what to do (run a repair, start a unit,
+record, alert, save, set a timer). All are frozen dataclasses: the shell performs
+an action and feeds its outcome back as an event, h11-style.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from supervisor.config import LoadedConfig
+from supervisor.core.alerting import Alert
+from supervisor.core.failover import Verb
+from supervisor.core.values import CheckResult, UnitSnapshot
+
+# -- timers ----------------------------------------------------------------------------
+
+TimerKey = tuple[str, str]
+"""(machine, unit): ("ladder", "web.service"), ("guard", ""), ..."""
+
+LADDER = "ladder"
+GRACE = "grace"
+SNAPSHOT = "snapshot"
+FAILOVER = "failover"
+JUDGE = "judge"
+GUARD = "guard"
+FLAPPING = "flapping"
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Starting:
+    """The daemon is connected; units are about to be watched. Repairs wait until
+    `observe_until` unless every check has reported once before."""
+
+    observe_until: float
+
+
+@dataclass(frozen=True)
+class Started:
+    """Every unit and backup is watched: take up failovers, arm the timers."""
+
+
+@dataclass(frozen=True)
+class Stopping:
+    """The daemon is about to stop."""
+
+
+@dataclass(frozen=True)
+class UnitChanged:
+    """systemd's view of a watched unit (a policy's unit or a backup)."""
+
+    snapshot: UnitSnapshot
+
+
+@dataclass(frozen=True)
+class BackupWatched:
+    """A backup unit without a policy of its own is watched (or could not be)."""
+
+    snapshot: UnitSnapshot | None
+    unit: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeDone:
+    """A check of a unit ran; `index` is its place in the policy's `checks:`."""
+
+    unit: str
+    index: int
+    result: CheckResult
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    key: TimerKey
+
+
+@dataclass(frozen=True)
+class PreconditionsChecked:
+    """The answer to `CheckPreconditions`: why a repair may not run, or "" to go."""
+
+    unit: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RepairDone:
+    """The answer to `RunRepair`: result is done, failed or skipped."""
+
+    unit: str
+    rung: str
+    attempt: int
+    max_attempts: int
+    result: str
+    detail: str
+    took_ms: float
+
+
+@dataclass(frozen=True)
+class FailoverJobDone:
+    """The answer to `RunFailoverJob`."""
+
+    primary: str
+    target: str
+    verb: Verb
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class CanRecoverDone:
+    """The answer to `RunCanRecover`."""
+
+    unit: str
+    ok: bool
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SnapshotDone:
+    """The answer to `TakeSnapshot`: the snapshot's path, "" when nothing changed."""
+
+    unit: str
+    path: str
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class PoliciesLoaded:
+    """A reload read every policy without error."""
+
+    loaded: LoadedConfig
+
+
+@dataclass(frozen=True)
+class ReloadRefused:
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReloadDone:
+    """The units a reload added are watched."""
+
+
+@dataclass(frozen=True)
+class OperatorPause:
+    unit: str
+
+
+@dataclass(frozen=True)
+class OperatorResume:
+    unit: str | None  # None: every unit, and a frozen automation
+
+
+@dataclass(frozen=True)
+class OperatorReset:
+    unit: str
+
+
+@dataclass(frozen=True)
+class OperatorFailover:
+    unit: str
+    to: str | None
+
+
+@dataclass(frozen=True)
+class OperatorFailback:
+    unit: str
+
+
+Event = (
+    Starting
+    | Started
+    | Stopping
+    | UnitChanged
+    | BackupWatched
+    | ProbeDone
+    | TimerFired
+    | PreconditionsChecked
+    | RepairDone
+    | FailoverJobDone
+    | CanRecoverDone
+    | SnapshotDone
+    | PoliciesLoaded
+    | ReloadRefused
+    | ReloadDone
+    | OperatorPause
+    | OperatorResume
+    | OperatorReset
+    | OperatorFailover
+    | OperatorFailback
+)
+
+
+# -- actions ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str  # debug | info | warning | error | critical
+    message: str
+    fields: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class RecordHistory:
+    unit: str | None
+    kind: str
+    message: str
+    data: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class SendAlert:
+    alert: Alert
+
+
+@dataclass(frozen=True)
+class SaveUnit:
+    unit: str
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DeleteUnit:
+    unit: str
+
+
+@dataclass(frozen=True)
+class SaveGuard:
+    doc: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetTimer:
+    key: TimerKey
+    at: float | None  # wall-clock time; None cancels
+
+
+@dataclass(frozen=True)
+class CheckPreconditions:
+    unit: str
+
+
+@dataclass(frozen=True)
+class RunRepair:
+    unit: str
+    rung: str
+    attempt: int
+    max_attempts: int
+    unit_failed: bool
+
+
+@dataclass(frozen=True)
+class RunFailoverJob:
+    primary: str
+    target: str
+    verb: Verb
+    reset_failed_first: bool
+
+
+@dataclass(frozen=True)
+class RunCanRecover:
+    unit: str
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TakeSnapshot:
+    unit: str
+
+
+@dataclass(frozen=True)
+class Watch:
+    unit: str
+
+
+@dataclass(frozen=True)
+class Unwatch:
+    unit: str
+
+
+@dataclass(frozen=True)
+class StartChecks:
+    unit: str
+
+
+@dataclass(frozen=True)
+class StopChecks:
+    unit: str
+
+
+@dataclass(frozen=True)
+class StatusChanged:
+    """STATUS= should say something new (the shell coalesces these)."""
+
+
+@dataclass(frozen=True)
+class Ready:
+    """READY=1 with the status line: start-up or a reload is complete."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The reply to an operator's request: None when accepted, else why not."""
+
+    refused: str | None
+
+
+Action = (
+    Log
+    | RecordHistory
+    | SendAlert
+    | SaveUnit
+    | DeleteUnit
+    | SaveGuard
+    | SetTimer
+    | CheckPreconditions
+    | RunRepair
+    | RunFailoverJob
+    | RunCanRecover
+    | TakeSnapshot
+    | Watch
+    | Unwatch
+    | StartChecks
+    | StopChecks
+    | StatusChanged
+    | Ready
+    | Answer
+)
