@@ -133,6 +133,13 @@ class SnapshotDone:
 
 
 @dataclass(frozen=True)
+class SaveFailed:
+    """A `SaveUnit` could not be written: write the unit's state again at its next change."""
+
+    unit: str
+
+
+@dataclass(frozen=True)
 class PoliciesLoaded:
     """A reload read every policy without error."""
 
@@ -188,6 +195,7 @@ Event = (
     | FailoverJobDone
     | CanRecoverDone
     | SnapshotDone
+    | SaveFailed
     | PoliciesLoaded
     | ReloadRefused
     | ReloadDone

@@ -17,7 +17,7 @@ from typing import Any
 from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
-from supervisor.effects import Effects, Outcome, Result
+from supervisor.daemon.repairs import Outcome, Repairs, Result
 from supervisor.errors import BusError, SupervisorError
 from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot
@@ -208,7 +208,7 @@ class FakeSystemd:
         self.set_state(unit, "failed", "failed", "exit-code")
 
 
-class FakeRepairs(Effects):
+class FakeRepairs(Repairs):
     """The real restart and reload (through the fake systemd); restore and snapshots
     without files: a restore succeeds or fails as the scenario says."""
 

@@ -44,7 +44,7 @@ from supervisor.checks.result import Status
 from supervisor.config import load_config
 from supervisor.config.values import parse_duration
 from supervisor.daemon import Daemon, DaemonOptions
-from supervisor.ports import Ports
+from supervisor.daemon.ports import Ports
 from supervisor.testing.fakes import (
     FakeAlerts,
     FakeCommands,

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from supervisor.metrics import BUCKET, LatenessHistogram, Metrics
+from supervisor.daemon.metrics import BUCKET, LatenessHistogram, Metrics
 
 
 def test_percentiles_from_the_histogram() -> None:

@@ -1,4 +1,4 @@
-"""Performing one rung of the ladder on a real unit: restart, reload, restore.
+"""The repairs adapter: one rung of the ladder on a real unit (restart, reload, restore).
 
 Each returns an `Outcome` the daemon feeds back to the recovery machine: done,
 failed (with why), or skipped (the rung cannot apply to this unit). File work of
@@ -38,7 +38,7 @@ class Outcome:
         return cls(Result.DONE if result == "done" else Result.FAILED, f"job {result}")
 
 
-class Effects:
+class Repairs:
     def __init__(self, manager: SystemdManager, state_dir: Path) -> None:
         self.manager = manager
         self.state_dir = state_dir

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
-from supervisor.effects import Outcome
+from supervisor.daemon.repairs import Outcome
 from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot
 
@@ -38,7 +38,7 @@ class UnitManager(Protocol):
     async def reset_failed(self, unit: str) -> None: ...
 
 
-class Repairs(Protocol):
+class RepairPort(Protocol):
     """One rung of the ladder performed on a unit, and last-known-good snapshots."""
 
     async def perform(
@@ -127,7 +127,7 @@ class Ports:
     """Everything the daemon does I/O through, and its clock."""
 
     manager: UnitManager
-    repairs: Repairs
+    repairs: RepairPort
     probes: Probes
     commands: Commands
     alerts: AlertSink

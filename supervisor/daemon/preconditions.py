@@ -14,7 +14,7 @@ from supervisor.config import Preconditions
 from supervisor.errors import BusError
 
 if TYPE_CHECKING:
-    from supervisor.ports import HostFacts, UnitManager
+    from supervisor.daemon.ports import HostFacts, UnitManager
 
 
 class LocalHost:

@@ -12,16 +12,33 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from supervisor.daemon import Daemon
+
+class Control(Protocol):
+    """What the control socket asks of the daemon."""
+
+    @property
+    def dry_run(self) -> bool: ...
+    def status_line(self) -> str: ...
+    def unit_status(self) -> list[dict[str, object]]: ...
+    async def reload(self) -> bool: ...
+    def reset(self, unit: str) -> bool: ...
+    def pause(self, unit: str) -> bool: ...
+    def resume(self, unit: str | None) -> bool: ...
+    def manual_failover(self, unit: str, to: str | None) -> str | None: ...
+    def manual_failback(self, unit: str) -> str | None: ...
+    def history(
+        self, unit: str | None, since: float | None, limit: int
+    ) -> list[dict[str, Any]]: ...
+    def metrics_snapshot(self) -> dict[str, object]: ...
+    def reset_lateness(self) -> None: ...
 
 
 class ControlServer:
-    def __init__(self, daemon: Daemon, path: Path, group: str | None = None) -> None:
+    def __init__(self, daemon: Control, path: Path, group: str | None = None) -> None:
         self.daemon = daemon
         self.path = path
         self.group = group
@@ -80,7 +97,7 @@ class ControlServer:
         return web.json_response(
             {
                 "status": self.daemon.status_line(),
-                "dry_run": self.daemon.options.dry_run,
+                "dry_run": self.daemon.dry_run,
                 "units": rows,
             }
         )
@@ -96,10 +113,10 @@ class ControlServer:
         return web.json_response({"ok": True})
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.json_response(self.daemon.metrics.snapshot())
+        return web.json_response(self.daemon.metrics_snapshot())
 
     async def _metrics_reset(self, request: web.Request) -> web.Response:
-        self.daemon.metrics.reset_lateness()
+        self.daemon.reset_lateness()
         return web.json_response({"ok": True})
 
     async def _history(self, request: web.Request) -> web.Response:

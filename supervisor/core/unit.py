@@ -1,13 +1,16 @@
-"""One supervised unit: its policy, what we last saw of it, its checks and its ladder.
+"""One supervised unit's state: its policy, what we last saw of it, its checks and
+its ladder.
 
-This is the seam between the pure decisions and the shell: `observe` (a systemd
-snapshot) and `record` (a probe's result) update the checks' thresholds and the
-unit's condition, feed the recovery machine, and hand its actions back to the
-caller, which performs them. Nothing here does I/O or reads a clock.
+`observe` (a systemd snapshot) and `record` (a probe's result) update the checks'
+thresholds and the unit's condition and feed the recovery machine. The host
+reducer works on a `copy()` and never changes the state it was given, so a
+`UnitState` inside a `HostState` is never changed in place. Nothing here does I/O
+or reads a clock.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from supervisor.checks.result import CheckResult, ProbeContext
@@ -23,7 +26,7 @@ from supervisor.core.health import (
     unit_condition,
     unit_health,
 )
-from supervisor.core.recovery import Action, Event, Observed, RecoveryState, step
+from supervisor.core.recovery import Action, Event, Observed, RecoveryState, RunRung, step
 
 RUNNING_STATES = ("active", "reloading")
 
@@ -53,7 +56,7 @@ class Update:
 
 
 @dataclass
-class UnitSupervisor:
+class UnitState:
     policy: Policy
     view: UnitView | None = None
     condition: Condition = Condition.UNKNOWN
@@ -64,12 +67,20 @@ class UnitSupervisor:
     checks: list[CheckHealth] = field(default_factory=list)
     results: list[CheckResult | None] = field(default_factory=list)
     runs: list[int] = field(default_factory=list)
-    saved: object = None  # what was last written to the store (the daemon compares it)
+    saved: object = None  # what was last written to the store (the reducer compares it)
+    asked: RunRung | None = None  # the rung asked for, while its preconditions are read
+    allowed_at: float | None = None  # when the guard allowed the action in flight
     _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self._reset_checks()
         self.runs = [0 for _ in self.policy.checks]
+
+    def copy(self) -> UnitState:
+        """A copy to change, sharing nothing mutable with this one."""
+        new = copy.copy(self)  # not dataclasses.replace: __post_init__ would reset the checks
+        new.checks, new.results, new.runs = list(self.checks), list(self.results), list(self.runs)
+        return new
 
     @property
     def unit(self) -> str:

@@ -1,0 +1,465 @@
+"""The host reducer: `step(HostState, Event, now) -> (HostState, list[Action])`.
+
+One pure function for the whole host. It composes the per-unit machines (health,
+recovery, flapping, failover) with the host-wide guard, and turns what they decide
+into actions for the shell: systemd jobs, repairs, history, alerts, saved state and
+timers. It reads no clock and does no I/O; the shell performs every action and
+feeds its outcome back as an event.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from supervisor.config import LoadedConfig, UnitProbe
+from supervisor.core import actions as ev
+from supervisor.core import failover_host, ladder
+from supervisor.core.actions import (
+    FAILOVER,
+    FLAPPING,
+    GRACE,
+    GUARD,
+    JUDGE,
+    LADDER,
+    SNAPSHOT,
+    Action,
+    Event,
+)
+from supervisor.core.flapping import FlapState
+from supervisor.core.flapping import observe as observe_flap
+from supervisor.core.guard import GuardState
+from supervisor.core.health import Condition, UnitView, describe, unit_condition
+from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Resume, Tick
+from supervisor.core.state import HostState, Tx
+from supervisor.core.unit import CheckChange, UnitState, Update
+from supervisor.core.values import Severity, UnitSnapshot
+
+FAILED_GRACE = 0.5  # how long a unit with its own Restart= may look failed before we act
+
+
+def initial(
+    loaded: LoadedConfig,
+    stored_units: dict[str, dict[str, Any]],
+    stored_guard: dict[str, Any],
+    *,
+    hostname: str,
+    dry_run: bool,
+    now: float,
+) -> tuple[HostState, list[Action]]:
+    """The state a daemon starts from: its policies, and what the store kept."""
+    # Actions in flight died with the previous process: nothing is running now.
+    guard_state = dataclasses.replace(GuardState.from_dict(stored_guard), running=frozenset())
+    state = HostState(loaded=loaded, hostname=hostname, dry_run=dry_run, guard=guard_state)
+    tx = Tx(state, now)
+    for policy in loaded.policies.values():
+        tx.add_unit(policy)
+    _resume_stored(tx, stored_units)
+    failover_host.init(tx, stored_units)
+    return tx.freeze(), tx.actions
+
+
+def _resume_stored(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
+    """Take up each unit's ladder where the previous process left it."""
+    for unit in list(tx.units):
+        doc = stored.get(unit)
+        if doc is None or "recovery" not in doc:
+            continue
+        state = tx.unit(unit)
+        assert state is not None
+        recovery = RecoveryState.from_dict(doc["recovery"])
+        if recovery.phase is Phase.ACTING:
+            # The previous process died during the action: it was performed (or not),
+            # but never again: judge it after settle like any other.
+            from supervisor.core.recovery import step as recovery_step
+
+            recovery, _ = recovery_step(
+                state.policy.recovery, recovery, ActionFinished(True), tx.now
+            )
+        state.recovery = dataclasses.replace(recovery, condition=Condition.UNKNOWN)
+        tx.log(
+            "info",
+            "resumed stored state",
+            unit=unit,
+            phase=recovery.phase.value,
+            attempts=recovery.attempts,
+            next_in_s=round(recovery.deadline - tx.now, 1) if recovery.deadline else None,
+        )
+
+
+def step(state: HostState, event: Event, now: float) -> tuple[HostState, list[Action]]:
+    """Apply one event; return the new state and what the shell must do."""
+    tx = Tx(state, now)
+    _handle(tx, event)
+    tx.drain()
+    return tx.freeze(), tx.actions
+
+
+def _handle(tx: Tx, event: Event) -> None:
+    match event:
+        case ev.UnitChanged(snapshot):
+            on_unit_change(tx, snapshot)
+        case ev.ProbeDone(unit, index, result):
+            if (state := tx.unit(unit)) is not None and index < len(state.policy.checks):
+                on_result(tx, state, index, result)
+        case ev.TimerFired(key):
+            _timer(tx, key)
+        case ev.PreconditionsChecked() | ev.RepairDone():
+            ladder.handle(tx, event)
+        case ev.FailoverJobDone() | ev.CanRecoverDone() | ev.BackupWatched():
+            failover_host.handle(tx, event)
+        case ev.OperatorFailover() | ev.OperatorFailback():
+            failover_host.handle(tx, event)
+        case ev.OperatorPause() | ev.OperatorResume() | ev.OperatorReset():
+            ladder.handle(tx, event)
+        case ev.SaveFailed(unit):
+            if (state := tx.unit(unit)) is not None:
+                state.saved = None
+        case ev.SnapshotDone(unit, path, error):
+            _snapshot_done(tx, unit, path, error)
+        case ev.Starting(observe_until):
+            tx.observe_until = observe_until
+        case ev.Started():
+            _started(tx)
+        case ev.Stopping():
+            tx.log("info", "stopping")
+            tx.history(None, "daemon", "stopping")
+            tx.alert(
+                None,
+                "daemon",
+                Severity.INFO,
+                f"host-supervisor stopping on {tx.hostname}",
+                "Units are no longer watched or repaired until it starts again.",
+            )
+        case ev.PoliciesLoaded(loaded):
+            _apply_policies(tx, loaded)
+        case ev.ReloadRefused(problems):
+            _reload_refused(tx, problems)
+        case ev.ReloadDone():
+            tx.reload_note = ""
+            tx.history(None, "daemon", f"policies reloaded: {len(tx.units)} units")
+            tx.actions.append(ev.Ready())
+
+
+# -- start -------------------------------------------------------------------------------
+
+
+def _started(tx: Tx) -> None:
+    failover_host.start(tx)
+    for name in list(tx.units):
+        state = tx.unit(name)
+        assert state is not None
+        tx.schedule_ladder(state)
+        arm_snapshot(tx, state)
+    tx.schedule_guard()
+    tx.history(None, "daemon", "started", units=len(tx.units))
+    tx.alert(
+        None,
+        "daemon",
+        Severity.INFO,
+        f"host-supervisor started on {tx.hostname}",
+        f"Supervising {len(tx.units)} units"
+        + (" (dry run: no action is taken)." if tx.dry_run else "."),
+    )
+
+
+# -- timers ------------------------------------------------------------------------------
+
+
+def _timer(tx: Tx, key: ev.TimerKey) -> None:
+    machine, unit = key
+    if tx.timers.get(key) is None:
+        return  # cancelled after it fired, before its event arrived
+    tx.fired(key)
+    match machine:
+        case "ladder":
+            if (state := tx.unit(unit)) is not None:
+                ladder.feed(tx, state, Tick())
+        case "grace":
+            snapshot = tx.snapshots.get(unit)
+            if snapshot is not None:
+                on_unit_change(tx, snapshot, after_grace=True)
+        case "snapshot":
+            _snapshot_due(tx, unit)
+        case "guard":
+            ladder.guard_tick(tx)
+        case "failover" | "judge":
+            failover_host.timer(tx, machine, unit)
+        case "flapping":
+            pass
+
+
+# -- unit changes and probe results -------------------------------------------------------
+
+
+def _systemd_may_restart(snapshot: UnitSnapshot) -> bool:
+    """Failed, but with a Restart= of its own that has not given up (start limit)."""
+    return (
+        snapshot.active_state == "failed"
+        and snapshot.restart not in ("", "no")
+        and snapshot.result != "start-limit-hit"
+    )
+
+
+def on_unit_change(tx: Tx, snapshot: UnitSnapshot, *, after_grace: bool = False) -> None:
+    unit = snapshot.name
+    state = tx.unit(unit)
+    tx.snapshots[unit] = snapshot
+    if state is None:  # a backup without a policy of its own
+        failover_host.observe(tx, unit)
+        return
+    if _systemd_may_restart(snapshot) and not after_grace:
+        # systemd 252 shows a unit with its own Restart= as failed for a moment on its
+        # way to auto-restart: judge it only if it is still failed after a grace.
+        tx.arm_once((GRACE, unit), tx.now + FAILED_GRACE)
+        return
+    tx.set_timer((GRACE, unit), None)
+    view = UnitView(snapshot.load_state, snapshot.active_state, snapshot.sub_state, snapshot.result)
+    state.main_pid = snapshot.main_pid
+    apply_update(tx, state, state.observe(view, tx.now), snapshot)
+    failover_host.observe(tx, unit)
+
+
+def on_result(tx: Tx, state: UnitState, index: int, result: Any) -> None:
+    update = state.record(index, result, tx.now)
+    if not update.changed:
+        # Flap detection samples every check-in, as Nagios does (a changed condition is
+        # sampled in apply_update).
+        observe_flapping(tx, state)
+    apply_update(tx, state, update)
+    if update.changed:
+        failover_host.observe(tx, state.unit)
+
+
+def apply_update(
+    tx: Tx, state: UnitState, update: Update, snapshot: UnitSnapshot | None = None
+) -> None:
+    unit = state.unit
+    for change in update.check_changes:
+        _log_check_change(tx, unit, change)
+    if update.changed:
+        _log_transition(tx, state, update.previous, snapshot)
+        observe_flapping(tx, state)
+    if update.changed or update.check_changes:
+        tx.status_changed()
+    ladder.perform(tx, state, update.actions)
+
+
+def _log_check_change(tx: Tx, unit: str, change: CheckChange) -> None:
+    level = "info" if change.after.value in ("ok", "pending") else "warning"
+    tx.log(
+        level,
+        "check state changed",
+        unit=unit,
+        check=change.check.name,
+        before=change.before.value,
+        after=change.after.value,
+        critical=change.check.critical,
+        message=change.result.message,
+    )
+    if change.after.value != "pending":
+        tx.history(
+            unit,
+            "check",
+            f"{change.check.name}: {change.before.value} -> {change.after.value}: "
+            f"{change.result.message}",
+            check=change.check.name,
+            state=change.after.value,
+        )
+
+
+def _log_transition(
+    tx: Tx, state: UnitState, previous: Condition, snapshot: UnitSnapshot | None
+) -> None:
+    unit, condition, view = state.unit, state.condition, state.view
+    fields: dict[str, Any] = {"unit": unit, "state": describe(view) if view else ""}
+    if snapshot is not None:
+        fields["main_pid"] = snapshot.main_pid
+    match condition:
+        case Condition.UNHEALTHY if view and unit_condition(view) is Condition.UNHEALTHY:
+            tx.log("warning", "unit failed", action="detect", **fields)
+            failover_host.primary_failed(tx, state, fields["state"])
+            tx.history(unit, "health", f"failed: {fields['state']}")
+            tx.alert(
+                state,
+                "unhealthy",
+                Severity.WARNING,
+                f"{unit} failed ({view.result or view.active_state})",
+                f"systemd reports {unit} as {fields['state']}. {ladder.next_steps(tx, state)}",
+                problem=True,
+            )
+        case Condition.UNHEALTHY:
+            failing = ",".join(state.failing_checks())
+            tx.log("warning", "unit unhealthy", action="detect", checks=failing, **fields)
+            failover_host.primary_failed(tx, state, f"checks {failing}")
+            tx.history(unit, "health", f"unhealthy: failing checks {failing}")
+            messages = "; ".join(
+                f"{check.name}: {result.message}"
+                for check, result in zip(state.policy.checks, state.results, strict=True)
+                if check.name in state.failing_checks() and result is not None
+            )
+            tx.alert(
+                state,
+                "unhealthy",
+                Severity.WARNING,
+                f"{unit} unhealthy: {failing}",
+                f"Critical checks failing: {messages}. {ladder.next_steps(tx, state)}",
+                problem=True,
+            )
+        case Condition.STOPPED if previous in (
+            Condition.HEALTHY,
+            Condition.DEGRADED,
+            Condition.TRANSIENT,
+            Condition.UNKNOWN,
+        ):
+            tx.log("info", "unit stopped cleanly; respecting the stop", action="none", **fields)
+            tx.history(unit, "health", "stopped cleanly; not restarted")
+        case Condition.MISSING if previous is not Condition.UNKNOWN:
+            tx.log("warning", "unit disappeared", **fields)
+            tx.history(unit, "health", "disappeared")
+        case Condition.HEALTHY if previous is Condition.MISSING:
+            tx.log("info", "unit appeared", **fields)
+            tx.history(unit, "health", "appeared")
+        case _:
+            tx.log("info", "unit state", condition=condition.value, **fields)
+            if previous is not Condition.UNKNOWN or condition is not Condition.HEALTHY:
+                tx.history(unit, "health", condition.value)
+    if condition in (Condition.HEALTHY, Condition.DEGRADED):
+        arm_snapshot(tx, state)
+        if unit in tx.problem_alerted:
+            # The gate sends it only if a problem was actually sent, and once.
+            tx.problem_alerted.discard(unit)
+            tx.alert(
+                state,
+                "recovered",
+                Severity.INFO,
+                f"{unit} recovered",
+                f"{unit} is {condition.value} again ({fields['state']}).",
+                resolves=("unhealthy", "exhausted", "protected"),
+            )
+    elif condition is Condition.UNHEALTHY:
+        tx.problem_alerted.add(unit)
+
+
+def observe_flapping(tx: Tx, state: UnitState) -> None:
+    condition = state.condition
+    if condition not in (Condition.HEALTHY, Condition.DEGRADED, Condition.UNHEALTHY):
+        return
+    unit = state.unit
+    cfg = tx.loaded.main.guard.flapping
+    healthy = condition is not Condition.UNHEALTHY
+    tx.flaps[unit], change = observe_flap(cfg, tx.flaps.get(unit, FlapState()), healthy, tx.now)
+    if change == "started":
+        tx.log("error", "unit is flapping; repairs paused until it settles", unit=unit)
+        tx.history(unit, "alert", "flapping: repairs paused until it settles")
+        tx.alert(
+            state,
+            "flapping",
+            Severity.WARNING,
+            f"{unit} is flapping",
+            f"{unit} changes between healthy and unhealthy too often. Repairs are "
+            "paused until it settles; it is still watched.",
+            problem=True,
+        )
+    elif change == "stopped":
+        tx.log("info", "unit stopped flapping; repairs resume", unit=unit)
+        tx.history(unit, "alert", "no longer flapping: repairs resume")
+        tx.alert(
+            state,
+            "settled",
+            Severity.INFO,
+            f"{unit} stopped flapping",
+            "Repairs resume.",
+            resolves=("flapping",),
+        )
+        ladder.feed(tx, state, Resume())
+
+
+# -- last-known-good snapshots ------------------------------------------------------------
+
+
+def arm_snapshot(tx: Tx, state: UnitState) -> None:
+    restore = state.policy.recovery.restore
+    if restore is None or restore.source != "last-known-good":
+        return
+    tx.arm_once((SNAPSHOT, state.unit), tx.now + restore.snapshot_after)
+
+
+def _snapshot_due(tx: Tx, unit: str) -> None:
+    state = tx.unit(unit)
+    if state is None:
+        return
+    restore = state.policy.recovery.restore
+    since = state.recovery.healthy_since
+    healthy = state.condition in (Condition.HEALTHY, Condition.DEGRADED)
+    if restore is None or not healthy or since is None:
+        return  # armed again when it is healthy again
+    if tx.now - since >= restore.snapshot_after:
+        tx.actions.append(ev.TakeSnapshot(unit))
+    arm_snapshot(tx, state)  # files may change later: look again
+
+
+def _snapshot_done(tx: Tx, unit: str, path: str, error: str) -> None:
+    if error:
+        tx.log("error", "cannot snapshot the configuration", unit=unit, error=error)
+    elif path:
+        tx.log("info", "known-good configuration saved", unit=unit, snapshot=path)
+        tx.history(unit, "restore", f"snapshot taken: {path}")
+
+
+# -- reload --------------------------------------------------------------------------------
+
+
+def _reload_refused(tx: Tx, problems: tuple[str, ...]) -> None:
+    for problem in problems:
+        tx.log("error", "policy error", error=problem)
+    first = problems[0] if problems else "unknown error"
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    tx.reload_note = f"reload refused: {first}{more}"
+    tx.log("error", "reload refused; keeping the previous policies", errors=len(problems))
+    tx.history(None, "daemon", tx.reload_note)
+    tx.actions.append(ev.Ready())
+
+
+def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
+    old, new = set(tx.units), set(loaded.policies)
+    for unit in sorted(old - new):
+        tx.actions.append(ev.Unwatch(unit))
+        tx.actions.append(ev.StopChecks(unit))
+        for machine in (LADDER, SNAPSHOT):
+            tx.set_timer((machine, unit), None)
+        del tx.units[unit]
+        tx.actions.append(ev.DeleteUnit(unit))
+        tx.log("info", "no longer supervising", unit=unit)
+    for unit in sorted(old & new):
+        state = tx.unit(unit)
+        assert state is not None
+        if state.policy != loaded.policies[unit]:
+            checks_changed = state.policy.checks != loaded.policies[unit].checks
+            state.set_policy(loaded.policies[unit])
+            if checks_changed:
+                tx.actions.append(ev.StopChecks(unit))
+                tx.actions.append(ev.StartChecks(unit))
+    tx.loaded = loaded
+    added = sorted(new - old)
+    for unit in added:
+        tx.add_unit(loaded.policies[unit])
+    for unit in added:
+        tx.actions.append(ev.Watch(unit))
+    for unit in added:
+        tx.actions.append(ev.StartChecks(unit))
+        tx.log("info", "now supervising", unit=unit)
+    tx.log("info", "policies reloaded", units=len(tx.units))
+
+
+def scheduled_checks(state: UnitState) -> list[int]:
+    """The indexes of the checks the shell probes on a schedule (not `unit:` ones,
+    which are judged on every signal)."""
+    return [
+        index
+        for index, check in enumerate(state.policy.checks)
+        if not isinstance(check.probe, UnitProbe)
+    ]
+
+
+__all__ = ["FAILOVER", "FLAPPING", "GUARD", "JUDGE", "HostState", "initial", "step"]

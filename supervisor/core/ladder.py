@@ -1,0 +1,324 @@
+"""The repair ladder inside the host reducer: ask, hold or act, judge the outcome.
+
+When a unit's recovery machine asks for a rung, the request passes the holds in
+`HOLD_ORDER` (the first that applies wins), then the guard; an allowed rung is
+recorded, alerted and handed to the shell as `RunRepair`, and its outcome comes
+back as `RepairDone`. Operator verbs on the ladder (pause, resume, reset) live
+here too.
+"""
+
+from __future__ import annotations
+
+from supervisor.core import actions as ev
+from supervisor.core import failover_host, guard
+from supervisor.core.actions import Event
+from supervisor.core.flapping import FlapState
+from supervisor.core.guard import Verdict
+from supervisor.core.recovery import (
+    Action,
+    ActionFinished,
+    Held,
+    Notice,
+    OperatorReset,
+    Report,
+    Resume,
+    RunRung,
+    Skipped,
+)
+from supervisor.core.recovery import Event as LadderEvent
+from supervisor.core.recovery import step as recovery_step
+from supervisor.core.state import Tx
+from supervisor.core.unit import UnitState
+from supervisor.core.values import Severity
+
+PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
+OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
+
+HOLD_ORDER = (
+    "observing: after a start, until every check has reported once (30 s at most)",
+    "failover: the failover machine owns the unit",
+    "flapping: the unit changes state too often",
+    "precondition: disk, memory or a needed unit",
+    "the guard: paused, protected, budget frozen, breaker open, concurrency",
+)
+"""What may hold a repair the ladder asks for, in the order they are asked."""
+
+_NOTICE_LEVEL = {
+    Notice.EXHAUSTED: "error",
+    Notice.ACTION_FAILED: "warning",
+    Notice.HELD: "warning",
+}
+
+
+def handle(tx: Tx, event: Event) -> None:
+    match event:
+        case ev.PreconditionsChecked(unit, reason):
+            if (state := tx.unit(unit)) is not None:
+                _decide(tx, state, reason)
+        case ev.RepairDone():
+            _repair_done(tx, event)
+        case ev.OperatorPause(unit):
+            _pause(tx, unit)
+        case ev.OperatorResume(unit):
+            _resume(tx, unit)
+        case ev.OperatorReset(unit):
+            _reset(tx, unit)
+
+
+def feed(tx: Tx, state: UnitState, event: LadderEvent) -> None:
+    state.recovery, actions = recovery_step(state.policy.recovery, state.recovery, event, tx.now)
+    perform(tx, state, actions)
+
+
+def perform(tx: Tx, state: UnitState, actions: list[Action]) -> None:
+    for action in actions:
+        match action:
+            case RunRung():
+                tx.actions.append(ev.CheckPreconditions(state.unit))
+                state.asked = action
+            case Report():
+                _report(tx, state, action)
+    tx.save(state)
+    tx.schedule_ladder(state)
+
+
+def next_steps(tx: Tx, state: UnitState) -> str:
+    recovery = state.policy.recovery
+    if guard.is_protected(state.unit, tx.loaded.main.guard, state.policy.allow_automatic):
+        return "It is protected: it is not repaired automatically; a person must act."
+    rungs = ", ".join(recovery.ladder)
+    return f"Next: the repair ladder ({rungs}), up to {recovery.max_attempts} attempts."
+
+
+def _report(tx: Tx, state: UnitState, report: Report) -> None:
+    level = _NOTICE_LEVEL.get(report.notice, "info")
+    unit = state.unit
+    tx.log(level, report.notice.value, unit=unit, detail=report.detail)
+    kind = "alert" if report.notice is Notice.EXHAUSTED else "recovery"
+    tx.history(unit, kind, f"{report.notice.value}: {report.detail}")
+    state.last_event = f"{report.notice.value}: {report.detail}"
+    tx.status_changed()
+    match report.notice:
+        case Notice.ATTEMPTS_RESET:
+            failover_host.primary_stable(tx, state)
+        case Notice.EXHAUSTED:
+            failover_host.ladder_exhausted(tx, state, report.detail)
+            failover = state.policy.failover
+            after = (
+                f"Next: failover to {', '.join(failover.backup)}."
+                if failover is not None
+                else "Nothing more is tried automatically."
+            )
+            tx.alert(
+                state,
+                "exhausted",
+                Severity.CRITICAL,
+                f"{unit}: repairs exhausted, a person must act",
+                f"{report.detail}. {after} `host-supervisor reset {unit}` re-arms the ladder.",
+                problem=True,
+            )
+
+
+# -- asking for a rung ----------------------------------------------------------------
+
+
+def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
+    """The shell has read the preconditions: hold, or record and run the rung."""
+    action = state.asked
+    if action is None:
+        return
+    state.asked = None
+    unit = state.unit
+    held = _hold_reason(tx, state, precondition)
+    if held is not None:
+        reason, until = held
+        feed(tx, state, Held(reason, until))
+        return
+    attempt = f"{action.attempt}/{action.max_attempts}"
+    tx.history(unit, "action", f"{action.rung} (attempt {attempt})")
+    tx.alert(
+        state,
+        f"action:{action.rung}#{action.attempt}",  # each action is news, not a repeat
+        Severity.INFO,
+        f"{action.rung} {unit} (attempt {attempt})",
+        f"{unit} is {state.condition.value}; trying {action.rung}"
+        + (" (dry run: not done)." if tx.dry_run else "."),
+    )
+    state.allowed_at = tx.now
+    if tx.dry_run:
+        tx.log(
+            "warning",
+            f"would {action.rung} unit (dry run)",
+            dry_run=True,
+            unit=unit,
+            action=action.rung,
+            attempt=attempt,
+        )
+        guard_finished(tx, unit, True)
+        feed(tx, state, ActionFinished(True, "dry run"))
+        return
+    tx.log("warning", f"{action.rung}ing unit", unit=unit, action=action.rung, attempt=attempt)
+    failed_now = state.view is not None and state.view.active_state == "failed"
+    tx.actions.append(
+        ev.RunRepair(unit, action.rung, action.attempt, action.max_attempts, failed_now)
+    )
+
+
+def _hold_reason(tx: Tx, state: UnitState, precondition: str) -> tuple[str, float | None] | None:
+    """Why the repair asked for may not run now, and when to ask again; None: go."""
+    unit, now = state.unit, tx.now
+    if now < tx.observe_until and not first_round_done(tx):
+        retry = min(tx.observe_until, now + OBSERVE_POLL)
+        return "observing units and running one round of checks after a start", retry
+    if failover_host.owns(tx, unit):
+        return "failed over: the failover machine acts on this unit", None
+    if tx.flaps.get(unit, FlapState()).flapping:
+        return "flapping: repairs paused until it settles", None
+    if precondition:
+        return f"precondition: {precondition}", now + PRECONDITION_RETRY
+    tx.guard, decision, notices = guard.request(
+        tx.loaded.main.guard,
+        tx.guard,
+        unit,
+        allow_automatic=state.policy.allow_automatic,
+        now=now,
+    )
+    tx.guard_changed(notices)
+    if decision.verdict is Verdict.ALLOW:
+        return None
+    if decision.kind == "protected":
+        tx.log("error", "protected unit unhealthy; not repaired automatically", unit=unit)
+        tx.history(unit, "alert", f"protected: {decision.reason}")
+        tx.alert(
+            state,
+            "protected",
+            Severity.CRITICAL,
+            f"{unit} is unhealthy and protected: a person must act",
+            f"{decision.reason}. It is not repaired automatically unless its policy "
+            "says allow_automatic: true.",
+            problem=True,
+        )
+    if decision.kind == "concurrency" and unit not in tx.waiting:
+        tx.waiting.append(unit)
+    return decision.reason, decision.retry_at
+
+
+def first_round_done(tx: Tx) -> bool:
+    """Every scheduled check of every running unit has reported since the start."""
+    return all(
+        runs > 0
+        for state in tx.units.values()
+        if state.running
+        for check, runs in zip(state.policy.checks, state.runs, strict=True)
+        if check.kind != "unit"
+    )
+
+
+# -- the outcome ---------------------------------------------------------------------------
+
+
+def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
+    unit = done.unit
+    attempt = f"{done.attempt}/{done.max_attempts}"
+    tx.history(unit, "result", f"{done.rung} {done.result}: {done.detail}")
+    state = tx.unit(unit)
+    if state is not None:
+        settle = state.policy.recovery.settle
+        tx.alert(
+            state,
+            f"result:{done.rung}#{done.attempt}",
+            Severity.INFO if done.result == "done" else Severity.WARNING,
+            f"{done.rung} {unit}: {done.result}",
+            f"{done.detail}. Next: judged again after {settle:g}s.",
+        )
+    if done.result == "skipped":
+        allowed_at = state.allowed_at if state is not None else None
+        tx.guard = guard.cancelled(tx.guard, unit, allowed_at if allowed_at is not None else tx.now)
+        tx.guard_changed([])
+        release_waiting(tx)
+    else:
+        guard_finished(tx, unit, done.result == "done")
+    if state is None:
+        return  # the policy was removed meanwhile
+    fields = {"unit": unit, "action": done.rung, "attempt": attempt}
+    match done.result:
+        case "done":
+            tx.repairs += 1
+            tx.log(
+                "info", f"{done.rung} finished", result=done.detail, took_ms=done.took_ms, **fields
+            )
+            feed(tx, state, ActionFinished(True, done.detail))
+        case "skipped":
+            tx.log("warning", f"{done.rung} skipped", result=done.detail, **fields)
+            feed(tx, state, Skipped(done.detail))
+        case _:
+            tx.log(
+                "error", f"{done.rung} failed", result=done.detail, took_ms=done.took_ms, **fields
+            )
+            feed(tx, state, ActionFinished(False, done.detail))
+
+
+def guard_finished(tx: Tx, unit: str, ok: bool) -> None:
+    tx.guard, notices = guard.finished(tx.loaded.main.guard, tx.guard, unit, ok, tx.now)
+    tx.guard_changed(notices)
+    release_waiting(tx)
+
+
+def release_waiting(tx: Tx) -> None:
+    """A slot is free: the units waiting for one may ask again, in order."""
+    waiting, tx.waiting = tx.waiting, []
+    for name in waiting:
+        if (state := tx.unit(name)) is not None:
+            feed(tx, state, Resume())
+
+
+def guard_tick(tx: Tx) -> None:
+    tx.guard, notices = guard.tick(tx.loaded.main.guard, tx.guard, tx.now)
+    tx.guard_changed(notices)
+
+
+# -- operator verbs --------------------------------------------------------------------------
+
+
+def _reset(tx: Tx, unit: str) -> None:
+    state = tx.unit(unit)
+    if state is None:
+        tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
+        return
+    tx.log("info", "reset by operator", unit=unit, action="reset")
+    tx.history(unit, "operator", "reset: attempts and exhaustion forgotten")
+    feed(tx, state, OperatorReset())
+    tx.actions.append(ev.Answer(None))
+
+
+def _pause(tx: Tx, unit: str) -> None:
+    if unit not in tx.units:
+        tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
+        return
+    tx.log("info", "paused by operator: watching, not acting", unit=unit, action="pause")
+    tx.history(unit, "operator", "paused: watched and alerted, not repaired")
+    tx.guard = guard.pause(tx.guard, unit)
+    tx.guard_changed([])
+    tx.actions.append(ev.Answer(None))
+
+
+def _resume(tx: Tx, unit: str | None) -> None:
+    """Resume one unit, or with None every unit and a frozen automation."""
+    if unit is not None and unit not in tx.units:
+        tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
+        return
+    if unit is None:
+        tx.log("info", "resumed by operator: all units, and the repair budget", action="resume")
+        tx.history(None, "operator", "resume --all")
+        tx.guard, notices = guard.resume_all(tx.guard, tx.now)
+        targets = list(tx.units)
+    else:
+        tx.log("info", "resumed by operator", unit=unit, action="resume")
+        tx.history(unit, "operator", "resumed")
+        tx.guard, notices = guard.resume(tx.guard, unit), []
+        targets = [unit]
+    tx.guard_changed(notices)
+    for name in targets:
+        if (state := tx.unit(name)) is not None:
+            feed(tx, state, Resume())
+    tx.actions.append(ev.Answer(None))

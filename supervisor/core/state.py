@@ -1,0 +1,233 @@
+"""The whole host's state, and the transaction one step of the reducer works in.
+
+`HostState` is frozen and never changed in place. A step copies what it touches
+into a `Tx` (copy-on-write per unit), collects actions there, and freezes the
+result into a new `HostState`. The helpers here are the vocabulary every part
+of the reducer speaks: log, record, alert, save, set a timer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.config import LoadedConfig, Policy
+from supervisor.core import guard
+from supervisor.core.actions import (
+    GUARD,
+    LADDER,
+    Action,
+    Log,
+    RecordHistory,
+    SaveGuard,
+    SaveUnit,
+    SendAlert,
+    SetTimer,
+    StatusChanged,
+    TimerKey,
+)
+from supervisor.core.alerting import Alert
+from supervisor.core.failover import FailoverState
+from supervisor.core.flapping import FlapState
+from supervisor.core.guard import GuardNotice, GuardState
+from supervisor.core.unit import UnitState
+from supervisor.core.values import Severity, UnitSnapshot
+
+
+@dataclass(frozen=True)
+class HostState:
+    """Everything the daemon knows and decides from, for every unit of the host."""
+
+    loaded: LoadedConfig
+    hostname: str
+    dry_run: bool = False
+    units: Mapping[str, UnitState] = field(default_factory=dict)
+    guard: GuardState = field(default_factory=GuardState)
+    flaps: Mapping[str, FlapState] = field(default_factory=dict)
+    failovers: Mapping[str, FailoverState] = field(default_factory=dict)
+    snapshots: Mapping[str, UnitSnapshot] = field(default_factory=dict)
+    """The last systemd snapshot of every watched unit, backups included."""
+    timers: Mapping[TimerKey, float] = field(default_factory=dict)
+    """Every timer the shell has armed, and when it fires."""
+    waiting: tuple[str, ...] = ()
+    """Units held for a free repair slot, in order."""
+    problem_alerted: frozenset[str] = frozenset()
+    """Units whose recovery people should hear of."""
+    observe_until: float = 0.0
+    reload_note: str = ""
+    repairs: int = 0
+
+
+class Tx:
+    """One step's working copy of the host state, and the actions it produces."""
+
+    def __init__(self, state: HostState, now: float) -> None:
+        self.now = now
+        self.loaded = state.loaded
+        self.hostname = state.hostname
+        self.dry_run = state.dry_run
+        self.units: dict[str, UnitState] = dict(state.units)
+        self._copied: set[str] = set()
+        self.guard = state.guard
+        self.flaps = dict(state.flaps)
+        self.failovers = dict(state.failovers)
+        self.snapshots = dict(state.snapshots)
+        self.timers = dict(state.timers)
+        self.waiting = list(state.waiting)
+        self.problem_alerted = set(state.problem_alerted)
+        self.observe_until = state.observe_until
+        self.reload_note = state.reload_note
+        self.repairs = state.repairs
+        self.actions: list[Action] = []
+        self._later: deque[Callable[[], None]] = deque()
+
+    def freeze(self) -> HostState:
+        return HostState(
+            loaded=self.loaded,
+            hostname=self.hostname,
+            dry_run=self.dry_run,
+            units=self.units,
+            guard=self.guard,
+            flaps=self.flaps,
+            failovers=self.failovers,
+            snapshots=self.snapshots,
+            timers=self.timers,
+            waiting=tuple(self.waiting),
+            problem_alerted=frozenset(self.problem_alerted),
+            observe_until=self.observe_until,
+            reload_note=self.reload_note,
+            repairs=self.repairs,
+        )
+
+    # -- units, copy-on-write ------------------------------------------------------------
+
+    def unit(self, name: str) -> UnitState | None:
+        """The unit's state to read and change in this step (a private copy)."""
+        state = self.units.get(name)
+        if state is None:
+            return None
+        if name not in self._copied:
+            state = self.units[name] = state.copy()
+            self._copied.add(name)
+        return state
+
+    def add_unit(self, policy: Policy) -> UnitState:
+        state = self.units[policy.unit] = UnitState(policy)
+        self._copied.add(policy.unit)
+        return state
+
+    def later(self, work: Callable[[], None]) -> None:
+        """Run `work` once the current handler is done, in order: what the shell used to
+        spawn as a task, without feeding the reducer from inside itself."""
+        self._later.append(work)
+
+    def drain(self) -> None:
+        while self._later:
+            self._later.popleft()()
+
+    # -- the shell's vocabulary ----------------------------------------------------------
+
+    def log(self, level: str, message: str, /, **fields: Any) -> None:
+        self.actions.append(Log(level, message, tuple(fields.items())))
+
+    def history(self, unit: str | None, kind: str, message: str, /, **data: Any) -> None:
+        self.actions.append(RecordHistory(unit, kind, message, tuple(data.items())))
+
+    def alert(
+        self,
+        unit: UnitState | None,
+        event: str,
+        severity: Severity,
+        title: str,
+        body: str,
+        *,
+        problem: bool = False,
+        resolves: tuple[str, ...] = (),
+    ) -> None:
+        """Tell people: the policy's channels for a unit, every channel for the host."""
+        channels = tuple(self.loaded.main.alerts.channels) if unit is None else unit.policy.alerts
+        if not channels:
+            return
+        self.actions.append(
+            SendAlert(
+                Alert(
+                    unit=unit.unit if unit is not None else None,
+                    event=event,
+                    severity=severity,
+                    title=title,
+                    body=body,
+                    channels=channels,
+                    time=self.now,
+                    resolves=resolves,
+                    problem=problem,
+                )
+            )
+        )
+
+    def status_changed(self) -> None:
+        self.actions.append(StatusChanged())
+
+    def set_timer(self, key: TimerKey, at: float | None) -> None:
+        """Arm, move, or with None cancel one timer; `at` is wall-clock time."""
+        if at is None:
+            if self.timers.pop(key, None) is not None:
+                self.actions.append(SetTimer(key, None))
+            return
+        self.timers[key] = at
+        self.actions.append(SetTimer(key, at))
+
+    def arm_once(self, key: TimerKey, at: float) -> None:
+        """Arm a timer unless it is armed already."""
+        if key not in self.timers:
+            self.set_timer(key, at)
+
+    def fired(self, key: TimerKey) -> None:
+        """A timer went off: it is armed no more."""
+        self.timers.pop(key, None)
+
+    # -- persistence and the guard --------------------------------------------------------
+
+    def save(self, unit: UnitState) -> None:
+        """Store the unit's ladder (and failover) state if it changed since last saved."""
+        fo = self.failovers.get(unit.unit)
+        if (unit.recovery, fo) == unit.saved:
+            return
+        doc: dict[str, Any] = {"recovery": unit.recovery.to_dict()}
+        if fo is not None:
+            doc["failover"] = fo.to_dict()
+        self.actions.append(SaveUnit(unit.unit, doc))
+        unit.saved = (unit.recovery, fo)
+
+    def schedule_ladder(self, unit: UnitState) -> None:
+        self.set_timer((LADDER, unit.unit), unit.deadline)
+
+    def guard_changed(self, notices: list[GuardNotice]) -> None:
+        for notice in notices:
+            level = "critical" if notice.kind == "frozen" else "warning"
+            self.log(level, notice.message, guard=notice.kind)
+            self.history(None, "guard", notice.message, notice=notice.kind)
+            if notice.kind == "frozen":
+                self.alert(
+                    None,
+                    "frozen",
+                    Severity.CRITICAL,
+                    f"automation frozen on {self.hostname}",
+                    f"{notice.message}. Units are still watched and alerted, not repaired.",
+                    problem=True,
+                )
+            elif notice.kind == "thawed":
+                self.alert(
+                    None,
+                    "thawed",
+                    Severity.INFO,
+                    f"automation resumed on {self.hostname}",
+                    notice.message,
+                    resolves=("frozen",),
+                )
+        self.actions.append(SaveGuard(self.guard.to_dict()))
+        self.schedule_guard()
+
+    def schedule_guard(self) -> None:
+        self.set_timer((GUARD, ""), guard.next_deadline(self.guard))

@@ -1,0 +1,74 @@
+"""What the host state looks like to a person: the STATUS= line and `status` rows."""
+
+from __future__ import annotations
+
+from supervisor.core import failover_host
+from supervisor.core.flapping import FlapState
+from supervisor.core.health import describe
+from supervisor.core.state import HostState
+
+
+def status_line(state: HostState, now: float) -> str:
+    units: dict[str, int] = {}
+    checks: dict[str, int] = {}
+    for unit in state.units.values():
+        units[unit.condition.value] = units.get(unit.condition.value, 0) + 1
+        for hard, n in unit.check_counts().items():
+            checks[hard] = checks.get(hard, 0) + n
+    noun = "unit" if len(state.units) == 1 else "units"
+    text = f"{len(state.units)} {noun}: " + (_counts(units) or "none")
+    if checks:
+        text += f"; checks: {_counts(checks)}"
+    text += f"; {state.repairs} repairs"
+    if state.guard.frozen_until is not None and state.guard.frozen_until > now:
+        text += "; AUTOMATION FROZEN (repair budget spent)"
+    if state.dry_run:
+        text += " (dry run)"
+    if state.reload_note:
+        text += f"; {state.reload_note}"
+    return text
+
+
+def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    for unit, sup in sorted(state.units.items()):
+        view = sup.view
+        rows.append(
+            {
+                "unit": unit,
+                "condition": sup.condition.value,
+                "state": describe(view) if view else "",
+                "phase": sup.recovery.phase.value,
+                "attempts": sup.recovery.attempts,
+                "max_attempts": sup.policy.recovery.max_attempts,
+                "next_action_in_s": (
+                    round(max(0.0, sup.deadline - now), 1) if sup.deadline is not None else None
+                ),
+                "held": sup.recovery.held_reason,
+                "paused": unit in state.guard.paused or state.guard.paused_all,
+                "flapping": state.flaps.get(unit, FlapState()).flapping,
+                "last_event": sup.last_event,
+                "failover": failover_host.status(state.failovers, unit, now),
+                "policy": str(state.loaded.sources.get(unit, "")),
+                "checks": [
+                    {
+                        "name": check.name,
+                        "kind": check.kind,
+                        "critical": check.critical,
+                        "state": health.hard.value,
+                        "soft": health.soft,
+                        "message": result.message if result else "",
+                        "duration_ms": round(result.duration * 1000, 1) if result else None,
+                        "runs": runs,
+                    }
+                    for check, health, result, runs in zip(
+                        sup.policy.checks, sup.checks, sup.results, sup.runs, strict=True
+                    )
+                ],
+            }
+        )
+    return rows
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {name}" for name, n in sorted(counts.items()))

@@ -1,0 +1,324 @@
+"""The daemon's life: connect, watch, feed the reducer, perform, stop.
+
+Everything that decides is `supervisor.core.host.step`; this class holds the
+current `HostState`, turns signals, probe results, timers and operator requests
+into events, and hands the returned actions to the `Performer`. It is also the
+`Control` the control socket serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import signal
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from supervisor.config import LoadedConfig, UnitProbe, load_config
+from supervisor.core import actions as act
+from supervisor.core import host
+from supervisor.core.actions import Action, Event
+from supervisor.core.failover_host import backups
+from supervisor.core.state import HostState, Tx
+from supervisor.core.status import status_line, unit_rows
+from supervisor.core.values import UnitSnapshot
+from supervisor.daemon.metrics import Metrics
+from supervisor.daemon.perform import Performer
+from supervisor.daemon.ports import Ports
+from supervisor.daemon.probing import JITTER_MAX, Probing
+from supervisor.daemon.timers import Timers
+from supervisor.errors import BusError, ConfigError, SupervisorError
+
+log = structlog.get_logger("host-supervisor")
+
+BUS_RETRY_MAX = 30.0
+STATUS_EVERY = 0.5  # STATUS= is sent at most this often
+WATCH_RETRY_MIN = 0.5
+WATCH_RETRY_MAX = 60.0
+HISTORY_FLUSH = 1.0  # buffered history reaches the disk at least this often
+PRUNE_EVERY = 3600  # flushes between two prunings of old history (hourly)
+OBSERVE_MAX = 30.0  # after a start, act only once every check has reported (or this long)
+
+
+@dataclass(frozen=True)
+class DaemonOptions:
+    config_dir: Path
+    state_dir: Path
+    socket_path: Path
+    dry_run: bool = False
+
+
+class Daemon:
+    def __init__(self, options: DaemonOptions, loaded: LoadedConfig, ports: Ports) -> None:
+        self.options = options
+        self.ports = ports
+        self.clock = ports.clock  # wall clock: deadlines are stored and must survive a restart
+        self.metrics = Metrics()
+        self.state, self._initial = host.initial(
+            loaded,
+            ports.store.load_units(),
+            ports.store.load_doc("guard") or {},
+            hostname=ports.hostname,
+            dry_run=options.dry_run,
+            now=self.clock(),
+        )
+        self.timers = Timers(self.clock, lambda key: self.feed(act.TimerFired(key)))
+        self.probing = Probing(
+            lambda: self.state, self.feed, ports.probes, ports.manager, self.metrics
+        )
+        self.performer = Performer(
+            ports,
+            lambda: self.state,
+            self.feed,
+            self.timers,
+            self.probing,
+            self.metrics,
+            self._update_status,
+            lambda: ports.notifier.ready(self.status_line()),
+        )
+        self._queue: deque[Event] = deque()
+        self._stop = asyncio.Event()
+        self._status_pending = False
+        ports.manager.listen(self._on_unit_change)
+
+    # -- the one way in ------------------------------------------------------------------
+
+    def feed(self, event: Event) -> list[Action]:
+        """Step the reducer with `event` and perform what it returns. An event fed while
+        actions are being performed (a failed save) is stepped right after them."""
+        self._queue.append(event)
+        if len(self._queue) > 1:
+            return []
+        actions: list[Action] = []
+        while self._queue:
+            self.state, done = host.step(self.state, self._queue[0], self.clock())
+            self.performer.perform(done)
+            actions += done
+            self._queue.popleft()
+        return actions
+
+    def _on_unit_change(self, snapshot: UnitSnapshot) -> None:
+        self.feed(act.UnitChanged(snapshot))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop as on SIGTERM: say so, close the adapters, return from `run`."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.performer.spawn(self.reload()))
+        ports = self.ports
+        api = ports.control(self)
+        ports.notifier.status("connecting to the system bus")
+        if not await self._connect():
+            return 0
+        await api.start()
+        await ports.alerts.start()  # apprise loads its plugins now, not at the first alert
+        bus_task = asyncio.create_task(ports.manager.run())
+        watchdog = asyncio.create_task(ports.notifier.watchdog_loop())
+        flusher = asyncio.create_task(self._flush_history())
+        self.performer.perform(self._initial)
+        # Observe before acting: unit states now, and one round of probes.
+        longest = max(
+            (
+                c.interval + c.timeout
+                for s in self.state.units.values()
+                for c in s.policy.checks
+                if not isinstance(c.probe, UnitProbe)
+            ),
+            default=0.0,
+        )
+        self.feed(act.Starting(self.clock() + min(longest + JITTER_MAX, OBSERVE_MAX)))
+        await asyncio.gather(*(self._watch(unit) for unit in list(self.state.units)))
+        await asyncio.gather(*(self._watch_backup(b) for b in self._backups()))
+        self.feed(act.Started())
+        for unit in self.state.units:
+            self.probing.start(unit)
+        log.info(
+            "supervising",
+            units=len(self.state.units),
+            checks=sum(len(s.policy.checks) for s in self.state.units.values()),
+            dry_run=self.options.dry_run,
+            config=str(self.options.config_dir),
+        )
+        ports.notifier.ready(self.status_line())
+        # Policies, models and the bus client live as long as the daemon: keep them out
+        # of the collector's full passes, whose pauses would make checks run late.
+        gc.freeze()
+        await self._stop.wait()
+        ports.notifier.stopping()
+        self.feed(act.Stopping())
+        self.timers.cancel_all()
+        self.probing.stop_all()
+        watchdog.cancel()
+        flusher.cancel()
+        await api.stop()
+        await ports.manager.close()
+        await ports.probes.close()
+        await ports.alerts.close()
+        bus_task.cancel()
+        for task in list(self.performer.tasks):
+            task.cancel()
+        await asyncio.gather(
+            bus_task, watchdog, flusher, *self.performer.tasks, return_exceptions=True
+        )
+        ports.store.close()
+        return 0
+
+    def _backups(self) -> set[str]:
+        return backups(Tx(self.state, self.clock()))
+
+    async def _connect(self) -> bool:
+        """Connect to the bus, retrying with backoff; False if asked to stop meanwhile."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self.ports.manager.connect()
+                return True
+            except BusError as exc:
+                log.error("system bus unreachable", error=str(exc), retry_in_s=delay)
+                self.ports.notifier.status(f"waiting for the system bus: {exc}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+            delay = min(delay * 2, BUS_RETRY_MAX)
+        return False
+
+    async def _watch(self, unit: str, attempt: int = 0) -> None:
+        """Follow the unit over D-Bus; on failure retry with backoff, never give up."""
+        if unit not in self.state.units:
+            return
+        try:
+            snapshot = await self.ports.manager.watch(unit)
+        except BusError as exc:
+            delay = min(WATCH_RETRY_MIN * 2**attempt, WATCH_RETRY_MAX)
+            log.error("cannot watch unit; retrying", unit=unit, error=str(exc), retry_in_s=delay)
+            asyncio.get_running_loop().call_later(
+                delay, lambda: self.performer.spawn(self._watch(unit, attempt + 1))
+            )
+            return
+        if snapshot.load_state == "not-found":
+            log.warning("unit not found; watching for it to appear", unit=unit)
+        self._on_unit_change(snapshot)
+
+    async def _watch_backup(self, unit: str) -> None:
+        if unit in self.state.units:
+            return  # it has a policy of its own: watched and judged like any unit
+        try:
+            snapshot = await self.ports.manager.watch(unit)
+        except BusError as exc:
+            self.feed(act.BackupWatched(None, unit, str(exc)))
+            return
+        self.feed(act.BackupWatched(snapshot, unit))
+
+    async def _flush_history(self) -> None:
+        """Write buffered history every second; keep it bounded (90 days, 200k entries)."""
+        flushes = 0
+        while True:
+            await asyncio.sleep(HISTORY_FLUSH)
+            flushes += 1
+            try:
+                self.ports.store.flush()
+                if flushes % PRUNE_EVERY == 1:
+                    self.ports.store.prune()
+            except SupervisorError as exc:
+                log.error("cannot write history", error=str(exc))
+
+    # -- reload -------------------------------------------------------------------------------
+
+    async def reload(self) -> bool:
+        """Load the policies again; on any error keep every old policy and say why."""
+        self.ports.notifier.reloading()
+        log.info("reloading policies", config=str(self.options.config_dir))
+        loaded: LoadedConfig | None = None
+        try:
+            loaded = load_config(self.options.config_dir)
+            problems = [str(issue) for issue in loaded.errors]
+        except ConfigError as exc:
+            problems = [str(exc)]
+        if loaded is None or problems:
+            self.feed(act.ReloadRefused(tuple(problems)))
+            return False
+        actions = self.feed(act.PoliciesLoaded(loaded))
+        added = [a.unit for a in actions if isinstance(a, act.Watch)]
+        await asyncio.gather(*(self._watch(unit) for unit in added))
+        self.feed(act.ReloadDone())
+        return True
+
+    # -- the Control the socket serves ---------------------------------------------------------
+
+    def _ask(self, event: Event) -> str | None:
+        """Feed an operator's request; None when accepted, else why not."""
+        for action in self.feed(event):
+            if isinstance(action, act.Answer):
+                return action.refused
+        return None
+
+    def reset(self, unit: str) -> bool:
+        return self._ask(act.OperatorReset(unit)) is None
+
+    def pause(self, unit: str) -> bool:
+        return self._ask(act.OperatorPause(unit)) is None
+
+    def resume(self, unit: str | None) -> bool:
+        """Resume one unit, or with None every unit and a frozen automation."""
+        return self._ask(act.OperatorResume(unit)) is None
+
+    def manual_failover(self, unit: str, to: str | None) -> str | None:
+        return self._ask(act.OperatorFailover(unit, to))
+
+    def manual_failback(self, unit: str) -> str | None:
+        return self._ask(act.OperatorFailback(unit))
+
+    async def test_alert(self, channel: str | None) -> list[Any]:
+        return await self.ports.alerts.test(channel)
+
+    def history(self, unit: str | None, since: float | None, limit: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "time": entry.time,
+                "unit": entry.unit,
+                "kind": entry.kind,
+                "message": entry.message,
+                "data": entry.data,
+            }
+            for entry in self.ports.store.history(unit=unit, since=since, limit=limit)
+        ]
+
+    @property
+    def dry_run(self) -> bool:
+        return self.options.dry_run
+
+    def metrics_snapshot(self) -> dict[str, object]:
+        return self.metrics.snapshot()
+
+    def reset_lateness(self) -> None:
+        self.metrics.reset_lateness()
+
+    def status_line(self) -> str:
+        return status_line(self.state, self.clock())
+
+    def unit_status(self) -> list[dict[str, object]]:
+        return unit_rows(self.state, self.clock())
+
+    def _update_status(self) -> None:
+        """Send STATUS= soon; many changes at once make one message."""
+        if self._status_pending:
+            return
+        self._status_pending = True
+        asyncio.get_running_loop().call_later(STATUS_EVERY, self._send_status)
+
+    def _send_status(self) -> None:
+        self._status_pending = False
+        self.ports.notifier.status(self.status_line())
+
+
+__all__ = ["Daemon", "DaemonOptions", "HostState"]

@@ -1,0 +1,185 @@
+"""Carrying out the reducer's actions: each one becomes an adapter call, and the
+outcome of every call that takes time comes back as an event.
+
+Quick actions (log, history, alert, save, timers) are done at once; the ones that
+wait on systemd, a program or the disk run as tasks and `feed` their outcome.
+A failed write to the store is logged and, for a unit's state, fed back so that
+the state is written again at the next change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import structlog
+
+from supervisor.core import actions as act
+from supervisor.core.actions import Action, Event
+from supervisor.core.failover import Verb
+from supervisor.core.state import HostState
+from supervisor.daemon.metrics import Metrics
+from supervisor.daemon.ports import Ports
+from supervisor.daemon.preconditions import failing_precondition
+from supervisor.daemon.probing import Probing
+from supervisor.daemon.repairs import Result
+from supervisor.daemon.timers import Timers
+from supervisor.errors import BusError, JobFailed, SupervisorError
+
+log = structlog.get_logger("host-supervisor")
+
+JOB_TIMEOUT = 90.0
+CAN_RECOVER_TIMEOUT = 60.0
+
+
+class Performer:
+    def __init__(
+        self,
+        ports: Ports,
+        state: Callable[[], HostState],
+        feed: Callable[[Event], object],
+        timers: Timers,
+        probing: Probing,
+        metrics: Metrics,
+        status_changed: Callable[[], None],
+        ready: Callable[[], None],
+    ) -> None:
+        self.ports = ports
+        self._state = state
+        self._feed = feed
+        self.timers = timers
+        self.probing = probing
+        self.metrics = metrics
+        self._status_changed = status_changed
+        self._ready = ready
+        self.tasks: set[asyncio.Task[Any]] = set()
+
+    def perform(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._one(action)
+
+    def _one(self, action: Action) -> None:
+        match action:
+            case act.Log(level, message, fields):
+                getattr(log, level)(message, **dict(fields))
+            case act.RecordHistory(unit, kind, message, data):
+                self._history(unit, kind, message, dict(data))
+            case act.SendAlert(alert):
+                self.ports.alerts.submit(alert)
+            case act.SaveUnit(unit, doc):
+                try:
+                    self.ports.store.save_unit(unit, doc)
+                except SupervisorError as exc:
+                    log.error("cannot save state", unit=unit, error=str(exc))
+                    self._feed(act.SaveFailed(unit))
+            case act.DeleteUnit(unit):
+                try:
+                    self.ports.store.delete_unit(unit)
+                except SupervisorError as exc:
+                    log.error("cannot delete state", unit=unit, error=str(exc))
+            case act.SaveGuard(doc):
+                try:
+                    self.ports.store.save_doc("guard", doc)
+                except SupervisorError as exc:
+                    log.error("cannot save the guard's state", error=str(exc))
+            case act.SetTimer(key, at):
+                self.timers.set(key, at)
+            case act.CheckPreconditions(unit):
+                self.spawn(self._preconditions(unit))
+            case act.RunRepair():
+                self.spawn(self._repair(action))
+            case act.RunFailoverJob():
+                self.spawn(self._failover_job(action))
+            case act.RunCanRecover(unit, argv):
+                self.spawn(self._can_recover(unit, argv))
+            case act.TakeSnapshot(unit):
+                self.spawn(self._snapshot(unit))
+            case act.Unwatch(unit):
+                self.ports.manager.unwatch(unit)
+            case act.StartChecks(unit):
+                self.probing.start(unit)
+            case act.StopChecks(unit):
+                self.probing.stop(unit)
+            case act.StatusChanged():
+                self._status_changed()
+            case act.Ready():
+                self._ready()
+            case act.Watch() | act.Answer():
+                pass  # read by whoever fed the event (reload, the control socket)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _history(self, unit: str | None, kind: str, message: str, data: dict[str, Any]) -> None:
+        try:
+            self.ports.store.append(unit, kind, message, data or None, time=self.ports.clock())
+        except (SupervisorError, TypeError) as exc:
+            log.error("cannot record history", error=str(exc), unit=unit, kind=kind)
+
+    async def _preconditions(self, unit: str) -> None:
+        state = self._state().units.get(unit)
+        if state is None:
+            return
+        pre = state.policy.recovery.preconditions
+        reason = await failing_precondition(pre, self.ports.manager, self.ports.host)
+        self._feed(act.PreconditionsChecked(unit, reason or ""))
+
+    async def _repair(self, action: act.RunRepair) -> None:
+        state = self._state().units.get(action.unit)
+        if state is None:
+            return
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome = await self.ports.repairs.perform(
+            state.policy, action.rung, action.unit_failed, self.ports.clock()
+        )
+        took_ms = round((loop.time() - started) * 1000, 1)
+        if outcome.result is Result.DONE:
+            self.metrics.repairs += 1
+        self._feed(
+            act.RepairDone(
+                action.unit,
+                action.rung,
+                action.attempt,
+                action.max_attempts,
+                outcome.result.value,
+                outcome.detail,
+                took_ms,
+            )
+        )
+
+    async def _failover_job(self, job: act.RunFailoverJob) -> None:
+        if self._state().dry_run:
+            self._feed(act.FailoverJobDone(job.primary, job.target, job.verb, True, "dry run"))
+            return
+        manager = self.ports.manager
+        try:
+            if job.verb is Verb.START:
+                if job.reset_failed_first:
+                    await manager.reset_failed(job.target)
+                result = await manager.start(job.target, timeout=JOB_TIMEOUT)
+            else:
+                result = await manager.stop(job.target, timeout=JOB_TIMEOUT)
+            ok, detail = result == "done", f"job {result}"
+        except (BusError, JobFailed) as exc:
+            ok, detail = False, str(exc)
+        self._feed(act.FailoverJobDone(job.primary, job.target, job.verb, ok, detail))
+
+    async def _can_recover(self, unit: str, argv: tuple[str, ...]) -> None:
+        result = await self.ports.commands.run(argv, unit, CAN_RECOVER_TIMEOUT)
+        ok = result.status.value == "ok"
+        self._feed(act.CanRecoverDone(unit, ok, result.status.value, result.message))
+
+    async def _snapshot(self, unit: str) -> None:
+        state = self._state().units.get(unit)
+        if state is None:
+            return
+        try:
+            taken = await self.ports.repairs.snapshot(state.policy, self.ports.clock())
+        except (OSError, SupervisorError) as exc:
+            self._feed(act.SnapshotDone(unit, "", str(exc)))
+            return
+        self._feed(act.SnapshotDone(unit, str(taken) if taken is not None else ""))
