@@ -131,14 +131,14 @@ def main(argv: list[str] | None = None) -> int:
         case "run":
             return _run(args)
         case "validate":
-            from supervisor.config import validate_command
+            from supervisor.commands.validate import validate_command
             from supervisor.logs import configure_logging
 
             configure_logging("warning", journal=False)  # stdout is the report
 
             return validate_command(args.config, sys.stdout)
         case "check":
-            from supervisor.check_command import check_command
+            from supervisor.commands.check import check_command
             from supervisor.logs import configure_logging
 
             configure_logging("warning", journal=False)  # stdout is the plugin's output
@@ -212,7 +212,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _talk(args: argparse.Namespace) -> int:
-    from supervisor.client import DaemonUnreachable, call
+    from supervisor.commands.client import DaemonUnreachable, call
 
     try:
         match args.command:

@@ -28,7 +28,6 @@ from supervisor.config.model import (
     UnitProbe,
 )
 from supervisor.config.schema import main_json_schema, policy_json_schema
-from supervisor.config.validate import validate_command
 from supervisor.config.values import Duration, Percent, Size
 
 __all__ = [
@@ -65,5 +64,4 @@ __all__ = [
     "load_policy_file",
     "main_json_schema",
     "policy_json_schema",
-    "validate_command",
 ]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.checks.once import exit_code, render_json, render_table, run_policy_once
 from supervisor.checks.result import CheckResult, ProbeContext, Status
+from supervisor.commands.check import exit_code, render_json, render_table, run_policy_once
 from supervisor.config.model import Check, Policy
 
 OK, WARN, CRIT, UNK = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from supervisor.config import main_json_schema, policy_json_schema, validate_command
+from supervisor.commands.validate import validate_command
+from supervisor.config import main_json_schema, policy_json_schema
 
 
 def write(path: Path, text: str, mode: int = 0o644) -> Path:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from supervisor.cli import build_parser
+from supervisor.commands.manpage import escape, host_supervisor_8, host_supervisor_yaml_5, main
 from supervisor.config import main_json_schema, policy_json_schema
 from supervisor.config.reference import rows
-from supervisor.manpage import escape, host_supervisor_8, host_supervisor_yaml_5, main
 
 REPO = Path(__file__).resolve().parents[2]
 COMPLETION = REPO / "packaging" / "completion" / "host-supervisor.bash"

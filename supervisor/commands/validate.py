@@ -42,7 +42,7 @@ def _unit_issues(loaded: LoadedConfig) -> list[ConfigIssue]:
         return []
     import asyncio
 
-    from supervisor.unit_check import BusError, missing_backup_units
+    from supervisor.commands.backup_units import BusError, missing_backup_units
 
     try:
         return asyncio.run(missing_backup_units(loaded))

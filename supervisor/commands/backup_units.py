@@ -1,7 +1,9 @@
-"""Checks of a config that need systemd: do the units a policy depends on exist?
+"""The part of `validate` that needs systemd: do the failover backup units exist?
 
-`validate` runs them when the system bus answers (a missing backup unit would make
-a failover fail when it is needed most), and says so when it cannot.
+Not a probe (the `unit:` probe kind, a unit's ActiveState, is `supervisor.checks.unit`):
+this asks systemd once whether the units a policy names are known. `validate` runs it
+when the system bus answers (a missing backup unit would make a failover fail when it
+is needed most), and says so when it cannot.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from supervisor.config import ConfigIssue, LoadedConfig
+from supervisor.config.loader import ConfigIssue, LoadedConfig
 from supervisor.errors import BusError
 from supervisor.systemd.manager import SystemdManager
 
