@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import structlog
 
 from supervisor.config.loader import mask_url
-from supervisor.config.model import AlertsConfig
+from supervisor.config.main import AlertsConfig
 from supervisor.core.alerting import (
     Alert,
     AlertGate,

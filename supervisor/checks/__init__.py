@@ -18,8 +18,8 @@ from supervisor.checks.disk import DiskProber
 from supervisor.checks.http import HttpProber
 from supervisor.checks.process import ProcessProber
 from supervisor.checks.result import CheckResult, ProbeContext, Status, one_line
-from supervisor.config.model import (
-    Check,
+from supervisor.config.check import Check
+from supervisor.config.probes import (
     CommandProbe,
     DiskProbe,
     HttpProbe,

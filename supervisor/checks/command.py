@@ -22,7 +22,7 @@ import subprocess
 import time
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
-from supervisor.config.model import CommandProbe
+from supervisor.config.probes import CommandProbe
 from supervisor.config.values import format_duration
 
 __all__ = ["DRAIN_GRACE", "KILL_WAIT", "MINIMAL_PATH", "OUTPUT_MAX", "exit_status", "run"]

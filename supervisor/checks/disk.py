@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from supervisor.checks._threads import in_thread
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
-from supervisor.config.model import DiskProbe
+from supervisor.config.probes import DiskProbe
 from supervisor.config.values import format_duration
 
 __all__ = ["DiskProber", "DiskUsage", "human_size", "usage"]

@@ -16,7 +16,7 @@ import aiohttp
 from yarl import URL
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
-from supervisor.config.model import HttpProbe
+from supervisor.config.probes import HttpProbe
 from supervisor.config.values import format_duration
 
 __all__ = ["BODY_MAX", "CONNECT_TIMEOUT", "LIMIT_PER_HOST", "USER_AGENT", "HttpProber"]

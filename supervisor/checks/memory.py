@@ -14,7 +14,7 @@ import psutil
 from supervisor.checks._threads import in_thread
 from supervisor.checks.disk import human_size
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish
-from supervisor.config.model import MemoryProbe
+from supervisor.config.probes import MemoryProbe
 
 __all__ = ["run", "tree_rss"]
 

@@ -20,7 +20,7 @@ import psutil
 
 from supervisor.checks._threads import in_thread
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish
-from supervisor.config.model import ProcessProbe
+from supervisor.config.probes import ProcessProbe
 
 __all__ = ["FORGET_AFTER", "MIN_WINDOW", "ProcessProber"]
 

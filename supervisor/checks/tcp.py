@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
-from supervisor.config.model import TcpProbe
+from supervisor.config.probes import TcpProbe
 from supervisor.config.values import format_duration
 
 __all__ = ["CLOSE_TIMEOUT", "READ_MAX", "run"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish
-from supervisor.config.model import UnitProbe
+from supervisor.config.probes import UnitProbe
 
 __all__ = ["judge", "run"]
 

@@ -24,7 +24,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from supervisor.config.model import MainConfig, Policy
+from supervisor.config.main import MainConfig
+from supervisor.config.policy import Policy
 from supervisor.config.values import describe
 from supervisor.errors import ConfigError
 

@@ -6,7 +6,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from supervisor.config.model import MainConfig, Policy
+from supervisor.config.main import MainConfig
+from supervisor.config.policy import Policy
 
 __all__ = ["main_json_schema", "policy_json_schema"]
 

@@ -27,7 +27,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from supervisor.alerts import Alerter, Delivery, Redactor
-from supervisor.config.model import AlertsConfig, Channel
+from supervisor.config.main import AlertsConfig, Channel
 from supervisor.core.alerting import Alert, Severity
 
 HOST = "web01.test"

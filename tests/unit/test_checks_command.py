@@ -14,7 +14,8 @@ import pytest
 from supervisor.checks import Prober, command
 from supervisor.checks.command import DRAIN_GRACE, MINIMAL_PATH, OUTPUT_MAX
 from supervisor.checks.result import MESSAGE_MAX, ProbeContext, Status
-from supervisor.config.model import Check, CommandProbe
+from supervisor.config.check import Check
+from supervisor.config.probes import CommandProbe
 
 CONTEXT = ProbeContext(unit="app.service")
 

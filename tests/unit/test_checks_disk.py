@@ -14,7 +14,7 @@ import pytest
 from supervisor.checks import disk
 from supervisor.checks.disk import DiskProber, usage
 from supervisor.checks.result import ProbeContext, Status
-from supervisor.config.model import DiskProbe
+from supervisor.config.probes import DiskProbe
 
 CONTEXT = ProbeContext(unit="db.service")
 

@@ -17,7 +17,8 @@ from aiohttp import web
 from supervisor.checks import Prober
 from supervisor.checks.http import HttpProber
 from supervisor.checks.result import ProbeContext, Status
-from supervisor.config.model import Check, HttpProbe
+from supervisor.config.check import Check
+from supervisor.config.probes import HttpProbe
 
 CONTEXT = ProbeContext(unit="web.service")
 

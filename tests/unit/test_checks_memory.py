@@ -11,7 +11,7 @@ import pytest
 
 from supervisor.checks import memory
 from supervisor.checks.result import ProbeContext, Status
-from supervisor.config.model import MemoryProbe
+from supervisor.config.probes import MemoryProbe
 
 MiB = 1024**2
 HOLD = "b = bytearray(50_000_000); print('ready', flush=True); import time; time.sleep(30)"

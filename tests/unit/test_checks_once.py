@@ -9,7 +9,8 @@ import pytest
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.commands.check import exit_code, render_json, render_table, run_policy_once
-from supervisor.config.model import Check, Policy
+from supervisor.config.check import Check
+from supervisor.config.policy import Policy
 
 OK, WARN, CRIT, UNK = Status.OK, Status.WARNING, Status.CRITICAL, Status.UNKNOWN
 

@@ -10,7 +10,7 @@ import pytest
 
 from supervisor.checks import BACKSTOP_GRACE, Prober, unit
 from supervisor.checks.result import CheckResult, ProbeContext, Status
-from supervisor.config.model import Check
+from supervisor.config.check import Check
 
 CONTEXT = ProbeContext(unit="app.service", active_state="active")
 

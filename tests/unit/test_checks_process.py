@@ -16,7 +16,7 @@ import pytest
 
 from supervisor.checks.process import ProcessProber
 from supervisor.checks.result import ProbeContext, Status
-from supervisor.config.model import ProcessProbe
+from supervisor.config.probes import ProcessProbe
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 

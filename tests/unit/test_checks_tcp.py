@@ -10,7 +10,7 @@ import pytest
 
 from supervisor.checks import tcp
 from supervisor.checks.result import ProbeContext, Status
-from supervisor.config.model import TcpProbe
+from supervisor.config.probes import TcpProbe
 
 CONTEXT = ProbeContext(unit="redis.service")
 

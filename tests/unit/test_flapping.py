@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from supervisor.config.model import Flapping
+from supervisor.config.main import Flapping
 from supervisor.core.flapping import (
     MAX_SAMPLES,
     MIN_SAMPLES,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from supervisor.config.model import GuardConfig
+from supervisor.config.main import GuardConfig
 from supervisor.core.guard import (
     HALF_OPEN_RETRY,
     BreakerPhase,

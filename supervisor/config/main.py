@@ -1,0 +1,226 @@
+"""host-supervisor.yaml, the main config: what is global to the host (alert channels,
+the guard's limits, probe limits, the control socket, logging).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import (
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from supervisor.config.types import (
+    DEFAULT_PROTECTED,
+    FrozenModel,
+    Name,
+    Severity,
+    located_error,
+)
+from supervisor.config.values import (
+    Percent,
+    PositiveDuration,
+)
+
+__all__ = [
+    "AlertsConfig",
+    "Breaker",
+    "Channel",
+    "ChecksConfig",
+    "ControlConfig",
+    "Flapping",
+    "GuardConfig",
+    "MainConfig",
+    "RepairBudget",
+]
+
+
+class Channel(FrozenModel):
+    """One apprise destination."""
+
+    url: str = Field(
+        min_length=1,
+        description="apprise URL of the destination. Required.",
+        examples=["mailtos://user:pass@smtp.example.com?to=ops@example.com"],
+    )
+    min_severity: Severity = Field(
+        default="info",
+        description="Least severity sent to this channel: info, warning or critical. Default info.",
+        examples=["warning"],
+    )
+
+
+class AlertsConfig(FrozenModel):
+    """Alert channels and how often to repeat."""
+
+    channels: dict[Name, Channel] = Field(
+        default_factory=dict,
+        description="Channels by name, which policies list in alerts. Default none: nothing "
+        "is sent until configured.",
+        examples=[{"ops-slack": {"url": "slack://T000/B000/XXXX"}}],
+    )
+    repeat_interval: PositiveDuration = Field(
+        default="1h",
+        validate_default=True,
+        description="How often an unresolved problem is alerted again. Default 1h.",
+        examples=["1h"],
+    )
+    spool_max: int = Field(
+        default=1000,
+        ge=1,
+        description="Alerts kept for later delivery while a channel is unreachable. Default 1000.",
+        examples=[1000],
+    )
+
+
+class RepairBudget(FrozenModel):
+    """At most `max` repair actions host-wide per `window`; over it, automation freezes."""
+
+    max: int = Field(default=5, ge=1, description="Actions per window. Default 5.", examples=[5])
+    window: PositiveDuration = Field(
+        default="15m",
+        validate_default=True,
+        description="The sliding window. Default 15m.",
+        examples=["15m"],
+    )
+
+
+class Breaker(FrozenModel):
+    """Circuit breaker on failing systemd jobs."""
+
+    failures: int = Field(
+        default=5,
+        ge=1,
+        description="Consecutive failed actions that open the breaker. Default 5.",
+        examples=[5],
+    )
+    open_for: PositiveDuration = Field(
+        default="60s",
+        validate_default=True,
+        description="How long the breaker stays open. Default 60s.",
+        examples=["60s"],
+    )
+
+
+class Flapping(FrozenModel):
+    """Flap detection: share of state changes within a window, with hysteresis."""
+
+    window: PositiveDuration = Field(
+        default="10m",
+        validate_default=True,
+        description="Window over which state changes are counted. Default 10m.",
+        examples=["10m"],
+    )
+    high: Percent = Field(
+        default="50%",
+        validate_default=True,
+        description="Above this a unit is flapping. Default 50%.",
+        examples=["50%"],
+    )
+    low: Percent = Field(
+        default="25%",
+        validate_default=True,
+        description="Below this a flapping unit is calm again. Default 25%.",
+        examples=["25%"],
+    )
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> Flapping:
+        if self.low >= self.high:
+            raise located_error(
+                ("low",), f"low ({self.low:g}%) must be below high ({self.high:g}%)"
+            )
+        return self
+
+
+class GuardConfig(FrozenModel):
+    """Host-wide safety limits on automatic repair."""
+
+    repair_budget: RepairBudget = Field(
+        default_factory=RepairBudget,
+        description="Host-wide repair budget. Default {max: 5, window: 15m}.",
+        examples=[{"max": 5, "window": "15m"}],
+    )
+    max_concurrent: int = Field(
+        default=3, ge=1, description="Repairs running at once. Default 3.", examples=[3]
+    )
+    protected: tuple[str, ...] = Field(
+        default=DEFAULT_PROTECTED,
+        description="Unit name globs never repaired automatically unless their policy sets "
+        "allow_automatic; a list here replaces the default. Default: "
+        + ", ".join(DEFAULT_PROTECTED)
+        + ".",
+        examples=[list(DEFAULT_PROTECTED)],
+    )
+    breaker: Breaker = Field(
+        default_factory=Breaker,
+        description="Circuit breaker. Default {failures: 5, open_for: 60s}.",
+        examples=[{"failures": 5, "open_for": "60s"}],
+    )
+    flapping: Flapping = Field(
+        default_factory=Flapping,
+        description="Flap detection. Default {window: 10m, high: 50%, low: 25%}.",
+        examples=[{"window": "10m", "high": "50%", "low": "25%"}],
+    )
+
+    @field_validator("protected")
+    @classmethod
+    def _globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, glob in enumerate(value):
+            if not glob.strip():
+                raise located_error((index,), "an empty pattern")
+        return value
+
+
+class ChecksConfig(FrozenModel):
+    """Host-wide limits on probes."""
+
+    max_concurrent_commands: int = Field(
+        default=4,
+        ge=1,
+        description="Command probes running at once. Default 4.",
+        examples=[4],
+    )
+
+
+class ControlConfig(FrozenModel):
+    """The control socket."""
+
+    socket_group: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Group allowed to use the control socket besides root. Default none.",
+        examples=["adm"],
+    )
+
+
+class MainConfig(FrozenModel):
+    """host-supervisor.yaml: settings for the whole host; every section is optional."""
+
+    alerts: AlertsConfig = Field(
+        default_factory=AlertsConfig,
+        description="Alert channels. Default: no channels.",
+        examples=[{"channels": {"ops-slack": {"url": "slack://T000/B000/XXXX"}}}],
+    )
+    guard: GuardConfig = Field(
+        default_factory=GuardConfig,
+        description="Safety limits. Default: every guard default.",
+        examples=[{"max_concurrent": 3}],
+    )
+    checks: ChecksConfig = Field(
+        default_factory=ChecksConfig,
+        description="Probe limits. Default {max_concurrent_commands: 4}.",
+        examples=[{"max_concurrent_commands": 4}],
+    )
+    control: ControlConfig = Field(
+        default_factory=ControlConfig,
+        description="Control socket. Default: root only.",
+        examples=[{"socket_group": "adm"}],
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info",
+        description="Least level logged to the journal. Default info.",
+        examples=["info"],
+    )

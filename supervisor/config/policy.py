@@ -1,0 +1,79 @@
+"""A policy: one file in policies.d, how one systemd unit is probed, repaired and
+failed over.
+"""
+
+from __future__ import annotations
+
+from pydantic import (
+    Field,
+    model_validator,
+)
+
+from supervisor.config.check import Check
+from supervisor.config.failover import Failover
+from supervisor.config.recovery import Recovery
+from supervisor.config.types import (
+    FrozenModel,
+    Name,
+    UnitName,
+    located_error,
+)
+
+__all__ = ["Policy"]
+
+
+class Policy(FrozenModel):
+    """One file in policies.d: how one systemd unit is probed, repaired and failed over."""
+
+    unit: UnitName = Field(
+        description="The systemd unit, with its type suffix. Required.",
+        examples=["nginx.service"],
+    )
+    checks: tuple[Check, ...] = Field(
+        default=(),
+        description="Probes of the unit. Default none (only systemd's own state is watched).",
+        examples=[[{"name": "port", "tcp": {"port": 80}}]],
+    )
+    recovery: Recovery = Field(
+        default_factory=Recovery,
+        description="How to repair the unit. Default: every recovery default.",
+        examples=[{"ladder": ["restart"], "cooldown": "5m"}],
+    )
+    failover: Failover | None = Field(
+        default=None,
+        description="Where to fail over when repair is exhausted. Default: no failover.",
+        examples=[{"backup": "nginx-maintenance.service"}],
+    )
+    alerts: tuple[Name, ...] = Field(
+        default=(),
+        description="Alert channels (defined in the main config) to notify. Default none.",
+        examples=[["ops-email", "ops-slack"]],
+    )
+    allow_automatic: bool = Field(
+        default=False,
+        description="Allow automatic repair even though the unit is protected by "
+        "guard.protected. Default false.",
+        examples=[True],
+    )
+
+    @model_validator(mode="after")
+    def _cross_fields(self) -> Policy:
+        seen: dict[str, int] = {}
+        for index, check in enumerate(self.checks):
+            if check.name in seen:
+                raise located_error(
+                    ("checks", index, "name"),
+                    f"duplicate check name {check.name!r}; checks[{seen[check.name]}] "
+                    "already has it",
+                )
+            seen[check.name] = index
+        for index, name in enumerate(self.alerts):
+            if name in self.alerts[:index]:
+                raise located_error(("alerts", index), f"channel {name!r} is listed twice")
+        if self.failover is not None:
+            for index, backup in enumerate(self.failover.backup):
+                if backup == self.unit:
+                    raise located_error(
+                        ("failover", "backup", index), "a unit cannot be its own backup"
+                    )
+        return self
