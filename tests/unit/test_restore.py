@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import restore as restore_module
 from supervisor.restore import (
     MANIFEST,
     RestoreError,
@@ -27,6 +26,9 @@ from supervisor.restore import (
     restore,
     take_snapshot,
 )
+from supervisor.restore import apply as apply_module
+from supervisor.restore import snapshots as snapshots_module
+from supervisor.restore import tree_writer as tree_writer_module
 
 NOW = float(calendar.timegm((2026, 11, 23, 3, 45, 1, 0, 0, 0)))
 STAMP = "20261123T034501Z"
@@ -258,7 +260,7 @@ def test_latest_snapshot_ignores_incomplete_directories(tmp_path: Path) -> None:
 
 
 def _fail_after_first_copy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    real = restore_module._copy_file
+    real = snapshots_module._copy_file
     copied: list[str] = []
 
     def copy_then_fail(source: str, target: str) -> None:
@@ -267,7 +269,7 @@ def _fail_after_first_copy(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         real(source, target)
         copied.append(source)
 
-    monkeypatch.setattr(restore_module, "_copy_file", copy_then_fail)
+    monkeypatch.setattr(snapshots_module, "_copy_file", copy_then_fail)
     return copied
 
 
@@ -295,13 +297,13 @@ def test_crash_mid_snapshot_never_looks_complete(
     pid = os.fork()
     if pid == 0:  # the child dies abruptly after copying one file: no cleanup runs
         try:
-            real = restore_module._copy_file
+            real = snapshots_module._copy_file
 
             def copy_then_die(source: str, target: str) -> None:
                 real(source, target)
                 os._exit(3)
 
-            monkeypatch.setattr(restore_module, "_copy_file", copy_then_die)
+            monkeypatch.setattr(snapshots_module, "_copy_file", copy_then_die)
             take_snapshot(host.paths, host.snapshots, NOW + 60, keep=5)
         finally:
             os._exit(4)
@@ -430,7 +432,7 @@ def test_validator_output_is_bounded_to_its_tail(host: Host) -> None:
     assert "line 0 " not in result.detail
     assert result.backup is not None
     fixed = len(validator) + len(str(result.backup)) + 100
-    assert len(result.detail) < restore_module.OUTPUT_TAIL + fixed
+    assert len(result.detail) < apply_module.OUTPUT_TAIL + fixed
 
 
 @pytest.mark.parametrize(
@@ -573,7 +575,7 @@ def test_write_error_rolls_back_names_the_path_and_leaves_no_temp_file(
     host: Host, monkeypatch: pytest.MonkeyPatch, failing_write: int
 ) -> None:
     snap, broken, _ = _broken(host)
-    real = restore_module._replace
+    real = tree_writer_module._replace
     calls: list[str] = []
 
     def fail_once(dir_fd: int, temp: str, name: str, have: os.stat_result | None) -> None:
@@ -583,7 +585,7 @@ def test_write_error_rolls_back_names_the_path_and_leaves_no_temp_file(
             raise OSError(28, "No space left on device")
         real(dir_fd, temp, name, have)
 
-    monkeypatch.setattr(restore_module, "_replace", fail_once)
+    monkeypatch.setattr(tree_writer_module, "_replace", fail_once)
 
     result = restore(host.paths, snap, host.backups, NOW + 60, None)
 
@@ -602,7 +604,7 @@ def test_a_failed_rollback_is_reported_not_raised(
     host: Host, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     snap, _, _ = _broken(host)
-    real = restore_module._put_file
+    real = tree_writer_module._put_file
     calls: list[str] = []
 
     def fail_after_first(source: str, dir_fd: int, name: str, have: os.stat_result | None) -> None:
@@ -611,7 +613,7 @@ def test_a_failed_rollback_is_reported_not_raised(
             raise OSError(5, "Input/output error")
         real(source, dir_fd, name, have)
 
-    monkeypatch.setattr(restore_module, "_put_file", fail_after_first)
+    monkeypatch.setattr(tree_writer_module, "_put_file", fail_after_first)
 
     result = restore(host.paths, snap, host.backups, NOW + 60, None)
 

@@ -1,0 +1,208 @@
+"""Restore and rollback: back up the live paths, write the source over them, run the
+validator, and put the backup back when anything fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from supervisor.checks.command import MINIMAL_PATH
+from supervisor.restore.files import (
+    RestoreError,
+    _lstat,
+    _named,
+    _os_message,
+    _reason,
+    _refuse_inside,
+    _rel,
+)
+from supervisor.restore.preflight import check_paths
+from supervisor.restore.snapshots import _locked, _publish
+from supervisor.restore.tree_writer import _install, _StepFailed, _uninstall
+
+__all__ = ["OUTPUT_TAIL", "RestoreResult", "restore"]
+
+
+OUTPUT_TAIL = 2048
+"""Characters of a failed validator's output (its end, stdout and stderr merged, lines
+joined with " / ") kept in the detail."""
+
+
+_KILL_WAIT = 5.0
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What a restore did. After ``ok=False`` the live files are as they were before
+    (rolled back from ``backup``), unless ``detail`` says the rollback failed too."""
+
+    ok: bool
+    detail: str
+    """One line for a person; after a failed validation it holds the validator's output."""
+    backup: Path | None
+    """Where the live files were copied before anything was written."""
+    written: tuple[str, ...]
+    """The live paths the restore created, replaced or removed (before any rollback)."""
+
+
+def _validate(argv: Sequence[str], timeout: float) -> str | None:
+    """Run the validator; None when it exits 0, else why not, with its output's tail."""
+    command = shlex.join(argv)
+    program = argv[0]
+    with tempfile.TemporaryFile() as output:
+        try:
+            process = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                env={"PATH": MINIMAL_PATH},
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            if os.path.lexists(program):
+                return f"validator {command} could not start: {_reason(exc)} (its interpreter?)"
+            return f"validator {program} does not exist"
+        except PermissionError:
+            return f"validator {program} is not an executable file"
+        except OSError as exc:
+            return f"validator {command} could not start: {_reason(exc)}"
+        timed_out = not _wait_exit(process.pid, timeout)
+        # The leader is still unreaped here, so its process group id cannot have been reused.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(_KILL_WAIT)
+        text = _tail(output)
+    code = process.returncode
+    if timed_out:
+        why = f"validator {command} timed out after {timeout:g}s"
+    elif code == 0:
+        return None
+    elif code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        why = f"validator {command} was killed by {name}"
+    else:
+        why = f"validator {command} exited {code}"
+    return f"{why}: {text}" if text else f"{why} with no output"
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Wait for ``pid`` to exit without reaping it; False on timeout."""
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, 0.05)
+    return True
+
+
+def _tail(output: Any) -> str:
+    """The end of what was written to ``output``, on one line of at most OUTPUT_TAIL characters."""
+    size = output.seek(0, os.SEEK_END)
+    output.seek(max(0, size - OUTPUT_TAIL))
+    text = output.read().decode("utf-8", "replace")
+    line = " / ".join(part.strip() for part in text.splitlines() if part.strip())
+    if size > OUTPUT_TAIL or len(line) > OUTPUT_TAIL:
+        line = "..." + line[-(OUTPUT_TAIL - 3) :]
+    return line
+
+
+def restore(
+    paths: Sequence[str],
+    source: Path,
+    backups_dir: Path,
+    now: float,
+    validate_argv: Sequence[str] | None,
+    validate_timeout: float = 60.0,
+) -> RestoreResult:
+    """Put the named paths back from ``source`` (a snapshot, or a directory of defaults
+    mirroring them), after copying the live ones to ``backups_dir/<UTC time>/``.
+
+    Raises RestoreError, having written nothing live, when ``check_paths`` refuses, a named
+    path is missing from the source, or the backup cannot be made. After the backup
+    exists it never raises: a failure to write, or a validator (run without a shell,
+    stdin /dev/null, ``validate_timeout``) that does not exit 0, puts the backup back and
+    returns ``ok=False``. The caller restarts the unit after ``ok=True``.
+    """
+    check_paths(paths, source)
+    named = _named(paths)
+    root = os.fspath(source)
+    if validate_argv is not None and not validate_argv:
+        raise RestoreError("the validate command is empty: nothing restored")
+    for path in named:
+        if _lstat(os.path.join(root, _rel(path))) is None:
+            raise RestoreError(f"{path} is missing from {root}: nothing restored")
+    _refuse_inside(backups_dir, named, "backup directory")
+    try:
+        with _locked(backups_dir):
+            backup, absent = _publish(named, backups_dir, now)
+    except OSError as exc:
+        raise RestoreError(
+            f"cannot back up {', '.join(named)} into {backups_dir}: {_os_message(exc)}; "
+            "nothing restored"
+        ) from exc
+
+    written: list[str] = []
+    what = f"{', '.join(named)} from {root}"
+    try:
+        for path in named:
+            _install(root, path, written)
+    except _StepFailed as exc:
+        return _roll_back(named, backup, absent, written, f"restore of {what} failed at {exc}")
+    except Exception as exc:  # never raise once the backup exists: roll back and say why
+        why = f"{type(exc).__name__}: {exc}"
+        return _roll_back(named, backup, absent, written, f"restore of {what} failed: {why}")
+    if validate_argv is not None:
+        try:
+            failure = _validate(validate_argv, validate_timeout)
+        except Exception as exc:  # e.g. no temporary file for its output: still roll back
+            failure = f"validator {validate_argv[0]} could not run: {type(exc).__name__}: {exc}"
+        if failure is not None:
+            return _roll_back(named, backup, absent, written, f"validation failed: {failure}")
+    changed = f"{len(written)} entries written" if written else "nothing differed"
+    checked = f", validated by {validate_argv[0]}" if validate_argv is not None else ""
+    return RestoreResult(
+        ok=True,
+        detail=f"restored {what} ({changed}{checked}); backup in {backup}",
+        backup=backup,
+        written=tuple(written),
+    )
+
+
+def _roll_back(
+    named: Sequence[str], backup: Path, absent: frozenset[str], written: list[str], why: str
+) -> RestoreResult:
+    """Put the backup back (removing what did not exist) and report ``why``."""
+    undone: list[str] = []
+    try:
+        for path in named:
+            if path in absent:
+                _uninstall(path, undone)
+            else:
+                _install(str(backup), path, undone)
+    except Exception as exc:  # report, never raise: the live files need a person now
+        detail = (
+            f"{why}; rolling back failed too ({exc}): "
+            f"the files as they were are in {backup}, put them back by hand"
+        )
+    else:
+        detail = f"{why}; rolled back from {backup}"
+    return RestoreResult(ok=False, detail=detail, backup=backup, written=tuple(written))
