@@ -29,9 +29,9 @@ Messages are plain ASCII-friendly text; the body always starts with the host nam
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from supervisor.core.values import Severity
 
@@ -81,11 +81,11 @@ class Alert:
 
 def format_clock(wall: float) -> str:
     """A wall-clock time as local HH:MM (the reminder's "since 14:02")."""
-    return time.strftime("%H:%M", time.localtime(wall))
+    return datetime.fromtimestamp(wall).astimezone().strftime("%H:%M")
 
 
 def _format_time(wall: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(wall))
+    return datetime.fromtimestamp(wall).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
 # --- the gate ----------------------------------------------------------------------------

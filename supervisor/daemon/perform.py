@@ -23,9 +23,9 @@ from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.ports import Ports
 from supervisor.daemon.preconditions import failing_precondition
 from supervisor.daemon.probing import Probing
-from supervisor.daemon.repairs import Result
 from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, JobFailed, SupervisorError
+from supervisor.repairs import Result
 
 log = structlog.get_logger("host-supervisor")
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
-from supervisor.daemon.repairs import Outcome
+from supervisor.repairs import Outcome
 from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot
 

@@ -20,8 +20,8 @@ from supervisor.daemon.control import ControlServer
 from supervisor.daemon.loop import Daemon, DaemonOptions
 from supervisor.daemon.ports import Ports
 from supervisor.daemon.preconditions import LocalHost
-from supervisor.daemon.repairs import Repairs
 from supervisor.errors import ConfigError, SupervisorError
+from supervisor.repairs import Repairs
 from supervisor.store import Store
 from supervisor.systemd.manager import SystemdManager
 from supervisor.systemd.notify import Notifier

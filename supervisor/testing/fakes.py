@@ -17,8 +17,8 @@ from typing import Any
 from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
-from supervisor.daemon.repairs import Outcome, Repairs, Result
 from supervisor.errors import BusError, SupervisorError
+from supervisor.repairs import Outcome, Repairs, Result
 from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot
 
