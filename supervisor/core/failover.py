@@ -110,9 +110,10 @@ import enum
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from supervisor.config.values import format_duration
+from supervisor.core.values import Severity
 
 __all__ = [
     "MAX_FAILBACK_WAIT",
@@ -349,9 +350,6 @@ class RunCanRecover:
     """Run the policy's `can_recover` command; report `Recoverable`."""
 
 
-Severity = Literal["info", "warning", "critical"]
-
-
 class Kind(enum.Enum):
     FAILOVER_STARTED = "failover-started"
     FAILOVER_DONE = "failover-done"
@@ -364,14 +362,14 @@ class Kind(enum.Enum):
 
 
 _SEVERITY: dict[Kind, Severity] = {
-    Kind.FAILOVER_STARTED: "warning",
-    Kind.FAILOVER_DONE: "info",
-    Kind.BACKUP_FAILED: "warning",
-    Kind.FAILOVER_FAILED: "critical",
-    Kind.FAILBACK_STARTED: "info",
-    Kind.FAILBACK_DONE: "info",
-    Kind.FAILBACK_FAILED: "warning",
-    Kind.MANUAL_NEEDED: "warning",
+    Kind.FAILOVER_STARTED: Severity.WARNING,
+    Kind.FAILOVER_DONE: Severity.INFO,
+    Kind.BACKUP_FAILED: Severity.WARNING,
+    Kind.FAILOVER_FAILED: Severity.CRITICAL,
+    Kind.FAILBACK_STARTED: Severity.INFO,
+    Kind.FAILBACK_DONE: Severity.INFO,
+    Kind.FAILBACK_FAILED: Severity.WARNING,
+    Kind.MANUAL_NEEDED: Severity.WARNING,
 }
 
 
@@ -397,7 +395,7 @@ Handler = Callable[[FailoverSpec, FailoverState, Any, float], Result | None]
 
 
 def _notify(kind: Kind, message: str, severity: Severity | None = None) -> Notify:
-    return Notify(kind, severity or _SEVERITY[kind], message)
+    return Notify(kind, severity if severity is not None else _SEVERITY[kind], message)
 
 
 # Helpers ------------------------------------------------------------------
@@ -852,7 +850,7 @@ def _failback_failed(spec: FailoverSpec, state: FailoverState, now: float, why: 
     if back_to is None:  # a failback from FAILED: the primary is the best there is
         state, _ = _failed(state, now, why, active=state.primary)
         message = f"{why}: {state.primary} is left started; a person must act"
-        return state, [_notify(Kind.FAILBACK_FAILED, message, "critical")]
+        return state, [_notify(Kind.FAILBACK_FAILED, message, Severity.CRITICAL)]
     order = (back_to, *(u for u in spec.backup if u != back_to))
     automatic = not (_manual_mode(spec) or state.manual_hold)
     then = (

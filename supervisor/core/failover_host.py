@@ -35,10 +35,8 @@ from supervisor.core.guard import Verdict
 from supervisor.core.health import Condition, UnitView, unit_condition
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
-from supervisor.core.values import Severity
 
 JUDGE_EVERY = 1.0  # while judging a unit, its health is reported this often
-_SEVERITY = {"info": Severity.INFO, "warning": Severity.WARNING, "critical": Severity.CRITICAL}
 _PROBLEMS = {failover.Kind.FAILOVER_FAILED, failover.Kind.MANUAL_NEEDED}
 
 
@@ -247,13 +245,12 @@ def _apply(tx: Tx, unit: str, state: FailoverState, actions: list[Any]) -> None:
                 else:
                     tx.actions.append(ev.RunCanRecover(unit, spec.can_recover))
             case Notify(kind, severity, message):
-                level = {"critical": "error", "warning": "warning"}.get(severity, "info")
-                tx.log(level, message, unit=unit, action=kind.value)
+                tx.log(severity.log_level, message, unit=unit, action=kind.value)
                 tx.history(unit, "failover", message, notice=kind.value)
                 tx.alert(
                     primary,
                     kind.value,
-                    _SEVERITY[severity],
+                    severity,
                     f"{unit}: {kind.value.replace('-', ' ')}",
                     message,
                     problem=kind in _PROBLEMS,

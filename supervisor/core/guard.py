@@ -50,6 +50,7 @@ from typing import Any, Literal
 
 from supervisor.config.model import GuardConfig
 from supervisor.config.values import format_duration
+from supervisor.core.values import Severity
 
 __all__ = [
     "HALF_OPEN_RETRY",
@@ -104,9 +105,9 @@ class Decision:
     kind: DecisionKind
 
 
-_SEVERITY: dict[str, Literal["info", "warning", "critical"]] = {
-    "frozen": "critical",
-    "breaker-open": "warning",
+_SEVERITY: dict[str, Severity] = {
+    "frozen": Severity.CRITICAL,
+    "breaker-open": Severity.WARNING,
 }
 
 
@@ -118,8 +119,8 @@ class GuardNotice:
     message: str
 
     @property
-    def severity(self) -> Literal["info", "warning", "critical"]:
-        return _SEVERITY.get(self.kind, "info")
+    def severity(self) -> Severity:
+        return _SEVERITY.get(self.kind, Severity.INFO)
 
 
 @dataclass(frozen=True)

@@ -205,7 +205,7 @@ class Tx:
 
     def guard_changed(self, notices: list[GuardNotice]) -> None:
         for notice in notices:
-            level = "critical" if notice.kind == "frozen" else "warning"
+            level = max(notice.severity, Severity.WARNING).log_level
             self.log(level, notice.message, guard=notice.kind)
             self.history(None, "guard", notice.message, notice=notice.kind)
             if notice.kind == "frozen":

@@ -42,6 +42,11 @@ class Severity(enum.IntEnum):
             raise ValueError(f"unknown severity {name!r}; use one of {choices}") from None
 
     @property
+    def log_level(self) -> str:
+        """The level a log line about something this urgent is written at."""
+        return ("info", "warning", "critical")[self.value]
+
+    @property
     def label(self) -> str:
         """The lower-case name, as written in the config: info, warning, critical."""
         return self.name.lower()

@@ -125,7 +125,7 @@ def _fmt_actions(actions: list[Action]) -> str:
             case RunCanRecover():
                 parts.append("RUN can_recover")
             case Notify(kind, severity, message):
-                parts.append(f"NOTIFY {severity} {kind.value}: {message}")
+                parts.append(f"NOTIFY {severity.label} {kind.value}: {message}")
             case Record(message):
                 parts.append(f"RECORD {message}")
     return "; ".join(parts)

@@ -46,6 +46,7 @@ from supervisor.core.failover import (
     resume,
     step,
 )
+from supervisor.core.values import Severity
 
 P, B1, B2 = "web.service", "b1.service", "b2.service"
 
@@ -142,7 +143,7 @@ def test_full_failover_stops_primary_then_starts_backup_then_judges_it() -> None
     actions = run(LadderExhausted("3 attempts (restart, reload, restore)"), 100.0)
     assert actions[-1] == StopUnit(P)
     assert kinds(actions) == [Kind.FAILOVER_STARTED]
-    assert isinstance(actions[0], Notify) and actions[0].severity == "warning"
+    assert isinstance(actions[0], Notify) and actions[0].severity is Severity.WARNING
     assert "restart, reload, restore" in actions[0].message
     assert (run.state.phase, run.state.in_flight, run.state.unit) == (
         Phase.FAILING_OVER,
@@ -254,7 +255,7 @@ def test_all_backups_fail_then_primary_started_again_and_failed_critical() -> No
     assert (run.state.serving, run.state.active) == (None, P)
     [notice] = actions
     assert isinstance(notice, Notify)
-    assert (notice.kind, notice.severity) == (Kind.FAILOVER_FAILED, "critical")
+    assert (notice.kind, notice.severity) == (Kind.FAILOVER_FAILED, Severity.CRITICAL)
     assert f"{B1} (start failed: exit-code)" in notice.message
     assert f"{B2} (unhealthy)" in notice.message
     assert "a person must act" in notice.message
@@ -555,7 +556,7 @@ def test_manual_failback_from_failed_judges_the_primary() -> None:
     run(started(P), 11.0)
     actions = run(sick(P), 12.0)
     assert [(n.kind, n.severity) for n in actions if isinstance(n, Notify)] == [
-        (Kind.FAILBACK_FAILED, "critical")
+        (Kind.FAILBACK_FAILED, Severity.CRITICAL)
     ]
     assert (run.state.phase, run.state.active) == (Phase.FAILED, P)  # left started: the best
 

@@ -26,6 +26,7 @@ from supervisor.core.guard import (
     resume_all,
     tick,
 )
+from supervisor.core.values import Severity
 
 CFG = GuardConfig()  # budget 5 per 15m, 3 at once, breaker 5 failures / 60s
 WINDOW = 900.0
@@ -103,7 +104,7 @@ def test_five_allowed_sixth_freezes_with_one_notice_seventh_denied_silently() ->
     assert state.frozen_until == 110.0 + WINDOW
     assert "5 automatic actions in 15m" in decision.reason
     assert kinds(notices) == ["frozen"]
-    assert notices[0].severity == "critical"
+    assert notices[0].severity is Severity.CRITICAL
     assert "host-supervisor resume --all" in notices[0].message
     assert "u5.service" not in state.running and len(state.actions) == 5
 
@@ -211,7 +212,7 @@ def test_breaker_opens_after_five_failures_in_a_row() -> None:
 
     state, notices = run(state, "f4.service", 4.0, ok=False, cfg=BIG_BUDGET)
     assert kinds(notices) == ["breaker-open"]
-    assert notices[0].severity == "warning"
+    assert notices[0].severity is Severity.WARNING
     assert "5 automatic actions failed in a row" in notices[0].message
     assert state.breaker_open_until == 64.0
     assert breaker_phase(BIG_BUDGET, state) is BreakerPhase.OPEN
