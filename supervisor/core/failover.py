@@ -113,6 +113,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from supervisor.config.values import format_duration
+from supervisor.core.notices import AlertKind
 from supervisor.core.values import Severity
 
 __all__ = [
@@ -350,15 +351,7 @@ class RunCanRecover:
     """Run the policy's `can_recover` command; report `Recoverable`."""
 
 
-class Kind(enum.Enum):
-    FAILOVER_STARTED = "failover-started"
-    FAILOVER_DONE = "failover-done"
-    BACKUP_FAILED = "backup-failed"
-    FAILOVER_FAILED = "failover-failed"
-    FAILBACK_STARTED = "failback-started"
-    FAILBACK_DONE = "failback-done"
-    FAILBACK_FAILED = "failback-failed"
-    MANUAL_NEEDED = "manual-needed"
+Kind = AlertKind  # the failover machine's notices are alert kinds, defined once
 
 
 _SEVERITY: dict[Kind, Severity] = {

@@ -33,11 +33,11 @@ from supervisor.core.failover import (
 )
 from supervisor.core.guard import Verdict
 from supervisor.core.health import Condition, UnitView, unit_condition
+from supervisor.core.notices import FAILOVER_PROBLEMS, AlertKind, doing
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
 
 JUDGE_EVERY = 1.0  # while judging a unit, its health is reported this often
-_PROBLEMS = {failover.Kind.FAILOVER_FAILED, failover.Kind.MANUAL_NEEDED}
 
 
 def init(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
@@ -249,14 +249,14 @@ def _apply(tx: Tx, unit: str, state: FailoverState, actions: list[Any]) -> None:
                 tx.history(unit, "failover", message, notice=kind.value)
                 tx.alert(
                     primary,
-                    kind.value,
+                    kind,
                     severity,
                     f"{unit}: {kind.value.replace('-', ' ')}",
                     message,
-                    problem=kind in _PROBLEMS,
+                    problem=kind in FAILOVER_PROBLEMS,
                     resolves=(
-                        ("failover-failed", "manual-needed")
-                        if kind in (failover.Kind.FAILOVER_DONE, failover.Kind.FAILBACK_DONE)
+                        FAILOVER_PROBLEMS
+                        if kind in (AlertKind.FAILOVER_DONE, AlertKind.FAILBACK_DONE)
                         else ()
                     ),
                 )
@@ -272,7 +272,7 @@ def _apply(tx: Tx, unit: str, state: FailoverState, actions: list[Any]) -> None:
 
 
 def _job(tx: Tx, primary: str, target: str, verb: Verb) -> None:
-    tx.log("warning", f"{verb.value}ing unit for failover", unit=target, action=verb.value)
+    tx.log("warning", f"{doing(verb.value)} unit for failover", unit=target, action=verb.value)
     snapshot = tx.snapshots.get(target)
     reset_first = verb is Verb.START and snapshot is not None and snapshot.active_state == "failed"
     tx.actions.append(ev.RunFailoverJob(primary, target, verb, reset_first))

@@ -30,7 +30,9 @@ from supervisor.core.flapping import FlapState
 from supervisor.core.flapping import observe as observe_flap
 from supervisor.core.guard import GuardState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
+from supervisor.core.notices import UNIT_PROBLEMS, AlertKind
 from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Resume, Tick
+from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import HostState, Tx
 from supervisor.core.unit import CheckChange, UnitState, Update
 from supervisor.core.values import Severity, UnitSnapshot
@@ -71,8 +73,6 @@ def _resume_stored(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
         if recovery.phase is Phase.ACTING:
             # The previous process died during the action: it was performed (or not),
             # but never again: judge it after settle like any other.
-            from supervisor.core.recovery import step as recovery_step
-
             recovery, _ = recovery_step(
                 state.policy.recovery, recovery, ActionFinished(True), tx.now
             )
@@ -126,7 +126,7 @@ def _handle(tx: Tx, event: Event) -> None:
             tx.history(None, "daemon", "stopping")
             tx.alert(
                 None,
-                "daemon",
+                AlertKind.DAEMON,
                 Severity.INFO,
                 f"host-supervisor stopping on {tx.hostname}",
                 "Units are no longer watched or repaired until it starts again.",
@@ -155,7 +155,7 @@ def _started(tx: Tx) -> None:
     tx.history(None, "daemon", "started", units=len(tx.units))
     tx.alert(
         None,
-        "daemon",
+        AlertKind.DAEMON,
         Severity.INFO,
         f"host-supervisor started on {tx.hostname}",
         f"Supervising {len(tx.units)} units"
@@ -282,7 +282,7 @@ def _log_transition(
             tx.history(unit, "health", f"failed: {fields['state']}")
             tx.alert(
                 state,
-                "unhealthy",
+                AlertKind.UNHEALTHY,
                 Severity.WARNING,
                 f"{unit} failed ({view.result or view.active_state})",
                 f"systemd reports {unit} as {fields['state']}. {ladder.next_steps(tx, state)}",
@@ -300,7 +300,7 @@ def _log_transition(
             )
             tx.alert(
                 state,
-                "unhealthy",
+                AlertKind.UNHEALTHY,
                 Severity.WARNING,
                 f"{unit} unhealthy: {failing}",
                 f"Critical checks failing: {messages}. {ladder.next_steps(tx, state)}",
@@ -331,11 +331,11 @@ def _log_transition(
             tx.problem_alerted.discard(unit)
             tx.alert(
                 state,
-                "recovered",
+                AlertKind.RECOVERED,
                 Severity.INFO,
                 f"{unit} recovered",
                 f"{unit} is {condition.value} again ({fields['state']}).",
-                resolves=("unhealthy", "exhausted", "protected"),
+                resolves=UNIT_PROBLEMS,
             )
     elif condition is Condition.UNHEALTHY:
         tx.problem_alerted.add(unit)
@@ -354,7 +354,7 @@ def observe_flapping(tx: Tx, state: UnitState) -> None:
         tx.history(unit, "alert", "flapping: repairs paused until it settles")
         tx.alert(
             state,
-            "flapping",
+            AlertKind.FLAPPING,
             Severity.WARNING,
             f"{unit} is flapping",
             f"{unit} changes between healthy and unhealthy too often. Repairs are "
@@ -366,11 +366,11 @@ def observe_flapping(tx: Tx, state: UnitState) -> None:
         tx.history(unit, "alert", "no longer flapping: repairs resume")
         tx.alert(
             state,
-            "settled",
+            AlertKind.SETTLED,
             Severity.INFO,
             f"{unit} stopped flapping",
             "Repairs resume.",
-            resolves=("flapping",),
+            resolves=(AlertKind.FLAPPING,),
         )
         ladder.feed(tx, state, Resume())
 

@@ -14,6 +14,7 @@ from supervisor.core import failover_host, guard
 from supervisor.core.actions import Event
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import Verdict
+from supervisor.core.notices import AlertKind, doing
 from supervisor.core.recovery import (
     Action,
     ActionFinished,
@@ -111,7 +112,7 @@ def _report(tx: Tx, state: UnitState, report: Report) -> None:
             )
             tx.alert(
                 state,
-                "exhausted",
+                AlertKind.EXHAUSTED,
                 Severity.CRITICAL,
                 f"{unit}: repairs exhausted, a person must act",
                 f"{report.detail}. {after} `host-supervisor reset {unit}` re-arms the ladder.",
@@ -138,7 +139,7 @@ def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
     tx.history(unit, "action", f"{action.rung} (attempt {attempt})")
     tx.alert(
         state,
-        f"action:{action.rung}#{action.attempt}",  # each action is news, not a repeat
+        AlertKind.ACTION.numbered(action.rung, action.attempt),
         Severity.INFO,
         f"{action.rung} {unit} (attempt {attempt})",
         f"{unit} is {state.condition.value}; trying {action.rung}"
@@ -157,7 +158,7 @@ def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
         guard_finished(tx, unit, True)
         feed(tx, state, ActionFinished(True, "dry run"))
         return
-    tx.log("warning", f"{action.rung}ing unit", unit=unit, action=action.rung, attempt=attempt)
+    tx.log("warning", f"{doing(action.rung)} unit", unit=unit, action=action.rung, attempt=attempt)
     failed_now = state.view is not None and state.view.active_state == "failed"
     tx.actions.append(
         ev.RunRepair(unit, action.rung, action.attempt, action.max_attempts, failed_now)
@@ -191,7 +192,7 @@ def _hold_reason(tx: Tx, state: UnitState, precondition: str) -> tuple[str, floa
         tx.history(unit, "alert", f"protected: {decision.reason}")
         tx.alert(
             state,
-            "protected",
+            AlertKind.PROTECTED,
             Severity.CRITICAL,
             f"{unit} is unhealthy and protected: a person must act",
             f"{decision.reason}. It is not repaired automatically unless its policy "
@@ -226,7 +227,7 @@ def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
         settle = state.policy.recovery.settle
         tx.alert(
             state,
-            f"result:{done.rung}#{done.attempt}",
+            AlertKind.RESULT.numbered(done.rung, done.attempt),
             Severity.INFO if done.result == "done" else Severity.WARNING,
             f"{done.rung} {unit}: {done.result}",
             f"{done.detail}. Next: judged again after {settle:g}s.",

@@ -32,6 +32,7 @@ from supervisor.core.alerting import Alert
 from supervisor.core.failover import FailoverState
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import GuardNotice, GuardState
+from supervisor.core.notices import AlertKind
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity, UnitSnapshot
 
@@ -138,15 +139,16 @@ class Tx:
     def alert(
         self,
         unit: UnitState | None,
-        event: str,
+        kind: AlertKind | str,
         severity: Severity,
         title: str,
         body: str,
         *,
         problem: bool = False,
-        resolves: tuple[str, ...] = (),
+        resolves: tuple[AlertKind, ...] = (),
     ) -> None:
-        """Tell people: the policy's channels for a unit, every channel for the host."""
+        """Tell people: the policy's channels for a unit, every channel for the host.
+        `kind` is an AlertKind, or a numbered one (`AlertKind.numbered`) for news."""
         channels = tuple(self.loaded.main.alerts.channels) if unit is None else unit.policy.alerts
         if not channels:
             return
@@ -154,13 +156,13 @@ class Tx:
             SendAlert(
                 Alert(
                     unit=unit.unit if unit is not None else None,
-                    event=event,
+                    event=kind.value if isinstance(kind, AlertKind) else kind,
                     severity=severity,
                     title=title,
                     body=body,
                     channels=channels,
                     time=self.now,
-                    resolves=resolves,
+                    resolves=tuple(k.value for k in resolves),
                     problem=problem,
                 )
             )
@@ -211,7 +213,7 @@ class Tx:
             if notice.kind == "frozen":
                 self.alert(
                     None,
-                    "frozen",
+                    AlertKind.FROZEN,
                     Severity.CRITICAL,
                     f"automation frozen on {self.hostname}",
                     f"{notice.message}. Units are still watched and alerted, not repaired.",
@@ -220,11 +222,11 @@ class Tx:
             elif notice.kind == "thawed":
                 self.alert(
                     None,
-                    "thawed",
+                    AlertKind.THAWED,
                     Severity.INFO,
                     f"automation resumed on {self.hostname}",
                     notice.message,
-                    resolves=("frozen",),
+                    resolves=(AlertKind.FROZEN,),
                 )
         self.actions.append(SaveGuard(self.guard.to_dict()))
         self.schedule_guard()
