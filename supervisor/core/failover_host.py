@@ -192,22 +192,18 @@ def owns(tx: Tx, unit: str) -> bool:
 
 
 def _manual_guard(tx: Tx, unit: str, what: str) -> str | None:
-    """An operator's failover passes the guard like a repair (pause, frozen budget,
-    breaker, concurrency) and counts in the budget; only the protected rule is
-    lifted: a person asked for it."""
+    """An operator's failover passes the guard (pause, frozen budget, breaker,
+    concurrency) and counts in the budget, as an operator's action: not protected
+    (a person asked), and no evidence for or against the circuit breaker."""
     if unit not in tx.failovers:
         return f"{unit} has no failover in its policy"
-    cfg = tx.loaded.main.guard
-    tx.guard, decision, notices = guard.request(
-        cfg, tx.guard, unit, allow_automatic=True, now=tx.now
+    tx.guard, decision, notices = guard.operator_request(
+        tx.loaded.main.guard, tx.guard, unit, now=tx.now
     )
     tx.guard_changed(notices)
     if decision.verdict is not Verdict.ALLOW:
         tx.history(unit, "operator", f"{what} refused: {decision.reason}")
         return decision.reason
-    # The machine's own steps are not tracked as guard actions: release the slot.
-    tx.guard, notices = guard.finished(cfg, tx.guard, unit, True, tx.now)
-    tx.guard_changed(notices)
     tx.history(unit, "operator", f"{what} requested")
     return None
 

@@ -298,6 +298,24 @@ def request(
     return state, Decision(Verdict.ALLOW, reason, None, "ok"), notices
 
 
+def operator_request(
+    cfg: GuardConfig, state: GuardState, unit: str, *, now: float
+) -> tuple[GuardState, Decision, list[GuardNotice]]:
+    """May an operator's action on `unit` (a failover, a failback) start now?
+
+    It passes the same rules as an automatic action but protection (a person asked),
+    and counts in the repair budget; it is not an automatic action in flight and says
+    nothing about whether automation works, so it never touches the circuit breaker
+    (neither its failure count nor a half-open trial) and needs no `finished`."""
+    after, decision, notices = request(cfg, state, unit, allow_automatic=True, now=now)
+    if decision.verdict is Verdict.ALLOW:
+        after = replace(after, running=after.running - {unit}, half_open=state.half_open)
+        used = len(after.actions)
+        reason = f"operator action; {used} of {cfg.repair_budget.max} in the budget window"
+        decision = Decision(Verdict.ALLOW, reason, None, "ok")
+    return after, decision, notices
+
+
 def cancelled(state: GuardState, unit: str, started: float) -> GuardState:
     """An allowed action did not run after all (its rung could not apply to the unit):
     it frees its slot and is neither a repair in the budget nor a failure for the

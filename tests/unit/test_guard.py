@@ -19,6 +19,7 @@ from supervisor.core.guard import (
     finished,
     is_protected,
     next_deadline,
+    operator_request,
     pause,
     pause_all,
     request,
@@ -450,3 +451,35 @@ def test_a_cancelled_action_is_neither_budget_nor_breaker() -> None:
     assert decision.verdict.value == "allow"
     # Not running: no change.
     assert cancelled(state, "b.service", 10.0) is state
+
+
+# -- operators' actions -----------------------------------------------------------------------
+
+
+def test_an_operator_action_counts_in_the_budget_but_never_touches_the_breaker() -> None:
+    state, _ = fail_in_a_row(GuardState(), 4, 0.0, BIG_BUDGET)
+    assert state.failures_in_a_row == 4
+    state, decision, _ = operator_request(BIG_BUDGET, state, "web.service", now=1.0)
+    assert decision.verdict is Verdict.ALLOW
+    assert state.failures_in_a_row == 4  # not reset: nothing automatic has succeeded
+    assert "web.service" not in state.running  # nothing to finish
+    assert budget_used(BIG_BUDGET, state, 1.0) == 5
+
+
+def test_an_operator_action_does_not_use_up_or_close_a_half_open_breaker() -> None:
+    state, _ = fail_in_a_row(GuardState(), 5, 0.0, BIG_BUDGET)
+    state, _ = tick(BIG_BUDGET, state, 64.0)
+    state, decision, notices = operator_request(BIG_BUDGET, state, "web.service", now=65.0)
+    assert decision.verdict is Verdict.ALLOW and notices == []
+    assert breaker_phase(BIG_BUDGET, state) is BreakerPhase.HALF_OPEN  # the trial is still due
+    state, decision, _ = ask(state, "trial.service", 66.0, BIG_BUDGET)
+    assert decision.verdict is Verdict.ALLOW and "trial" in decision.reason
+
+
+def test_an_operator_action_is_refused_while_the_breaker_is_open_and_when_paused() -> None:
+    state, _ = fail_in_a_row(GuardState(), 5, 0.0, BIG_BUDGET)
+    _, decision, _ = operator_request(BIG_BUDGET, state, "web.service", now=1.0)
+    assert (decision.verdict, decision.kind) == (Verdict.WAIT, "breaker")
+    paused = pause(GuardState(), "web.service")
+    _, decision, _ = operator_request(CFG, paused, "web.service", now=1.0)
+    assert (decision.verdict, decision.kind) == (Verdict.DENY, "paused")
