@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.config import LoadedConfig, UnitProbe
 from supervisor.core import actions as ev
-from supervisor.core import failover_host, ladder
+from supervisor.core import failover_host, flapping, ladder
 from supervisor.core.actions import (
     FAILOVER,
     FLAPPING,
@@ -27,7 +27,6 @@ from supervisor.core.actions import (
     Event,
 )
 from supervisor.core.flapping import FlapState
-from supervisor.core.flapping import observe as observe_flap
 from supervisor.core.guard import GuardState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
 from supervisor.core.notices import UNIT_PROBLEMS, AlertKind
@@ -186,7 +185,7 @@ def _timer(tx: Tx, key: ev.TimerKey) -> None:
         case "failover" | "judge":
             failover_host.timer(tx, machine, unit)
         case "flapping":
-            pass
+            expire_flapping(tx, unit)
 
 
 # -- unit changes and probe results -------------------------------------------------------
@@ -345,10 +344,28 @@ def observe_flapping(tx: Tx, state: UnitState) -> None:
     condition = state.condition
     if condition not in (Condition.HEALTHY, Condition.DEGRADED, Condition.UNHEALTHY):
         return
-    unit = state.unit
     cfg = tx.loaded.main.guard.flapping
     healthy = condition is not Condition.UNHEALTHY
-    tx.flaps[unit], change = observe_flap(cfg, tx.flaps.get(unit, FlapState()), healthy, tx.now)
+    flap = tx.flaps.get(state.unit, FlapState())
+    tx.flaps[state.unit], change = flapping.observe(cfg, flap, healthy, tx.now)
+    _flapping_changed(tx, state, change)
+
+
+def expire_flapping(tx: Tx, unit: str) -> None:
+    """Time passed: samples that left the window may end flapping, even for a unit
+    that stopped changing (a failed unit runs no checks: nothing else would)."""
+    state, flap = tx.unit(unit), tx.flaps.get(unit)
+    if state is None or flap is None:
+        return
+    tx.flaps[unit], change = flapping.expire(tx.loaded.main.guard.flapping, flap, tx.now)
+    _flapping_changed(tx, state, change)
+
+
+def _flapping_changed(tx: Tx, state: UnitState, change: str | None) -> None:
+    unit = state.unit
+    tx.set_timer(
+        (FLAPPING, unit), flapping.next_deadline(tx.loaded.main.guard.flapping, tx.flaps[unit])
+    )
     if change == "started":
         tx.log("error", "unit is flapping; repairs paused until it settles", unit=unit)
         tx.history(unit, "alert", "flapping: repairs paused until it settles")
