@@ -291,6 +291,13 @@ class Watch:
 
 
 @dataclass(frozen=True)
+class WatchBackup:
+    """Watch a backup unit that has no policy of its own; answer `BackupWatched`."""
+
+    unit: str
+
+
+@dataclass(frozen=True)
 class Unwatch:
     unit: str
 
@@ -336,6 +343,7 @@ Action = (
     | RunCanRecover
     | TakeSnapshot
     | Watch
+    | WatchBackup
     | Unwatch
     | StartChecks
     | StopChecks

@@ -48,6 +48,42 @@ def init(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
         tx.failovers[unit] = FailoverState.from_dict(doc) if doc else FailoverState(primary=unit)
 
 
+def policies_changed(tx: Tx) -> None:
+    """After a reload: a machine for every policy that has a `failover:` section now,
+    none for the others, and every backup watched (and none that no policy names)."""
+    watched_backups = backups(tx)
+    for unit in list(tx.failovers):
+        state = tx.units.get(unit)
+        if state is not None and state.policy.failover is not None:
+            continue
+        fo = tx.failovers.pop(unit)
+        tx.set_timer((FAILOVER, unit), None)
+        tx.set_timer((JUDGE, unit), None)
+        if fo.serving not in (None, unit):
+            message = (
+                f"failover section removed while {fo.serving} serves in place of {unit}: "
+                f"nothing moves {unit} back automatically; start it and stop {fo.serving} by hand"
+            )
+            tx.log("warning", message, unit=unit)
+            tx.history(unit, "failover", message)
+        if (state := tx.unit(unit)) is not None:
+            tx.save(state)
+    gained = [u for u, s in tx.units.items() if s.policy.failover and u not in tx.failovers]
+    for unit in gained:
+        tx.failovers[unit] = FailoverState(primary=unit)
+        tx.log("info", "failover armed by a reload", unit=unit)
+        if (state := tx.unit(unit)) is not None:
+            tx.save(state)
+    now_backups = backups(tx)
+    for backup in sorted(now_backups - watched_backups):
+        if backup not in tx.units:
+            tx.actions.append(ev.WatchBackup(backup))
+    for backup in sorted(watched_backups - now_backups):
+        if backup not in tx.units:
+            tx.actions.append(ev.Unwatch(backup))
+            tx.snapshots.pop(backup, None)
+
+
 def backups(tx: Tx) -> set[str]:
     """Every backup unit named by a policy with a failover machine."""
     return {

@@ -466,6 +466,7 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
     for unit in added:
         tx.actions.append(ev.StartChecks(unit))
         tx.log("info", "now supervising", unit=unit)
+    failover_host.policies_changed(tx)
     tx.log("info", "policies reloaded", units=len(tx.units))
 
 

@@ -139,7 +139,9 @@ class Daemon:
         )
         self.feed(act.Starting(self.clock() + min(longest + JITTER_MAX, OBSERVE_MAX)))
         await asyncio.gather(*(self._watch(unit) for unit in list(self.state.units)))
-        await asyncio.gather(*(self._watch_backup(b) for b in self._backups()))
+        await asyncio.gather(
+            *(self.performer.watch_backup(b) for b in self._backups() if b not in self.state.units)
+        )
         self.feed(act.Started())
         for unit in self.state.units:
             self.probing.start(unit)
@@ -209,16 +211,6 @@ class Daemon:
             log.warning("unit not found; watching for it to appear", unit=unit)
         self._on_unit_change(snapshot)
 
-    async def _watch_backup(self, unit: str) -> None:
-        if unit in self.state.units:
-            return  # it has a policy of its own: watched and judged like any unit
-        try:
-            snapshot = await self.ports.manager.watch(unit)
-        except BusError as exc:
-            self.feed(act.BackupWatched(None, unit, str(exc)))
-            return
-        self.feed(act.BackupWatched(snapshot, unit))
-
     async def _flush_history(self) -> None:
         """Write buffered history every second; keep it bounded (90 days, 200k entries)."""
         flushes = 0
@@ -247,6 +239,8 @@ class Daemon:
         if loaded is None or problems:
             self.feed(act.ReloadRefused(tuple(problems)))
             return False
+        if loaded.main.log_level != self.state.loaded.main.log_level:
+            self.ports.log_level(loaded.main.log_level)
         actions = self.feed(act.PoliciesLoaded(loaded))
         added = [a.unit for a in actions if isinstance(a, act.Watch)]
         await asyncio.gather(*(self._watch(unit) for unit in added))

@@ -95,6 +95,8 @@ class Performer:
                 self.spawn(self._can_recover(unit, argv))
             case act.TakeSnapshot(unit):
                 self.spawn(self._snapshot(unit))
+            case act.WatchBackup(unit):
+                self.spawn(self.watch_backup(unit))
             case act.Unwatch(unit):
                 self.ports.manager.unwatch(unit)
             case act.StartChecks(unit):
@@ -172,6 +174,14 @@ class Performer:
         result = await self.ports.commands.run(argv, unit, CAN_RECOVER_TIMEOUT)
         ok = result.status.value == "ok"
         self._feed(act.CanRecoverDone(unit, ok, result.status.value, result.message))
+
+    async def watch_backup(self, unit: str) -> None:
+        try:
+            snapshot = await self.ports.manager.watch(unit)
+        except BusError as exc:
+            self._feed(act.BackupWatched(None, unit, str(exc)))
+            return
+        self._feed(act.BackupWatched(snapshot, unit))
 
     async def _snapshot(self, unit: str) -> None:
         state = self._state().units.get(unit)

@@ -139,3 +139,5 @@ class Ports:
     clock: Callable[[], float]
     """Wall-clock seconds: deadlines are stored and must survive a restart."""
     hostname: str
+    log_level: Callable[[str], None]
+    """Sets the least level logged (the main config's `log_level`)."""

@@ -21,6 +21,7 @@ from supervisor.daemon.loop import Daemon, DaemonOptions
 from supervisor.daemon.ports import Ports
 from supervisor.daemon.preconditions import LocalHost
 from supervisor.errors import ConfigError, SupervisorError
+from supervisor.logs import configure_logging
 from supervisor.repairs import Repairs
 from supervisor.store import Store
 from supervisor.systemd.manager import SystemdManager
@@ -82,6 +83,7 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: Store) -> Po
         control=lambda daemon: ControlServer(daemon, options.socket_path, group),
         clock=time.time,
         hostname=hostname,
+        log_level=configure_logging,
     )
 
 
@@ -92,6 +94,7 @@ def run_daemon(options: DaemonOptions) -> int:
     except ConfigError as exc:
         log.error("cannot load configuration", error=str(exc))
         return EX_CONFIG
+    configure_logging(loaded.main.log_level)
     log_config_issues(loaded)
     if loaded.errors and not loaded.policies:
         log.error("no valid policy left; refusing to start", errors=len(loaded.errors))

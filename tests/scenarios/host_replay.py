@@ -119,6 +119,7 @@ class World:
             control=FakeControl,
             clock=self.clock,
             hostname=HOSTNAME,
+            log_level=lambda level: self.timeline.add(f"log level: {level}"),
         )
         options = DaemonOptions(self.config_dir, self.config_dir / "state", Path("/nonexistent"))
         return Daemon(options, loaded, ports)
