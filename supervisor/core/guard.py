@@ -194,6 +194,32 @@ def budget_used(cfg: GuardConfig, state: GuardState, now: float) -> int:
     return len(_recent(cfg, state.actions, now))
 
 
+RULES = (
+    (
+        "Protected units",
+        "(`guard.protected`, globs) are never repaired automatically unless their policy "
+        "says `allow_automatic: true`. They are alerted and held.",
+    ),
+    ("Paused units", "(`host-supervisor pause UNIT`) are watched, not repaired."),
+    (
+        "The repair budget",
+        "allows `repair_budget.max` automatic actions per `window` across the host. The "
+        "next one freezes automation for the window, or until `resume --all`, with one "
+        "critical alert. STATUS= says `AUTOMATION FROZEN`.",
+    ),
+    (
+        "The circuit breaker",
+        "opens after `breaker.failures` failed actions in a row for `open_for`, then lets "
+        "one trial through (half-open).",
+    ),
+    (
+        "Concurrency",
+        "limits repairs to `max_concurrent` at once; the others wait for a slot.",
+    ),
+)
+"""The guard's rules in the order `request` applies them (the README renders this)."""
+
+
 def next_deadline(state: GuardState) -> float | None:
     """The earliest time at which `tick` changes something: a thaw or a half-open breaker."""
     deadlines = [t for t in (state.frozen_until, state.breaker_open_until) if t is not None]

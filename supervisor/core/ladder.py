@@ -1,7 +1,7 @@
 """The repair ladder inside the host reducer: ask, hold or act, judge the outcome.
 
 When a unit's recovery machine asks for a rung, the request passes the holds in
-`HOLD_ORDER` (the first that applies wins), then the guard; an allowed rung is
+`holds.HOLDS` (the first that applies wins, the guard last); an allowed rung is
 recorded, alerted and handed to the shell as `RunRepair`, and its outcome comes
 back as `RepairDone`. Operator verbs on the ladder (pause, resume, reset) live
 here too.
@@ -12,8 +12,7 @@ from __future__ import annotations
 from supervisor.core import actions as ev
 from supervisor.core import failover_host, guard
 from supervisor.core.actions import Event
-from supervisor.core.flapping import FlapState
-from supervisor.core.guard import Verdict
+from supervisor.core.holds import hold_reason
 from supervisor.core.notices import AlertKind, doing
 from supervisor.core.recovery import (
     Action,
@@ -31,18 +30,6 @@ from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity
-
-PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
-OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
-
-HOLD_ORDER = (
-    "observing: after a start, until every check has reported once (30 s at most)",
-    "failover: the failover machine owns the unit",
-    "flapping: the unit changes state too often",
-    "precondition: disk, memory or a needed unit",
-    "the guard: paused, protected, budget frozen, breaker open, concurrency",
-)
-"""What may hold a repair the ladder asks for, in the order they are asked."""
 
 _NOTICE_LEVEL = {
     Notice.EXHAUSTED: "error",
@@ -130,7 +117,7 @@ def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
         return
     state.asked = None
     unit = state.unit
-    held = _hold_reason(tx, state, precondition)
+    held = hold_reason(tx, state, precondition)
     if held is not None:
         reason, until = held
         feed(tx, state, Held(reason, until))
@@ -162,56 +149,6 @@ def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
     failed_now = state.view is not None and state.view.active_state == "failed"
     tx.actions.append(
         ev.RunRepair(unit, action.rung, action.attempt, action.max_attempts, failed_now)
-    )
-
-
-def _hold_reason(tx: Tx, state: UnitState, precondition: str) -> tuple[str, float | None] | None:
-    """Why the repair asked for may not run now, and when to ask again; None: go."""
-    unit, now = state.unit, tx.now
-    if now < tx.observe_until and not first_round_done(tx):
-        retry = min(tx.observe_until, now + OBSERVE_POLL)
-        return "observing units and running one round of checks after a start", retry
-    if failover_host.owns(tx, unit):
-        return "failed over: the failover machine acts on this unit", None
-    if tx.flaps.get(unit, FlapState()).flapping:
-        return "flapping: repairs paused until it settles", None
-    if precondition:
-        return f"precondition: {precondition}", now + PRECONDITION_RETRY
-    tx.guard, decision, notices = guard.request(
-        tx.loaded.main.guard,
-        tx.guard,
-        unit,
-        allow_automatic=state.policy.allow_automatic,
-        now=now,
-    )
-    tx.guard_changed(notices)
-    if decision.verdict is Verdict.ALLOW:
-        return None
-    if decision.kind == "protected":
-        tx.log("error", "protected unit unhealthy; not repaired automatically", unit=unit)
-        tx.history(unit, "alert", f"protected: {decision.reason}")
-        tx.alert(
-            state,
-            AlertKind.PROTECTED,
-            Severity.CRITICAL,
-            f"{unit} is unhealthy and protected: a person must act",
-            f"{decision.reason}. It is not repaired automatically unless its policy "
-            "says allow_automatic: true.",
-            problem=True,
-        )
-    if decision.kind == "concurrency" and unit not in tx.waiting:
-        tx.waiting.append(unit)
-    return decision.reason, decision.retry_at
-
-
-def first_round_done(tx: Tx) -> bool:
-    """Every scheduled check of every running unit has reported since the start."""
-    return all(
-        runs > 0
-        for state in tx.units.values()
-        if state.running
-        for check, runs in zip(state.policy.checks, state.runs, strict=True)
-        if check.kind != "unit"
     )
 
 

@@ -38,3 +38,19 @@ def test_readme_shows_the_failover_table_the_machine_runs() -> None:
     from supervisor.core.failover import render_table
 
     assert render_table().strip() in README.read_text()
+
+
+def test_readme_lists_the_holds_in_the_order_the_code_asks_them() -> None:
+    from supervisor.core.holds import HOLDS, render_hold_order
+
+    text = README.read_text()
+    start, end = "<!-- holds:start -->\n", "<!-- holds:end -->"
+    generated = text[text.index(start) + len(start) : text.index(end)]
+    assert generated == render_hold_order()
+    assert [rule.name for rule in HOLDS] == [
+        "observing",
+        "failover",
+        "flapping",
+        "preconditions",
+        "guard",
+    ]

@@ -1,0 +1,146 @@
+"""What may hold a repair the ladder asks for, in the order they are asked.
+
+`HOLDS` is the order itself: `hold_reason` walks it and the first hold that
+applies wins. The README's list is rendered from it (`render_hold_order`), so the
+documentation cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from supervisor.core import failover_host, guard
+from supervisor.core.flapping import FlapState
+from supervisor.core.guard import Verdict
+from supervisor.core.notices import AlertKind
+from supervisor.core.state import Tx
+from supervisor.core.unit import UnitState
+from supervisor.core.values import Severity
+
+PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
+OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
+
+Hold = tuple[str, float | None]
+"""Why, and when to ask again (None: when something changes, or a resume)."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    question: str
+    check: Callable[[Tx, UnitState, str], Hold | None]
+
+
+def _observing(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+    if tx.now < tx.observe_until and not first_round_done(tx):
+        retry = min(tx.observe_until, tx.now + OBSERVE_POLL)
+        return "observing units and running one round of checks after a start", retry
+    return None
+
+
+def _failed_over(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+    if failover_host.owns(tx, state.unit):
+        return "failed over: the failover machine acts on this unit", None
+    return None
+
+
+def _flapping(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+    if tx.flaps.get(state.unit, FlapState()).flapping:
+        return "flapping: repairs paused until it settles", None
+    return None
+
+
+def _precondition(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+    if precondition:
+        return f"precondition: {precondition}", tx.now + PRECONDITION_RETRY
+    return None
+
+
+def _guard(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+    unit = state.unit
+    tx.guard, decision, notices = guard.request(
+        tx.loaded.main.guard,
+        tx.guard,
+        unit,
+        allow_automatic=state.policy.allow_automatic,
+        now=tx.now,
+    )
+    tx.guard_changed(notices)
+    if decision.verdict is Verdict.ALLOW:
+        return None
+    if decision.kind == "protected":
+        tx.log("error", "protected unit unhealthy; not repaired automatically", unit=unit)
+        tx.history(unit, "alert", f"protected: {decision.reason}")
+        tx.alert(
+            state,
+            AlertKind.PROTECTED,
+            Severity.CRITICAL,
+            f"{unit} is unhealthy and protected: a person must act",
+            f"{decision.reason}. It is not repaired automatically unless its policy "
+            "says allow_automatic: true.",
+            problem=True,
+        )
+    if decision.kind == "concurrency" and unit not in tx.waiting:
+        tx.waiting.append(unit)
+    return decision.reason, decision.retry_at
+
+
+HOLDS = (
+    Rule(
+        "observing",
+        "Is the daemon still observing after its start? The unit states and one round "
+        "of checks come first (30 s at most).",
+        _observing,
+    ),
+    Rule(
+        "failover",
+        "Does the failover machine own the unit? While it serves from a backup, or fails "
+        "back, the failover machine acts on it, not the ladder.",
+        _failed_over,
+    ),
+    Rule(
+        "flapping",
+        "Is the unit flapping? Nagios' percent state change over the last 21 samples, "
+        "between `guard.flapping.low` and `high`; it ends when the samples age out of "
+        "the window, even if the unit stays failed.",
+        _flapping,
+    ),
+    Rule(
+        "preconditions",
+        "Do the policy's preconditions hold: disk below X% on the listed paths, host "
+        "memory below Y%, the listed units active? If not, it asks again in 30 s.",
+        _precondition,
+    ),
+    Rule(
+        "guard",
+        "What does the guard (`supervisor/core/guard.py`, pure) say? Its rules, in order:",
+        _guard,
+    ),
+)
+
+
+def hold_reason(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+    """Why the repair asked for may not run now, and when to ask again; None: go."""
+    for rule in HOLDS:
+        if (held := rule.check(tx, state, precondition)) is not None:
+            return held
+    return None
+
+
+def first_round_done(tx: Tx) -> bool:
+    """Every scheduled check of every running unit has reported since the start."""
+    return all(
+        runs > 0
+        for state in tx.units.values()
+        if state.running
+        for check, runs in zip(state.policy.checks, state.runs, strict=True)
+        if check.kind != "unit"
+    )
+
+
+def render_hold_order() -> str:
+    """The README's list, from `HOLDS` and the guard's `RULES`."""
+    lines = [f"{n}. {rule.question}" for n, rule in enumerate(HOLDS, 1)]
+    lines += [f"   - **{name}** {text}" for name, text in guard.RULES]
+    return "\n".join(lines) + "\n"
