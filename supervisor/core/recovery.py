@@ -187,10 +187,7 @@ def step(
         case Tick():
             return _tick(spec, state, now)
         case OperatorReset():
-            return RecoveryState(
-                condition=state.condition,
-                healthy_since=state.healthy_since,
-            ), []
+            return _reset(spec, state, now)
         case Held(reason, until):
             return _held(state, reason, until)
         case Resume():
@@ -202,6 +199,19 @@ def step(
         case Skipped(detail):
             return _skipped(spec, state, detail, now)
     raise TypeError(f"unknown event {event!r}")  # pragma: no cover
+
+
+def _reset(
+    spec: LadderSpec, state: RecoveryState, now: float
+) -> tuple[RecoveryState, list[Action]]:
+    """Attempts and exhaustion forgotten. An action in flight is still judged; a unit
+    that is unhealthy now gets its first rung at once (the reset re-arms the ladder)."""
+    if state.phase in (Phase.ACTING, Phase.SETTLING):
+        return replace(state, attempts=1, skips=0, prev_action_at=None), []
+    fresh = RecoveryState(condition=state.condition, healthy_since=state.healthy_since)
+    if fresh.condition is Condition.UNHEALTHY:
+        return _act(spec, fresh, now)
+    return fresh, []
 
 
 def _observe(

@@ -190,10 +190,34 @@ def test_operator_reset_clears_exhaustion() -> None:
     state, _ = step(spec, state, ActionFinished(True), 0.1)
     state, _ = step(spec, state, Tick(), 1.1)
     assert state.phase is Phase.EXHAUSTED
-    state, _ = step(spec, state, OperatorReset(), 2.0)
-    assert state.phase is Phase.IDLE and state.attempts == 0
-    _, actions = step(spec, state, UNHEALTHY, 3.0)
+    state, actions = step(spec, state, OperatorReset(), 2.0)
+    # Still unhealthy: the reset re-arms the ladder, and its first rung runs at once.
+    assert (state.phase, state.attempts) == (Phase.ACTING, 1)
     assert actions == [RunRung("restart", 1, 1)]
+
+
+def test_operator_reset_of_a_healthy_unit_forgets_the_attempts() -> None:
+    spec = Spec(max_attempts=3, settle=1.0)
+    state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
+    state, _ = step(spec, state, ActionFinished(True), 0.1)
+    state, _ = step(spec, state, Observed(Condition.HEALTHY), 0.5)
+    state, _ = step(spec, state, Tick(), 1.1)
+    assert (state.phase, state.attempts) == (Phase.IDLE, 1)
+    state, actions = step(spec, state, OperatorReset(), 2.0)
+    assert (state.phase, state.attempts, actions) == (Phase.IDLE, 0, [])
+
+
+def test_operator_reset_during_an_action_still_judges_it() -> None:
+    spec = Spec(max_attempts=3, settle=1.0)
+    state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
+    state, _ = step(spec, state, ActionFinished(False), 0.1)
+    state, _ = step(spec, state, Tick(), 1.1)
+    state, _ = step(spec, state, Tick(), 400.0)
+    assert (state.phase, state.attempts) == (Phase.ACTING, 2)
+    state, actions = step(spec, state, OperatorReset(), 400.5)
+    assert (state.phase, state.attempts, actions) == (Phase.ACTING, 1, [])
+    state, _ = step(spec, state, ActionFinished(True), 401.0)
+    assert state.phase is Phase.SETTLING  # the action in flight is judged, not lost
 
 
 def test_results_out_of_phase_change_nothing() -> None:
