@@ -120,11 +120,11 @@ HOLDS = (
 )
 
 
-def hold_reason(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
-    """Why the repair asked for may not run now, and when to ask again; None: go."""
+def hold_reason(tx: Tx, state: UnitState, precondition: str) -> tuple[str, Hold] | None:
+    """Which rule holds the repair asked for, why, and when to ask again; None: go."""
     for rule in HOLDS:
         if (held := rule.check(tx, state, precondition)) is not None:
-            return held
+            return rule.name, held
     return None
 
 

@@ -90,6 +90,8 @@ def step(state: HostState, event: Event, now: float) -> tuple[HostState, list[Ac
     """Apply one event; return the new state and what the shell must do."""
     tx = Tx(state, now)
     _handle(tx, event)
+    if tx.thawed:
+        ladder.resume_held_by_guard(tx)
     tx.drain()
     return tx.freeze(), tx.actions
 

@@ -20,6 +20,7 @@ from supervisor.core.recovery import (
     Held,
     Notice,
     OperatorReset,
+    Phase,
     Report,
     Resume,
     RunRung,
@@ -119,7 +120,7 @@ def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
     unit = state.unit
     held = hold_reason(tx, state, precondition)
     if held is not None:
-        reason, until = held
+        state.held_by, (reason, until) = held
         feed(tx, state, Held(reason, until))
         return
     attempt = f"{action.attempt}/{action.max_attempts}"
@@ -207,6 +208,16 @@ def release_waiting(tx: Tx) -> None:
     waiting, tx.waiting = tx.waiting, []
     for name in waiting:
         if (state := tx.unit(name)) is not None:
+            feed(tx, state, Resume())
+
+
+def resume_held_by_guard(tx: Tx) -> None:
+    """The budget thawed: units the guard held without a retry time may ask again."""
+    for name in list(tx.units):
+        unit = tx.units[name]
+        if unit.recovery.phase is Phase.HELD and unit.held_by == "guard":
+            state = tx.unit(name)
+            assert state is not None
             feed(tx, state, Resume())
 
 

@@ -82,6 +82,7 @@ class Tx:
         self.reload_note = state.reload_note
         self.repairs = state.repairs
         self.actions: list[Action] = []
+        self.thawed = False  # the guard's freeze ended in this step
         self._later: deque[Callable[[], None]] = deque()
 
     def freeze(self) -> HostState:
@@ -220,6 +221,7 @@ class Tx:
                     problem=True,
                 )
             elif notice.kind == "thawed":
+                self.thawed = True
                 self.alert(
                     None,
                     AlertKind.THAWED,

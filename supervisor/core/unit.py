@@ -70,6 +70,7 @@ class UnitState:
     saved: object = None  # what was last written to the store (the reducer compares it)
     asked: RunRung | None = None  # the rung asked for, while its preconditions are read
     allowed_at: float | None = None  # when the guard allowed the action in flight
+    held_by: str = ""  # the hold rule that held the last repair asked for
     _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
