@@ -1,12 +1,11 @@
 """The spool: one directory per channel of alerts waiting for delivery, written durably
-(temp file, fsync, rename), oldest name first, at most `spool_max` files.
+(`supervisor.fsutil.atomic_write`), oldest name first, at most `spool_max` files.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import structlog
 
 from supervisor.core.alerting import Severity
+from supervisor.fsutil import TEMP_SUFFIX, atomic_write
 
 __all__ = ["Spool", "SpooledMessage"]
 
@@ -68,8 +68,9 @@ class Spool:
     def prepare(self) -> None:
         """Create the directory; remove half-written files; read the counters."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for stale in self.directory.glob(".*.tmp"):
-            stale.unlink(missing_ok=True)
+        for pattern in (f".*{TEMP_SUFFIX}", ".*.tmp"):  # .tmp: left by an older version
+            for stale in self.directory.glob(pattern):
+                stale.unlink(missing_ok=True)
         files = self.files()
         if files:
             self._last = max(self._last, int(files[-1].stem))
@@ -91,7 +92,7 @@ class Spool:
         self._last = max(time.time_ns(), self._last + 1)
         path = self.directory / f"{self._last:020d}.json"
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._atomic_write(path, message.to_json())
+        atomic_write(path, message.to_json().encode("utf-8"))
         files = self.files()
         excess = len(files) - self.limit
         if excess > 0:
@@ -141,23 +142,8 @@ class Spool:
         path = self.directory / self._DROPPED
         try:
             if self.dropped:
-                self._atomic_write(path, f"{self.dropped}\n")
+                atomic_write(path, f"{self.dropped}\n".encode())
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot record dropped alerts", channel=self.directory.name, error=str(exc))
-
-    def _atomic_write(self, path: Path, text: str) -> None:
-        temp = path.with_name(f".{path.name}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor.errors import SupervisorError
+from supervisor.fsutil import write_all
 
 __all__ = ["MANIFEST", "RestoreError"]
 
@@ -23,7 +24,6 @@ be a named path)."""
 
 _CHUNK = 1 << 20
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class RestoreError(SupervisorError):
@@ -123,25 +123,20 @@ def _open_regular(path: str, dir_fd: int | None = None) -> int:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _copy_data(source_fd: int, target_fd: int) -> None:
+def _copy_into(source_fd: int, target_fd: int) -> None:
+    """The data of a regular file, then its owner, mode and times, onto a new file."""
     while chunk := os.read(source_fd, _CHUNK):
-        _write_all(target_fd, chunk)
+        write_all(target_fd, chunk)
+    _set_meta(target_fd, os.fstat(source_fd))
 
 
 def _set_meta(fd: int, want: os.stat_result) -> None:
-    """Owner, then mode (chown clears set-id bits), then times; and fsync."""
+    """Owner, then mode (chown clears set-id bits), then times."""
     have = os.fstat(fd)
     if (have.st_uid, have.st_gid) != (want.st_uid, want.st_gid):
         os.fchown(fd, want.st_uid, want.st_gid)
     os.fchmod(fd, stat.S_IMODE(want.st_mode))
     os.utime(fd, ns=(want.st_atime_ns, want.st_mtime_ns))
-    os.fsync(fd)
 
 
 def _physical(path: str) -> str:

@@ -16,12 +16,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from supervisor.fsutil import create_synced, fsync_dir, write_all
 from supervisor.restore.files import (
-    _CREATE,
     _OPEN_DIR,
     MANIFEST,
     RestoreError,
-    _copy_data,
+    _copy_into,
     _kind,
     _lstat,
     _named,
@@ -31,7 +31,6 @@ from supervisor.restore.files import (
     _rel,
     _set_meta,
     _special,
-    _write_all,
 )
 from supervisor.restore.fingerprinting import _fingerprint_under
 
@@ -46,14 +45,6 @@ _TRASH_PREFIX = ".trash-"
 
 def _stamp(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-
-
-def _fsync_dir(path: str | Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -142,7 +133,7 @@ def _prune(directory: Path, keep: int) -> None:
         os.rename(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
     if old:
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
 
 def _publish(named: Sequence[str], directory: Path, now: float) -> tuple[Path, frozenset[str]]:
@@ -160,16 +151,12 @@ def _publish(named: Sequence[str], directory: Path, now: float) -> tuple[Path, f
             "absent": sorted(absent),
             "fingerprint": _fingerprint_under(str(temp), named),
         }
-        fd = os.open(temp / MANIFEST, _CREATE, 0o600)
-        try:
-            _write_all(fd, json.dumps(manifest, indent=2).encode("ascii") + b"\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _fsync_dir(temp)
+        data = json.dumps(manifest, indent=2).encode("ascii") + b"\n"
+        create_synced(temp / MANIFEST, lambda fd: write_all(fd, data))
+        fsync_dir(temp)
         final = directory / _next_name(directory, stamp)
         os.rename(temp, final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         return final, frozenset(absent)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
@@ -201,7 +188,7 @@ def _mirror(named: Sequence[str], root: Path) -> list[str]:
         _copy_entry(path, str(target), st)
         parent = target.parent
         while True:
-            _fsync_dir(parent)
+            fsync_dir(parent)
             if parent == root:
                 break
             parent = parent.parent
@@ -225,6 +212,7 @@ def _copy_entry(source: str, target: str, st: os.stat_result) -> None:
         fd = os.open(target, _OPEN_DIR)
         try:
             _set_meta(fd, st)
+            os.fsync(fd)
         finally:
             os.close(fd)
 
@@ -233,11 +221,6 @@ def _copy_file(source: str, target: str) -> None:
     """Copy one regular file with its mode, owner and times, fsync'd; ``target`` is new."""
     source_fd = _open_regular(source)
     try:
-        target_fd = os.open(target, _CREATE, 0o600)
-        try:
-            _copy_data(source_fd, target_fd)
-            _set_meta(target_fd, os.fstat(source_fd))
-        finally:
-            os.close(target_fd)
+        create_synced(target, lambda fd: _copy_into(source_fd, fd))
     finally:
         os.close(source_fd)

@@ -8,20 +8,18 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
-import secrets
 import shutil
 import stat
 
+from supervisor.fsutil import replace_at, temp_name
 from supervisor.restore.files import (
     _CHUNK,
-    _CREATE,
     _OPEN_DIR,
-    _copy_data,
+    _copy_into,
     _kind,
     _open_regular,
     _reason,
     _rel,
-    _set_meta,
     _special,
 )
 
@@ -55,10 +53,6 @@ def _same_data(first_fd: int, second_fd: int) -> bool:
             return False
         if not one:
             return True
-
-
-def _temp_name(name: str) -> str:
-    return f".{name[:200]}.{secrets.token_hex(6)}.hs-tmp"
 
 
 def _install(root: str, path: str, written: list[str]) -> None:
@@ -128,7 +122,7 @@ def _sync_entry(source: str, dir_fd: int, name: str, live: str, written: list[st
             and os.readlink(name, dir_fd=dir_fd) == target
         ):
             return
-        temp = _temp_name(name)
+        temp = temp_name(name)
         os.symlink(target, temp, dir_fd=dir_fd)
         try:
             os.chown(temp, want.st_uid, want.st_gid, dir_fd=dir_fd, follow_symlinks=False)
@@ -172,19 +166,12 @@ def _put_file(source: str, dir_fd: int, name: str, have: os.stat_result | None) 
     """Write ``source`` to a temporary name beside ``name``, fsync it, rename it over."""
     source_fd = _open_regular(source)
     try:
-        temp = _temp_name(name)
-        temp_fd = os.open(temp, _CREATE, 0o600, dir_fd=dir_fd)
-        try:
-            try:
-                _copy_data(source_fd, temp_fd)
-                _set_meta(temp_fd, os.fstat(source_fd))
-            finally:
-                os.close(temp_fd)
-            _replace(dir_fd, temp, name, have)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dir_fd)
-            raise
+        replace_at(
+            dir_fd,
+            name,
+            lambda fd: _copy_into(source_fd, fd),
+            rename=lambda dir_fd, temp, name: _replace(dir_fd, temp, name, have),
+        )
     finally:
         os.close(source_fd)
 
