@@ -17,7 +17,9 @@ The parent directories of a named path are the host's: they are followed as they
 and never created.
 
 Everything here is synchronous and blocks on disk and on the validator: the daemon
-calls it in a thread.
+calls it in a thread. The validator runs like every program of the policy
+(`supervisor.procs.run_program`), on an event loop of its own (`asyncio.run`), so a
+restore must not run in the thread of a running event loop.
 """
 
 from supervisor.restore.apply import OUTPUT_TAIL, RestoreResult, restore

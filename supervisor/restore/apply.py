@@ -4,19 +4,14 @@ validator, and put the backup back when anything fails.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import os
 import shlex
-import signal
-import subprocess
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from supervisor.checks.command import MINIMAL_PATH
+from supervisor.procs import MINIMAL_PATH, run_program, signal_name
 from supervisor.restore.files import (
     RestoreError,
     _lstat,
@@ -59,66 +54,44 @@ def _validate(argv: Sequence[str], timeout: float) -> str | None:
     """Run the validator; None when it exits 0, else why not, with its output's tail."""
     command = shlex.join(argv)
     program = argv[0]
-    with tempfile.TemporaryFile() as output:
-        try:
-            process = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd="/",
+    try:
+        done = asyncio.run(
+            run_program(
+                argv,
+                timeout,
                 env={"PATH": MINIMAL_PATH},
-                start_new_session=True,
+                cwd="/",
+                merge_stderr=True,
+                keep=OUTPUT_TAIL,
+                tail=True,
+                kill_wait=_KILL_WAIT,
             )
-        except FileNotFoundError as exc:
-            if os.path.lexists(program):
-                return f"validator {command} could not start: {_reason(exc)} (its interpreter?)"
-            return f"validator {program} does not exist"
-        except PermissionError:
-            return f"validator {program} is not an executable file"
-        except OSError as exc:
-            return f"validator {command} could not start: {_reason(exc)}"
-        timed_out = not _wait_exit(process.pid, timeout)
-        # The leader is still unreaped here, so its process group id cannot have been reused.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(_KILL_WAIT)
-        text = _tail(output)
-    code = process.returncode
-    if timed_out:
+        )
+    except FileNotFoundError as exc:
+        if os.path.lexists(program):
+            return f"validator {command} could not start: {_reason(exc)} (its interpreter?)"
+        return f"validator {program} does not exist"
+    except PermissionError:
+        return f"validator {program} is not an executable file"
+    except OSError as exc:
+        return f"validator {command} could not start: {_reason(exc)}"
+    text = _tail(done.stdout, done.stdout_size)
+    code = done.returncode
+    if done.timed_out:
         why = f"validator {command} timed out after {timeout:g}s"
     elif code == 0:
         return None
     elif code is not None and code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        why = f"validator {command} was killed by {name}"
+        why = f"validator {command} was killed by {signal_name(code)}"
     else:
         why = f"validator {command} exited {code}"
     return f"{why}: {text}" if text else f"{why} with no output"
 
 
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Wait for ``pid`` to exit without reaping it; False on timeout."""
-    deadline = time.monotonic() + timeout
-    pause = 0.005
-    while os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, 0.05)
-    return True
-
-
-def _tail(output: Any) -> str:
-    """The end of what was written to ``output``, on one line of at most OUTPUT_TAIL characters."""
-    size = output.seek(0, os.SEEK_END)
-    output.seek(max(0, size - OUTPUT_TAIL))
-    text = output.read().decode("utf-8", "replace")
+def _tail(kept: bytes, size: int) -> str:
+    """The end of the output (``kept``, its last OUTPUT_TAIL bytes, of ``size`` in all) on
+    one line of at most OUTPUT_TAIL characters."""
+    text = kept.decode("utf-8", "replace")
     line = " / ".join(part.strip() for part in text.splitlines() if part.strip())
     if size > OUTPUT_TAIL or len(line) > OUTPUT_TAIL:
         line = "..." + line[-(OUTPUT_TAIL - 3) :]
@@ -173,7 +146,7 @@ def restore(
     if validate_argv is not None:
         try:
             failure = _validate(validate_argv, validate_timeout)
-        except Exception as exc:  # e.g. no temporary file for its output: still roll back
+        except Exception as exc:  # e.g. no pipe or event loop for it: still roll back
             failure = f"validator {validate_argv[0]} could not run: {type(exc).__name__}: {exc}"
         if failure is not None:
             return _roll_back(named, backup, absent, written, f"validation failed: {failure}")
