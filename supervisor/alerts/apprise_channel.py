@@ -20,6 +20,7 @@ from supervisor.alerts.redaction import Redactor
 from supervisor.alerts.spool import Spool, SpooledMessage
 from supervisor.config.loader import mask_url
 from supervisor.core.alerting import Severity
+from supervisor.text import one_line
 
 __all__ = [
     "Channel",
@@ -169,10 +170,10 @@ async def send(
     except TimeoutError:
         return False, f"no answer within {send_timeout:g}s (timed out)"
     except Exception as exc:
-        return False, _clip(channel.redact(f"{type(exc).__name__}: {exc}"))
+        return False, one_line(channel.redact(f"{type(exc).__name__}: {exc}"), _REASON_MAX)
     if result:
         return True, "delivered"
-    return False, _clip(channel.redact(_reason(result)))
+    return False, one_line(channel.redact(_reason(result)), _REASON_MAX)
 
 
 def _reason(result: Any) -> str:
@@ -191,8 +192,3 @@ def _reason(result: Any) -> str:
     if messages:
         return messages[-1]
     return f"apprise reported {status.lower()}" if status else "apprise reported a failure"
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _REASON_MAX else text[: _REASON_MAX - 3] + "..."

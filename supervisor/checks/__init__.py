@@ -17,7 +17,7 @@ from supervisor.checks import command, memory, tcp, unit
 from supervisor.checks.disk import DiskProber
 from supervisor.checks.http import HttpProber
 from supervisor.checks.process import ProcessProber
-from supervisor.checks.result import CheckResult, ProbeContext, Status, one_line
+from supervisor.checks.result import MESSAGE_MAX, CheckResult, ProbeContext, Status
 from supervisor.config.check import Check
 from supervisor.config.probes import (
     CommandProbe,
@@ -29,6 +29,7 @@ from supervisor.config.probes import (
     UnitProbe,
 )
 from supervisor.config.values import format_duration
+from supervisor.text import one_line
 
 __all__ = ["BACKSTOP_GRACE", "CheckResult", "ProbeContext", "Prober", "Status"]
 
@@ -105,7 +106,9 @@ class Prober:
         except Exception as exc:
             result = _unknown(exc)
         return replace(
-            result, message=one_line(result.message), duration=time.monotonic() - started
+            result,
+            message=one_line(result.message, MESSAGE_MAX),
+            duration=time.monotonic() - started,
         )
 
 

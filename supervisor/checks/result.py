@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from supervisor.core.values import CheckResult, Status
+from supervisor.text import one_line
 
 __all__ = [
     "MESSAGE_MAX",
@@ -20,7 +21,6 @@ __all__ = [
     "ProbeContext",
     "Status",
     "finish",
-    "one_line",
     "os_reason",
 ]
 
@@ -51,15 +51,9 @@ class ProbeContext:
             object.__setattr__(self, "main_pid", None)
 
 
-def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
-    """Squash whitespace (newlines included) to single spaces and cut to `limit` characters."""
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def finish(status: Status, message: str, started: float) -> CheckResult:
     """A result whose duration runs from `started` (a time.monotonic() reading) to now."""
-    return CheckResult(status, one_line(message), time.monotonic() - started)
+    return CheckResult(status, one_line(message, MESSAGE_MAX), time.monotonic() - started)
 
 
 def os_reason(exc: OSError) -> str:

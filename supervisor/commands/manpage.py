@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from supervisor import __version__
+from supervisor.text import one_line
 
 PAGE_8 = "host-supervisor.8"
 PAGE_5 = "host-supervisor.yaml.5"
@@ -27,7 +28,7 @@ PAGE_5 = "host-supervisor.yaml.5"
 def escape(text: str) -> str:
     """Text safe on a roff text line: backslashes, hyphens as minus, non-ASCII as
     \\[uXXXX], and a leading control character neutralised. Whitespace collapses."""
-    text = " ".join(text.split())
+    text = one_line(text)
     out: list[str] = []
     for char in text:
         if char == "\\":

@@ -11,6 +11,7 @@ from typing import Any
 
 from supervisor.config.schema import main_json_schema, policy_json_schema
 from supervisor.config.values import DURATION_PATTERN, PERCENT_PATTERN, SIZE_PATTERN
+from supervisor.text import one_line
 
 Schema = dict[str, Any]
 
@@ -77,7 +78,7 @@ def rows(schema: Schema) -> Iterator[tuple[str, str, str]]:
                 o.get("type") == "array" for o in prop.get("anyOf", [])
             )
             is_map = isinstance(prop.get("additionalProperties"), dict)
-            yield path, _type_label(prop, defs), " ".join(prop.get("description", "").split())
+            yield path, _type_label(prop, defs), one_line(prop.get("description", ""))
             if ref is not None:
                 suffix = "[]" if is_list else ".NAME" if is_map else ""
                 yield from walk(defs[ref], f"{path}{suffix}.")

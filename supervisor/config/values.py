@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
+from supervisor.text import clip
+
 __all__ = [
     "DURATION_PATTERN",
     "PERCENT_PATTERN",
@@ -67,8 +69,7 @@ def describe(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        shown = value if len(value) <= 60 else value[:57] + "..."
-        return repr(shown)
+        return repr(clip(value, 60))
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, dict):

@@ -16,13 +16,11 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor.text import one_line
+
 
 def _monotonic_usec() -> int:
     return time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 class Notifier:
@@ -76,10 +74,10 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         """``READY=1`` with a one-line ``STATUS=``: start-up (or a reload) is complete."""
-        self.send("READY=1", f"STATUS={_one_line(status)}")
+        self.send("READY=1", f"STATUS={one_line(status)}")
 
     def status(self, text: str) -> None:
-        self.send(f"STATUS={_one_line(text)}")
+        self.send(f"STATUS={one_line(text)}")
 
     def reloading(self) -> None:
         """``RELOADING=1`` with ``MONOTONIC_USEC=`` (when the reload began); ``ready()``
