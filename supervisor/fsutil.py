@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 __all__ = [
     "CREATE",
@@ -21,6 +21,7 @@ __all__ = [
     "atomic_write",
     "create_synced",
     "fsync_dir",
+    "removed_on_error",
     "replace_at",
     "temp_name",
     "write_all",
@@ -54,6 +55,17 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def removed_on_error(name: str | os.PathLike[str], *, dir_fd: int | None = None) -> Iterator[None]:
+    """Remove the new entry ``name`` (relative to ``dir_fd``) when the block raises."""
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name, dir_fd=dir_fd)
+        raise
+
+
 def create_synced(
     name: str | os.PathLike[str],
     fill: Callable[[int], None],
@@ -62,13 +74,15 @@ def create_synced(
     dir_fd: int | None = None,
 ) -> None:
     """Create the new file ``name`` (relative to ``dir_fd``), let ``fill`` write it through
-    its descriptor, and fsync it. Raises FileExistsError when ``name`` exists."""
+    its descriptor, and fsync it; it is removed again when that fails. Raises
+    FileExistsError when ``name`` exists."""
     fd = os.open(name, CREATE, mode, dir_fd=dir_fd)
-    try:
-        fill(fd)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with removed_on_error(name, dir_fd=dir_fd):
+        try:
+            fill(fd)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _rename(dir_fd: int, temp: str, name: str) -> None:
@@ -87,13 +101,9 @@ def replace_at(
     file created beside it, fsync'd, then ``rename(dir_fd, temp, name)``; the temporary
     file is removed when anything fails. The caller fsyncs the directory."""
     temp = temp_name(name)
-    try:
-        create_synced(temp, fill, mode, dir_fd=dir_fd)
+    create_synced(temp, fill, mode, dir_fd=dir_fd)
+    with removed_on_error(temp, dir_fd=dir_fd):
         rename(dir_fd, temp, name)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp, dir_fd=dir_fd)
-        raise
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -> None:

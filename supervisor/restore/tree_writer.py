@@ -5,13 +5,12 @@ over; entries that already match are left alone.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import shutil
 import stat
 
-from supervisor.fsutil import replace_at, temp_name
+from supervisor.fsutil import removed_on_error, replace_at, temp_name
 from supervisor.restore.files import (
     _CHUNK,
     _OPEN_DIR,
@@ -124,16 +123,12 @@ def _sync_entry(source: str, dir_fd: int, name: str, live: str, written: list[st
             return
         temp = temp_name(name)
         os.symlink(target, temp, dir_fd=dir_fd)
-        try:
+        with removed_on_error(temp, dir_fd=dir_fd):
             os.chown(temp, want.st_uid, want.st_gid, dir_fd=dir_fd, follow_symlinks=False)
             os.utime(
                 temp, ns=(want.st_atime_ns, want.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False
             )
             _replace(dir_fd, temp, name, have)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp, dir_fd=dir_fd)
-            raise
         written.append(live)
     elif kind == "file":
         if _same_file(source, want, dir_fd, name, have):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from supervisor.checks.http import HttpProber
 from supervisor.checks.result import ProbeContext, Status
 from supervisor.config.check import Check
 from supervisor.config.probes import HttpProbe
+from tests.helpers import closed_port
 
 CONTEXT = ProbeContext(unit="web.service")
 
@@ -206,7 +206,7 @@ async def test_method_and_headers_are_sent(server: Server, prober: HttpProber) -
 
 
 async def test_connection_refused_is_critical(prober: HttpProber) -> None:
-    port = _closed_port()
+    port = closed_port()
     result = await prober.run(HttpProbe(url=f"http://127.0.0.1:{port}/"), CONTEXT, 2.0)
     assert result.status is Status.CRITICAL
     assert result.message == f"cannot connect to http://127.0.0.1:{port}/: Connection refused"
@@ -261,9 +261,3 @@ async def test_tls_verify_on_and_off(certificate: tuple[Path, Path], prober: Htt
         assert unverified.status is Status.OK, unverified
     finally:
         await runner.cleanup()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -6,38 +6,22 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import psutil
 import pytest
 
 from supervisor.checks import memory
 from supervisor.checks.result import ProbeContext, Status
 from supervisor.config.probes import MemoryProbe
+from tests.helpers import spawn, stop
 
 MiB = 1024**2
 HOLD = "b = bytearray(50_000_000); print('ready', flush=True); import time; time.sleep(30)"
 
 
-def _start(argv: list[str]) -> subprocess.Popen[bytes]:
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE)
-    assert child.stdout is not None
-    assert child.stdout.readline().strip() == b"ready"
-    return child
-
-
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    for process in psutil.Process(child.pid).children(recursive=True):
-        process.kill()
-    child.kill()
-    child.wait()
-    assert child.stdout is not None
-    child.stdout.close()
-
-
 @pytest.fixture
 def holder() -> Iterator[subprocess.Popen[bytes]]:
-    child = _start([sys.executable, "-c", HOLD])
+    child = spawn([sys.executable, "-c", HOLD], ready=True)
     yield child
-    _stop(child)
+    stop(child)
 
 
 async def test_rss_of_the_main_process(holder: subprocess.Popen[bytes]) -> None:
@@ -54,12 +38,12 @@ async def test_rss_of_the_main_process(holder: subprocess.Popen[bytes]) -> None:
 
 async def test_rss_of_the_whole_process_tree() -> None:
     # The main process is a shell; the memory is held by its child.
-    shell = _start(["/bin/sh", "-c", f'{sys.executable} -c "{HOLD}"; :'])
+    shell = spawn(["/bin/sh", "-c", f'{sys.executable} -c "{HOLD}"; :'], ready=True)
     try:
         context = ProbeContext(unit="m.service", main_pid=shell.pid)
         result = await memory.run(MemoryProbe(max_rss="10MiB"), context, 2.0)
     finally:
-        _stop(shell)
+        stop(shell)
     assert result.status is Status.CRITICAL
     assert "(RSS of 2 processes) > 10.0 MiB" in result.message
 

@@ -17,30 +17,16 @@ import pytest
 from supervisor.checks.process import ProcessProber
 from supervisor.checks.result import ProbeContext, Status
 from supervisor.config.probes import ProcessProbe
+from tests.helpers import spawn, stop
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 
 
-def _spawn(argv: list[str], ready: bool = False) -> subprocess.Popen[bytes]:
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE if ready else None)
-    if ready:  # wait until it says it is set up
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"ready"
-    return child
-
-
-def _stop(child: subprocess.Popen[bytes]) -> None:
-    child.kill()
-    child.wait()
-    if child.stdout:
-        child.stdout.close()
-
-
 @pytest.fixture
 def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    child = _spawn([SLEEP, "30"])
+    child = spawn([SLEEP, "30"])
     yield child
-    _stop(child)
+    stop(child)
 
 
 async def test_main_pid_running(sleeper: subprocess.Popen[bytes]) -> None:
@@ -59,7 +45,7 @@ async def test_no_main_pid_is_critical() -> None:
 
 
 async def test_dead_pid_is_critical() -> None:
-    child = _spawn(["/bin/true"])
+    child = spawn(["/bin/true"])
     child.wait()
     context = ProbeContext(unit="s.service", main_pid=child.pid)
     result = await ProcessProber().run(ProcessProbe(), context, 2.0)
@@ -68,7 +54,7 @@ async def test_dead_pid_is_critical() -> None:
 
 
 async def test_zombie_main_process_is_critical() -> None:
-    child = _spawn(["/bin/true"])
+    child = spawn(["/bin/true"])
     try:
         for _ in range(100):  # until it has exited (a zombie: we have not reaped it)
             if psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE:
@@ -86,14 +72,14 @@ async def test_by_exact_name(tmp_path: Path) -> None:
     name = f"hsprobe{random.randrange(10**6):06d}"  # comm names are cut at 15 characters
     program = tmp_path / name
     shutil.copy(SLEEP, program)
-    child = _spawn([str(program), "30"])
+    child = spawn([str(program), "30"])
     try:
         found = await ProcessProber().run(ProcessProbe(name=name), ProbeContext("x.service"), 2.0)
         missing = await ProcessProber().run(
             ProcessProbe(name=name[:-1]), ProbeContext("x.service"), 2.0
         )
     finally:
-        _stop(child)
+        stop(child)
     assert found.status is Status.OK
     assert found.message == f"process named {name!r} (pid {child.pid}) running, 1 threads"
     assert missing.status is Status.CRITICAL  # a prefix is not the name
@@ -102,13 +88,13 @@ async def test_by_exact_name(tmp_path: Path) -> None:
 
 async def test_by_cmdline_regex() -> None:
     marker = f"30.{random.randrange(10**6):06d}"
-    children = [_spawn([SLEEP, marker]) for _ in range(2)]
+    children = [spawn([SLEEP, marker]) for _ in range(2)]
     try:
         spec = ProcessProbe(cmdline=f"sleep {re.escape(marker)}$")
         found = await ProcessProber().run(spec, ProbeContext("x.service"), 2.0)
     finally:
         for child in children:
-            _stop(child)
+            stop(child)
     gone = await ProcessProber().run(spec, ProbeContext("x.service"), 2.0)
     assert found.status is Status.OK
     pids = sorted(child.pid for child in children)
@@ -124,13 +110,13 @@ async def test_max_threads() -> None:
         "for _ in range(5): threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
         "print('ready', flush=True); time.sleep(30)"
     )
-    child = _spawn([sys.executable, "-c", code], ready=True)
+    child = spawn([sys.executable, "-c", code], ready=True)
     try:
         context = ProbeContext(unit="t.service", main_pid=child.pid)
         over = await ProcessProber().run(ProcessProbe(max_threads=3), context, 2.0)
         under = await ProcessProber().run(ProcessProbe(max_threads=50), context, 2.0)
     finally:
-        _stop(child)
+        stop(child)
     assert over.status is Status.CRITICAL
     assert re.fullmatch(rf"{child.pid} \(python[\d.]*\) has 6 threads > 3", over.message)
     assert under.status is Status.OK
@@ -152,7 +138,7 @@ async def test_max_fds(sleeper: subprocess.Popen[bytes]) -> None:
 
 
 async def test_max_cpu_of_a_busy_and_an_idle_process(sleeper: subprocess.Popen[bytes]) -> None:
-    busy = _spawn([sys.executable, "-c", "print('ready', flush=True)\nwhile True: pass"], True)
+    busy = spawn([sys.executable, "-c", "print('ready', flush=True)\nwhile True: pass"], True)
     cores = psutil.cpu_count() or 1
     # A busy loop uses one core: 100/cores % of the host. Fail well below that.
     limit = 100 / cores / 4
@@ -169,7 +155,7 @@ async def test_max_cpu_of_a_busy_and_an_idle_process(sleeper: subprocess.Popen[b
             ProcessProbe(max_cpu=limit), ProbeContext("s.service", main_pid=sleeper.pid), 2.0
         )
     finally:
-        _stop(busy)
+        stop(busy)
     assert hot.status is Status.CRITICAL, hot
     assert f"% CPU > {limit:g}%" in hot.message
     assert again.status is Status.CRITICAL, again

@@ -11,6 +11,7 @@ import pytest
 from supervisor.checks import tcp
 from supervisor.checks.result import ProbeContext, Status
 from supervisor.config.probes import TcpProbe
+from tests.helpers import closed_port
 
 CONTEXT = ProbeContext(unit="redis.service")
 
@@ -32,12 +33,6 @@ async def port() -> AsyncIterator[int]:
     yield server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_connect_only(port: int) -> None:
@@ -85,7 +80,7 @@ async def test_expect_mismatch_when_the_server_closes() -> None:
 
 
 async def test_closed_port_is_refused() -> None:
-    port = _closed_port()
+    port = closed_port()
     result = await tcp.run(TcpProbe(port=port), CONTEXT, 2.0)
     assert result.status is Status.CRITICAL
     assert result.message == f"cannot connect to 127.0.0.1:{port}: Connection refused"
