@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from supervisor.errors import BusError, JobFailed, UnitNotFound
-from supervisor.systemd.manager import SystemdManager, UnitSnapshot, _Connection
+from supervisor.systemd.bus import Connection
+from supervisor.systemd.manager import SystemdManager, UnitSnapshot
 from supervisor.testing.lab import Lab
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 100000\n"
@@ -322,7 +323,7 @@ class _RacingManagerProxy:
 async def test_job_removed_before_the_reply_is_not_lost() -> None:
     manager = SystemdManager(lambda s: None)
     fake: Any = _FakeBus()
-    manager._conn = _Connection(bus=fake, manager=_RacingManagerProxy(manager), address="fake")
+    manager._conn = Connection(bus=fake, manager=_RacingManagerProxy(manager), address="fake")
     assert await manager.start("race.service", timeout=1.0) == "done"
     with pytest.raises(JobFailed, match=r"race\.service.*job/8"):
         await manager.stop("race.service", timeout=0.05)
