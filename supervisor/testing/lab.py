@@ -15,201 +15,30 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
-import errno
-import glob
 import os
-import shlex
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from supervisor.testing.lab_boot import LAB_ENV as LAB_ENV
+from supervisor.testing.lab_boot import LAB_PARENT as LAB_PARENT
+from supervisor.testing.lab_boot import LAB_PREFIX as LAB_PREFIX
+from supervisor.testing.lab_boot import MASKED_UNITS as MASKED_UNITS
+from supervisor.testing.lab_boot import LabCommandError as LabCommandError
+from supervisor.testing.lab_boot import LabError as LabError
+from supervisor.testing.lab_boot import LabUnavailable as LabUnavailable
+from supervisor.testing.lab_boot import boot_script, child_of, in_main_thread, set_pdeathsig
+from supervisor.testing.lab_boot import default_keep as default_keep
+from supervisor.testing.lab_boot import host_timers as host_timers
+from supervisor.testing.lab_boot import lab_unavailable_reason as lab_unavailable_reason
+from supervisor.testing.lab_cgroups import make_cgroups, remove_cgroup_tree
+
 T = TypeVar("T")
-
-#: Where each lab's shared directory is created: outside ``/tmp`` (private in the lab).
-LAB_PARENT = Path("/var/tmp")
-LAB_PREFIX = "host-supervisor-lab-"
-
-#: Units that would otherwise change the host from inside the lab.
-MASKED_UNITS: tuple[str, ...] = (
-    "systemd-sysusers.service",  # adds users to the host's /etc/passwd
-    "systemd-sysctl.service",  # sets the host kernel's settings
-    "systemd-binfmt.service",  # registers binfmt handlers in the host kernel
-    "systemd-modules-load.service",  # loads kernel modules
-    "systemd-remount-fs.service",  # remounts the host's root file system
-    "systemd-journal-flush.service",  # flushes the lab's journal into the host's /var/log
-    "systemd-update-utmp.service",  # writes the host's /var/log/wtmp
-    "systemd-tmpfiles-clean.timer",  # ages out files under the host's /var/tmp
-)
-
-#: The environment of every command run inside the lab (the host's is not passed on:
-#: NOTIFY_SOCKET, DBUS_*_BUS_ADDRESS or SYSTEMD_* would point at the host).
-LAB_ENV: Mapping[str, str] = {
-    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    "LANG": "C.UTF-8",
-    "TERM": "dumb",
-    "SYSTEMD_PAGER": "",
-    "SYSTEMD_COLORS": "0",
-    "HOME": "/root",
-}
-
-_UNIT_DIRS = ("/etc/systemd/system", "/usr/lib/systemd/system", "/lib/systemd/system")
-_TMPFILES_DROPIN = (
-    "[Service]\nExecStart=\nExecStart=systemd-tmpfiles --create --remove --boot --prefix=/run\n"
-)
-_PR_SET_PDEATHSIG = 1
-
-
-class LabUnavailable(RuntimeError):
-    """This machine cannot boot a lab (not root, or a tool is missing); the message says why."""
-
-
-class LabError(RuntimeError):
-    """The lab did not boot or did not shut down as it should; the message says what was seen."""
-
-
-class LabCommandError(subprocess.CalledProcessError):
-    """A command inside the lab failed; unlike its base class, its message shows the output."""
-
-    def __str__(self) -> str:
-        parts = [super().__str__()]
-        for label, text in (("stdout", self.stdout), ("stderr", self.stderr)):
-            if text:
-                parts.append(f"{label}:\n{str(text).rstrip()}")
-        return "\n".join(parts)
-
-
-def lab_unavailable_reason() -> str | None:
-    """Why no lab can be booted here, or None when it can."""
-    if sys.platform != "linux":
-        return "the systemd lab needs Linux"
-    if os.geteuid() != 0:
-        return "the systemd lab needs root (unshare --pid --mount)"
-    for tool in ("unshare", "nsenter", "mount", "ip"):
-        if shutil.which(tool) is None:
-            return f"the systemd lab needs `{tool}` (util-linux / iproute2), not found on PATH"
-    if not os.access("/lib/systemd/systemd", os.X_OK):
-        return "the systemd lab needs systemd installed (/lib/systemd/systemd)"
-    return None
-
-
-def host_timers() -> list[str]:
-    """Every timer the host enables through a ``.wants`` directory.
-
-    Booted in the lab, they would run the host's maintenance jobs on the host's files
-    (``apt-daily``, ``dpkg-db-backup``, ``man-db``, ``e2scrub_all``...), and persistent
-    ones fire at once when their stamp in ``/var/lib/systemd/timers`` is old. So the lab
-    masks them all.
-    """
-    names: set[str] = set()
-    for unit_dir in _UNIT_DIRS:
-        for link in glob.glob(f"{unit_dir}/*.wants/*.timer"):
-            names.add(os.path.basename(link))
-    return sorted(names)
-
-
-def _paths_under_tmp(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
-    """The paths (resolved) that a private tmpfs on /tmp would hide, nested ones dropped."""
-    found: list[str] = []
-    for path in paths:
-        real = os.path.realpath(path)
-        if real.startswith("/tmp/") and os.path.isdir(real):
-            found.append(real)
-    found.sort()
-    kept: list[str] = []
-    for path in found:
-        if not any(path == k or path.startswith(k + "/") for k in kept):
-            kept.append(path)
-    return kept
-
-
-def default_keep() -> list[str]:
-    """What the lab needs to see even if it lives under /tmp: this source tree and Python."""
-    source_root = Path(__file__).resolve().parents[2]
-    return [
-        str(source_root),
-        sys.prefix,
-        sys.base_prefix,
-        os.path.dirname(os.path.realpath(sys.executable)),
-    ]
-
-
-@dataclass(frozen=True)
-class _Cgroup:
-    mount_point: str
-    controllers: str  # "memory", "name=systemd", "" for the unified hierarchy
-    parent: str  # our own cgroup's directory in that hierarchy
-
-
-def _own_cgroups() -> list[_Cgroup]:
-    """Each cgroup hierarchy mounted here, with this process's cgroup directory in it."""
-    mine: dict[str, str] = {}
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _hid, controllers, path = line.split(":", 2)
-        mine[controllers] = path
-    result: list[_Cgroup] = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        sep = fields.index("-")
-        fstype, options = fields[sep + 1], fields[sep + 3]
-        root, mount_point = fields[3], fields[4]
-        if fstype == "cgroup2":
-            key = ""
-        elif fstype == "cgroup":
-            opts = set(options.split(","))
-            key = next((k for k in mine if k and set(k.split(",")) <= opts), "")
-            if not key:
-                continue
-        else:
-            continue
-        if key not in mine:
-            continue
-        rel = os.path.relpath(mine[key], root)
-        if rel.startswith(".."):
-            continue  # our cgroup is outside what is mounted here
-        parent = os.path.normpath(os.path.join(mount_point, rel))
-        if os.path.isdir(parent):
-            result.append(_Cgroup(mount_point, key, parent))
-    return result
-
-
-def _set_pdeathsig() -> None:
-    """In the unshare child: die with the test process, taking the whole lab with it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _remove_cgroup_tree(top: str, deadline: float) -> list[str]:
-    """rmdir a cgroup directory and its children, bottom up; the ones that stayed busy."""
-    while True:
-        busy: list[str] = []
-        if not os.path.isdir(top):
-            return []
-        for dirpath, _dirs, _files in os.walk(top, topdown=False):
-            try:
-                os.rmdir(dirpath)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                if exc.errno != errno.EBUSY:
-                    raise
-                busy.append(dirpath)
-        if not busy or time.monotonic() > deadline:
-            return busy
-        time.sleep(0.05)
 
 
 class Lab:
@@ -252,7 +81,7 @@ class Lab:
         control = self._shared / ".lab"
         control.mkdir()
         try:
-            self._cgroups = self._make_cgroups(self._shared.name)
+            self._cgroups = make_cgroups(self._shared.name)
             script = self._boot_script(control)
             with open(control / "boot.log", "wb") as log:
                 self._proc = subprocess.Popen(
@@ -276,7 +105,7 @@ class Lab:
                     start_new_session=True,
                     # PR_SET_PDEATHSIG fires when the forking *thread* ends: only safe
                     # from the main thread (a worker thread's lab would die with it).
-                    preexec_fn=_set_pdeathsig if _in_main_thread() else None,
+                    preexec_fn=set_pdeathsig if in_main_thread() else None,
                 )
             atexit.register(self._at_exit)
             self._pid = self._find_init(started + timeout)
@@ -464,68 +293,9 @@ class Lab:
 
     # -- internals --------------------------------------------------------------------
 
-    def _make_cgroups(self, name: str) -> list[str]:
-        """A cgroup of the lab's own below ours in every hierarchy.
-
-        Without it, the lab's systemd takes our cgroup as its root: two labs (or a lab and
-        the host's systemd, when tests run at the root cgroup) would share ``system.slice``
-        and kill each other's processes, and empty cgroups would stay on the host.
-        """
-        made: list[str] = []
-        for cgroup in _own_cgroups():
-            path = os.path.join(cgroup.parent, name)
-            try:
-                os.mkdir(path)
-            except OSError as exc:
-                if cgroup.controllers in ("", "name=systemd"):
-                    raise LabError(f"cannot create the lab's cgroup {path}: {exc}") from exc
-                continue  # a controller systemd can live without
-            made.append(path)
-            if "cpuset" in cgroup.controllers.split(","):
-                for knob in ("cpuset.cpus", "cpuset.mems"):
-                    value = Path(cgroup.parent, knob).read_text()
-                    Path(path, knob).write_text(value)
-        return made
-
     def _boot_script(self, control: Path) -> str:
-        q = shlex.quote
-        lines = [
-            "set -eu",
-            "mount --make-rprivate /",
-            "mount -t proc proc /proc",
-        ]
-        keep = _paths_under_tmp(self._keep)
-        for i, path in enumerate(keep):
-            stage = control / f"keep{i}"
-            stage.mkdir()
-            lines.append(f"mount --rbind {q(path)} {q(str(stage))}")
-        lines.append("mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp")
-        for i, path in enumerate(keep):
-            stage = control / f"keep{i}"
-            lines.append(f"mkdir -p {q(path)} && mount --move {q(str(stage))} {q(path)}")
-        dropin = "/run/systemd/system/systemd-tmpfiles-setup.service.d"
-        lines += [
-            "mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /dev/shm",
-            # systemd keeps a /run that is already a mount point: prepare it so that
-            # tmpfiles at boot only touches the lab's /run, never the host's /var or /etc
-            # (Debian's tmpfiles.d removes /var/tmp/systemd-private-* of the host's services).
-            "mount -t tmpfs -o mode=755,nosuid,nodev tmpfs /run",
-            f"mkdir -p {dropin}",
-            f"printf %s {q(_TMPFILES_DROPIN)} > {dropin}/50-lab.conf",
-            # systemd writes status lines to /dev/console: the host's console.
-            "if [ -e /dev/console ]; then mount --bind /dev/null /dev/console; fi",
-        ]
-        for cgroup in self._cgroups:
-            lines.append(f"echo $$ > {q(cgroup + '/cgroup.procs')}")
-        masks = [*MASKED_UNITS, *host_timers()]
-        mask_args = " ".join(q(f"systemd.mask={unit}") for unit in dict.fromkeys(masks))
-        lines += [
-            "ip link set lo up",
-            "export container=unshare",
-            "exec /lib/systemd/systemd --system --unit=basic.target "
-            f"{mask_args} </dev/null >/dev/null 2>&1",
-        ]
-        return "\n".join(lines) + "\n"
+        """The shell script ``unshare`` runs (a subclass may boot another way)."""
+        return boot_script(self._keep, control, self._cgroups)
 
     def _boot_log(self) -> str:
         if self._shared is None:
@@ -544,7 +314,7 @@ class Lab:
                     f"the lab exited during boot with status {self._proc.returncode}: "
                     f"{self._boot_log() or '(no output)'}"
                 )
-            child = _child_of(parent)
+            child = child_of(parent)
             if child is not None:
                 return child
             if time.monotonic() > deadline:
@@ -593,7 +363,7 @@ class Lab:
                 atexit.unregister(self._at_exit)
         deadline = time.monotonic() + 5.0
         for cgroup in self._cgroups:
-            if busy := _remove_cgroup_tree(cgroup, deadline):
+            if busy := remove_cgroup_tree(cgroup, deadline):
                 problems.append(f"cgroups still busy: {busy}")
         self._cgroups = []
         if self._shared is not None:
@@ -618,19 +388,3 @@ def _argv(argv: Sequence[str | Sequence[str]]) -> list[str]:
     if not all(isinstance(a, str) for a in argv):
         raise TypeError("give the command as separate strings or as one list of strings")
     return [str(a) for a in argv]
-
-
-def _child_of(parent: int) -> int | None:
-    """The (first) child process of ``parent``, by scanning /proc."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        # the command name is in parentheses and may contain spaces
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if int(fields[1]) == parent:
-            return int(entry)
-    return None

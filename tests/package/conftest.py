@@ -27,13 +27,13 @@ from pathlib import Path
 import pytest
 
 from supervisor.testing.lab import (
-    _TMPFILES_DROPIN,
     LAB_ENV,
     MASKED_UNITS,
     Lab,
     LabCommandError,
     lab_unavailable_reason,
 )
+from supervisor.testing.lab_boot import TMPFILES_DROPIN
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("HOST_SUPERVISOR_CACHE", REPO / ".cache"))
@@ -122,7 +122,7 @@ class ChrootLab(Lab):
             # tmpfiles at boot touches the root's /run only (never the host's /dev).
             f"mount -t tmpfs -o mode=755,nosuid,nodev tmpfs {q(root)}/run",
             f"mkdir -p {q(dropin)}",
-            f"printf %s {q(_TMPFILES_DROPIN)} > {q(dropin)}/50-lab.conf",
+            f"printf %s {q(TMPFILES_DROPIN)} > {q(dropin)}/50-lab.conf",
             f"cp -L /etc/resolv.conf {q(root)}/etc/resolv.conf",
         ]
         for cgroup in self._cgroups:
