@@ -52,49 +52,20 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 from supervisor.errors import SupervisorError
+from supervisor.store_schema import BUSY_TIMEOUT_MS as BUSY_TIMEOUT_MS
+from supervisor.store_schema import SCHEMA_VERSION as SCHEMA_VERSION
+from supervisor.store_schema import Unusable, connect, move_aside, prepare
 
 #: Buffered history entries that trigger a flush from `append`.
 FLUSH_AT: Final = 500
 #: Most entries kept in memory while the database cannot be written; beyond it the
 #: oldest are dropped, and one entry says how many once writing works again.
 MAX_BUFFER: Final = 50_000
-#: Milliseconds a statement waits for a lock held by another connection.
-BUSY_TIMEOUT_MS: Final = 5_000
-
-# Each migration takes the schema from version `i` to `i + 1`; `PRAGMA user_version`
-# holds the version. Only ever append to this list.
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (
-    (
-        "CREATE TABLE units (unit TEXT PRIMARY KEY, state TEXT NOT NULL, updated REAL NOT NULL)",
-        "CREATE TABLE docs (key TEXT PRIMARY KEY, doc TEXT NOT NULL, updated REAL NOT NULL)",
-        # AUTOINCREMENT: ids are never reused, even after prune empties the table.
-        "CREATE TABLE history (id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL,"
-        " unit TEXT, kind TEXT NOT NULL, message TEXT NOT NULL, data TEXT NOT NULL)",
-        "CREATE INDEX history_unit_time ON history (unit, time)",
-        "CREATE INDEX history_time ON history (time)",
-    ),
-)
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
-
-# Statements that must prepare on a database of the current version: a database
-# whose user_version says it is ours but whose tables are not is unusable.
-_SCHEMA_PROBES: Final = (
-    "SELECT unit, state, updated FROM units LIMIT 0",
-    "SELECT key, doc, updated FROM docs LIMIT 0",
-    "SELECT id, time, unit, kind, message, data FROM history LIMIT 0",
-)
-
-# SQLite's primary result codes that say the file's contents are bad.
-_SQLITE_CORRUPT: Final = 11
-_SQLITE_NOTADB: Final = 26
-
-_SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
 @dataclass(frozen=True)
@@ -113,10 +84,6 @@ class HistoryEntry:
 _Row = tuple[float, str | None, str, str, str]
 
 
-class _Unusable(Exception):
-    """The database's contents cannot be used: move it aside (internal)."""
-
-
 def _dumps(value: dict[str, Any], what: str) -> str:
     """Canonical JSON for `value`; TypeError naming `what` if it is not JSON."""
     if not isinstance(value, dict):
@@ -125,11 +92,6 @@ def _dumps(value: dict[str, Any], what: str) -> str:
         return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as e:  # ValueError: NaN/inf, circular reference
         raise TypeError(f"{what} is not JSON-serialisable: {e}") from e
-
-
-def _is_corruption(e: sqlite3.Error) -> bool:
-    code = getattr(e, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
 class Store:
@@ -160,21 +122,22 @@ class Store:
             ) from e
         if not os.access(self.path.parent, os.W_OK | os.X_OK):
             raise SupervisorError(f"state directory {self.path.parent} is not writable")
-        conn = self._connect()
+        # Opening, checking, migrating and moving aside: supervisor.store_schema.
+        conn = connect(self.path)
         try:
-            self._prepare(conn)
-        except _Unusable as e:
+            prepare(conn, self.path)
+        except Unusable as e:
             self.moved_aside_reason = str(e)
             try:
                 # Renamed while still open: SQLite deletes the -wal when the last
                 # connection closes, and that evidence is worth keeping.
-                self.moved_aside = self._move_aside()
+                self.moved_aside = move_aside(self.path, self.moved_aside_reason)
             finally:
                 conn.close()
-            conn = self._connect()
+            conn = connect(self.path)
             try:
-                self._prepare(conn)
-            except _Unusable as again:  # a fresh file cannot be unusable
+                prepare(conn, self.path)
+            except Unusable as again:  # a fresh file cannot be unusable
                 conn.close()
                 raise SupervisorError(f"state database {self.path}: {again}") from again
             except BaseException:
@@ -184,96 +147,6 @@ class Store:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
-
-    # -- opening ---------------------------------------------------------------------
-
-    def _connect(self) -> sqlite3.Connection:
-        """A connection to the database file, created empty (0600) if missing."""
-        if not self.path.exists():
-            try:  # created here so that it (and its -wal/-shm, which copy it) is 0600
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            except OSError as e:
-                raise SupervisorError(
-                    f"state database {self.path} cannot be created: {e.strerror or e}"
-                ) from e
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as e:
-            raise SupervisorError(f"state database {self.path} cannot be opened: {e}") from e
-        return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        """Set the pragmas, check and migrate; `_Unusable` if the contents are bad."""
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = ON")
-            problems = [" ".join(str(row[0]).split()) for row in conn.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise _Unusable("quick_check: " + "; ".join(problems[:3]))
-            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise _Unusable(
-                    f"schema version {version} is newer than this host-supervisor's"
-                    f" ({SCHEMA_VERSION})"
-                )
-            if version == 0:
-                (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                if objects:
-                    raise _Unusable("it holds tables but no host-supervisor schema version")
-            if version < SCHEMA_VERSION:
-                self._migrate(conn, version)
-            for probe in _SCHEMA_PROBES:
-                try:
-                    conn.execute(probe)
-                except sqlite3.OperationalError as e:
-                    raise _Unusable(f"schema version {version} but {e}") from e
-        except sqlite3.Error as e:
-            if _is_corruption(e):
-                raise _Unusable(str(e)) from e
-            raise SupervisorError(f"state database {self.path} cannot be opened: {e}") from e
-
-    @staticmethod
-    def _migrate(conn: sqlite3.Connection, version: int) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for statements in _MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-
-    def _move_aside(self) -> Path:
-        """Rename the database and its side files to `<path>.corrupt-<UTC time>`."""
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        n = 1
-        while any(Path(f"{target}{s}").exists() for s in ("", *_SIDE_FILES)):
-            n += 1
-            target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}.{n}")
-        try:
-            # Side files keep their suffix, so the set still opens together.
-            for suffix in _SIDE_FILES:
-                side = Path(f"{self.path}{suffix}")
-                if side.exists():
-                    side.rename(f"{target}{suffix}")
-            self.path.rename(target)
-            dir_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError as e:
-            raise SupervisorError(
-                f"state database {self.path} is unusable ({self.moved_aside_reason})"
-                f" and cannot be moved aside to {target}: {e.strerror or e}"
-            ) from e
-        return target
 
     # -- transactions ----------------------------------------------------------------
 
