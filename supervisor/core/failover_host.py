@@ -34,7 +34,7 @@ from supervisor.core.failover import (
 from supervisor.core.guard import Verdict
 from supervisor.core.health import Condition, UnitView, unit_condition
 from supervisor.core.notices import FAILOVER_PROBLEMS, AlertKind, doing
-from supervisor.core.state import Tx
+from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import UnitState
 
 JUDGE_EVERY = 1.0  # while judging a unit, its health is reported this often
@@ -277,20 +277,21 @@ def _apply(tx: Tx, unit: str, state: FailoverState, actions: list[Any]) -> None:
                 else:
                     tx.actions.append(ev.RunCanRecover(unit, spec.can_recover))
             case Notify(kind, severity, message):
-                tx.log(severity.log_level, message, unit=unit, action=kind.value)
-                tx.history(unit, "failover", message, notice=kind.value)
-                tx.alert(
+                done = kind in (AlertKind.FAILOVER_DONE, AlertKind.FAILBACK_DONE)
+                tx.tell(
                     primary,
-                    kind,
-                    severity,
-                    f"{unit}: {kind.value.replace('-', ' ')}",
+                    severity.log_level,
                     message,
-                    problem=kind in FAILOVER_PROBLEMS,
-                    resolves=(
-                        FAILOVER_PROBLEMS
-                        if kind in (AlertKind.FAILOVER_DONE, AlertKind.FAILBACK_DONE)
-                        else ()
+                    record="failover",
+                    alert=AlertText(
+                        kind,
+                        severity,
+                        f"{unit}: {kind.value.replace('-', ' ')}",
+                        message,
+                        problem=kind in FAILOVER_PROBLEMS,
+                        resolves=FAILOVER_PROBLEMS if done else (),
                     ),
+                    action=kind.value,
                 )
             case Record(message):
                 tx.history(unit, "failover", message)

@@ -41,16 +41,21 @@ that survives a restart). Durations come from `GuardConfig` as float seconds.
 
 from __future__ import annotations
 
-import enum
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from fnmatch import fnmatchcase
-from typing import Any, Literal
 
 from supervisor.config.model import GuardConfig
 from supervisor.config.values import format_duration
-from supervisor.core.values import Severity
+from supervisor.core.guard_state import (
+    BreakerPhase,
+    Decision,
+    DecisionKind,
+    GuardNotice,
+    GuardState,
+    NoticeKind,
+    Verdict,
+)
 
 __all__ = [
     "HALF_OPEN_RETRY",
@@ -77,94 +82,6 @@ __all__ = [
 
 HALF_OPEN_RETRY = 1.0
 """Seconds after which a request held back by a half-open breaker's trial asks again."""
-
-DecisionKind = Literal["ok", "protected", "frozen", "breaker", "concurrency", "paused"]
-NoticeKind = Literal["frozen", "thawed", "breaker-open", "breaker-half-open", "breaker-closed"]
-
-
-class Verdict(enum.Enum):
-    ALLOW = "allow"
-    WAIT = "wait"
-    DENY = "deny"
-
-
-class BreakerPhase(enum.Enum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half-open"
-    TRIAL = "trial"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The guard's answer to one request."""
-
-    verdict: Verdict
-    reason: str  # one line for a person
-    retry_at: float | None  # WAIT: when to ask again; None: when a slot frees. Else None.
-    kind: DecisionKind
-
-
-_SEVERITY: dict[str, Severity] = {
-    "frozen": Severity.CRITICAL,
-    "breaker-open": Severity.WARNING,
-}
-
-
-@dataclass(frozen=True)
-class GuardNotice:
-    """Something the shell logs and alerts, once: the guard emits each when it happens."""
-
-    kind: NoticeKind
-    message: str
-
-    @property
-    def severity(self) -> Severity:
-        return _SEVERITY.get(self.kind, Severity.INFO)
-
-
-@dataclass(frozen=True)
-class GuardState:
-    actions: tuple[float, ...] = ()  # start times of automatic actions inside the budget window
-    frozen_until: float | None = None  # frozen (budget spent) until then, or until resume_all
-    failures_in_a_row: int = 0
-    breaker_open_until: float | None = None
-    half_open: bool = False  # the half-open breaker let its trial through; awaiting a result
-    running: frozenset[str] = frozenset()  # units with an automatic action in flight
-    paused: frozenset[str] = frozenset()  # units paused by an operator
-    paused_all: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict (lists sorted, so equal states give equal documents)."""
-        return {
-            "actions": list(self.actions),
-            "frozen_until": self.frozen_until,
-            "failures_in_a_row": self.failures_in_a_row,
-            "breaker_open_until": self.breaker_open_until,
-            "half_open": self.half_open,
-            "running": sorted(self.running),
-            "paused": sorted(self.paused),
-            "paused_all": self.paused_all,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GuardState:
-        """The inverse of `to_dict`. Missing keys take their defaults and unknown keys are
-        ignored (a state written by another version still loads); a value of the wrong
-        type raises ValueError naming the key."""
-        return cls(
-            actions=tuple(_number(v, "actions") for v in _list(d, "actions")),
-            frozen_until=_optional_number(d, "frozen_until"),
-            failures_in_a_row=_int(d, "failures_in_a_row"),
-            breaker_open_until=_optional_number(d, "breaker_open_until"),
-            half_open=_bool(d, "half_open"),
-            running=frozenset(_str(v, "running") for v in _list(d, "running")),
-            paused=frozenset(_str(v, "paused") for v in _list(d, "paused")),
-            paused_all=_bool(d, "paused_all"),
-        )
-
-
-# --- queries -------------------------------------------------------------------------------
 
 
 def protecting_glob(unit: str, cfg: GuardConfig, allow_automatic: bool) -> str | None:
@@ -473,41 +390,3 @@ def _recent(cfg: GuardConfig, actions: tuple[float, ...], now: float) -> tuple[f
 def _span(seconds: float) -> str:
     """A duration for a person, to the next whole second: 723.2 -> '12m4s'."""
     return format_duration(float(math.ceil(max(seconds, 0.0))))
-
-
-def _list(d: Mapping[str, Any], key: str) -> Iterable[Any]:
-    value = d.get(key, [])
-    if not isinstance(value, list | tuple):
-        raise ValueError(f"guard state: {key} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _number(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"guard state: {key} must hold numbers, got {value!r}")
-    return float(value)
-
-
-def _optional_number(d: Mapping[str, Any], key: str) -> float | None:
-    value = d.get(key)
-    return None if value is None else _number(value, key)
-
-
-def _int(d: Mapping[str, Any], key: str) -> int:
-    value = d.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"guard state: {key} must be a count, got {value!r}")
-    return value
-
-
-def _bool(d: Mapping[str, Any], key: str) -> bool:
-    value = d.get(key, False)
-    if not isinstance(value, bool):
-        raise ValueError(f"guard state: {key} must be true or false, got {value!r}")
-    return value
-
-
-def _str(value: Any, key: str) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"guard state: {key} must hold unit names, got {value!r}")
-    return value

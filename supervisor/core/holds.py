@@ -14,7 +14,7 @@ from supervisor.core import failover_host, guard
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import Verdict
 from supervisor.core.notices import AlertKind
-from supervisor.core.state import Tx
+from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity
 
@@ -70,16 +70,20 @@ def _guard(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
     if decision.verdict is Verdict.ALLOW:
         return None
     if decision.kind == "protected":
-        tx.log("error", "protected unit unhealthy; not repaired automatically", unit=unit)
-        tx.history(unit, "alert", f"protected: {decision.reason}")
-        tx.alert(
+        tx.tell(
             state,
-            AlertKind.PROTECTED,
-            Severity.CRITICAL,
-            f"{unit} is unhealthy and protected: a person must act",
-            f"{decision.reason}. It is not repaired automatically unless its policy "
-            "says allow_automatic: true.",
-            problem=True,
+            "error",
+            "protected unit unhealthy; not repaired automatically",
+            record="alert",
+            recorded=f"protected: {decision.reason}",
+            alert=AlertText(
+                AlertKind.PROTECTED,
+                Severity.CRITICAL,
+                f"{unit} is unhealthy and protected: a person must act",
+                f"{decision.reason}. It is not repaired automatically unless its policy "
+                "says allow_automatic: true.",
+                problem=True,
+            ),
         )
     if decision.kind == "concurrency" and unit not in tx.waiting:
         tx.waiting.append(unit)

@@ -61,6 +61,18 @@ class HostState:
     repairs: int = 0
 
 
+@dataclass(frozen=True)
+class AlertText:
+    """What people read of one event: `Tx.tell` sends it to the unit's channels."""
+
+    kind: AlertKind
+    severity: Severity
+    title: str
+    body: str
+    problem: bool = False
+    resolves: tuple[AlertKind, ...] = ()
+
+
 class Tx:
     """One step's working copy of the host state, and the actions it produces."""
 
@@ -137,6 +149,35 @@ class Tx:
     def history(self, unit: str | None, kind: str, message: str, /, **data: Any) -> None:
         self.actions.append(RecordHistory(unit, kind, message, tuple(data.items())))
 
+    def tell(
+        self,
+        about: UnitState | None,
+        level: str,
+        message: str,
+        /,
+        *,
+        record: str,
+        recorded: str | None = None,
+        alert: AlertText | None = None,
+        **fields: Any,
+    ) -> None:
+        """The one path for news: a log line, a history entry (`record` is its kind;
+        `recorded` its text when it differs from the log line), and an alert."""
+        unit = about.unit if about is not None else None
+        log_fields = {"unit": unit, **fields} if unit is not None else fields
+        self.log(level, message, **log_fields)
+        self.history(unit, record, recorded if recorded is not None else message, **fields)
+        if alert is not None:
+            self.alert(
+                about,
+                alert.kind,
+                alert.severity,
+                alert.title,
+                alert.body,
+                problem=alert.problem,
+                resolves=alert.resolves,
+            )
+
     def alert(
         self,
         unit: UnitState | None,
@@ -208,12 +249,9 @@ class Tx:
 
     def guard_changed(self, notices: list[GuardNotice]) -> None:
         for notice in notices:
-            level = max(notice.severity, Severity.WARNING).log_level
-            self.log(level, notice.message, guard=notice.kind)
-            self.history(None, "guard", notice.message, notice=notice.kind)
+            alert = None
             if notice.kind == "frozen":
-                self.alert(
-                    None,
+                alert = AlertText(
                     AlertKind.FROZEN,
                     Severity.CRITICAL,
                     f"automation frozen on {self.hostname}",
@@ -222,14 +260,15 @@ class Tx:
                 )
             elif notice.kind == "thawed":
                 self.thawed = True
-                self.alert(
-                    None,
+                alert = AlertText(
                     AlertKind.THAWED,
                     Severity.INFO,
                     f"automation resumed on {self.hostname}",
                     notice.message,
                     resolves=(AlertKind.FROZEN,),
                 )
+            level = max(notice.severity, Severity.WARNING).log_level
+            self.tell(None, level, notice.message, record="guard", alert=alert, notice=notice.kind)
         self.actions.append(SaveGuard(self.guard.to_dict()))
         self.schedule_guard()
 
