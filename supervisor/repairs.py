@@ -9,11 +9,11 @@ for their result.
 from __future__ import annotations
 
 import asyncio
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 
 from supervisor.config import Policy
+from supervisor.core.values import RepairResult, Rung
 from supervisor.errors import BusError, JobFailed, SupervisorError
 from supervisor.restore import latest_snapshot, restore, take_snapshot
 from supervisor.systemd.manager import SystemdManager
@@ -22,10 +22,7 @@ JOB_TIMEOUT = 90.0
 LAST_KNOWN_GOOD = "last-known-good"
 
 
-class Result(enum.Enum):
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
+Result = RepairResult
 
 
 @dataclass(frozen=True)
@@ -49,14 +46,14 @@ class Repairs:
     def backups_dir(self, unit: str) -> Path:
         return self.state_dir / "backups" / unit
 
-    async def perform(self, policy: Policy, rung: str, unit_failed: bool, now: float) -> Outcome:
+    async def perform(self, policy: Policy, rung: Rung, unit_failed: bool, now: float) -> Outcome:
         try:
             match rung:
-                case "restart":
+                case Rung.RESTART:
                     return await self.restart(policy.unit, unit_failed)
-                case "reload":
+                case Rung.RELOAD:
                     return await self.reload(policy.unit)
-                case "restore":
+                case Rung.RESTORE:
                     return await self.restore(policy, unit_failed, now)
         except (BusError, JobFailed) as exc:
             return Outcome(Result.FAILED, str(exc))

@@ -14,7 +14,7 @@ from typing import Any
 from supervisor.config import LoadedConfig
 from supervisor.core.alerting import Alert
 from supervisor.core.failover import Verb
-from supervisor.core.values import CheckResult, UnitSnapshot
+from supervisor.core.values import CheckResult, RepairResult, Rung, UnitSnapshot
 
 # -- timers ----------------------------------------------------------------------------
 
@@ -94,10 +94,10 @@ class RepairDone:
     """The answer to `RunRepair`: result is done, failed or skipped."""
 
     unit: str
-    rung: str
+    rung: Rung
     attempt: int
     max_attempts: int
-    result: str
+    result: RepairResult
     detail: str
     took_ms: float
 
@@ -260,7 +260,7 @@ class CheckPreconditions:
 @dataclass(frozen=True)
 class RunRepair:
     unit: str
-    rung: str
+    rung: Rung
     attempt: int
     max_attempts: int
     unit_failed: bool

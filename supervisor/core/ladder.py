@@ -30,7 +30,7 @@ from supervisor.core.recovery import Event as LadderEvent
 from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
-from supervisor.core.values import Severity
+from supervisor.core.values import RepairResult, Severity
 
 _NOTICE_LEVEL = {
     Notice.EXHAUSTED: "error",
@@ -166,28 +166,28 @@ def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
         tx.alert(
             state,
             AlertKind.RESULT.numbered(done.rung, done.attempt),
-            Severity.INFO if done.result == "done" else Severity.WARNING,
+            Severity.INFO if done.result is RepairResult.DONE else Severity.WARNING,
             f"{done.rung} {unit}: {done.result}",
             f"{done.detail}. Next: judged again after {settle:g}s.",
         )
-    if done.result == "skipped":
+    if done.result is RepairResult.SKIPPED:
         allowed_at = state.allowed_at if state is not None else None
         tx.guard = guard.cancelled(tx.guard, unit, allowed_at if allowed_at is not None else tx.now)
         tx.guard_changed([])
         release_waiting(tx)
     else:
-        guard_finished(tx, unit, done.result == "done")
+        guard_finished(tx, unit, done.result is RepairResult.DONE)
     if state is None:
         return  # the policy was removed meanwhile
     fields = {"unit": unit, "action": done.rung, "attempt": attempt}
     match done.result:
-        case "done":
+        case RepairResult.DONE:
             tx.repairs += 1
             tx.log(
                 "info", f"{done.rung} finished", result=done.detail, took_ms=done.took_ms, **fields
             )
             feed(tx, state, ActionFinished(True, done.detail))
-        case "skipped":
+        case RepairResult.SKIPPED:
             tx.log("warning", f"{done.rung} skipped", result=done.detail, **fields)
             feed(tx, state, Skipped(done.detail))
         case _:

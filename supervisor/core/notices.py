@@ -33,7 +33,7 @@ class AlertKind(enum.Enum):
     FAILBACK_FAILED = "failback-failed"
     MANUAL_NEEDED = "manual-needed"
 
-    def numbered(self, rung: str, attempt: int) -> str:
+    def numbered(self, rung: str, attempt: int) -> str:  # rung: a Rung (a str)
         """`action:restart#2`: each action and result is news, never a repeat."""
         return f"{self.value}:{rung}#{attempt}"
 

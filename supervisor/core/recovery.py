@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from supervisor.core.health import Condition
+from supervisor.core.values import Rung
 
 
 class LadderSpec(Protocol):
@@ -143,7 +144,7 @@ Event = Observed | ActionFinished | Tick | OperatorReset | Held | Resume | Skipp
 class RunRung:
     """Perform one repair: `rung` is `restart`, `reload` or `restore`."""
 
-    rung: str
+    rung: Rung
     attempt: int
     max_attempts: int
 
@@ -374,5 +375,5 @@ def _arm_reset(spec: LadderSpec, state: RecoveryState) -> RecoveryState:
     return replace(state, deadline=state.healthy_since + spec.reset_after)
 
 
-def _rung(spec: LadderSpec, attempt_index: int) -> str:
-    return spec.ladder[min(attempt_index, len(spec.ladder) - 1)]
+def _rung(spec: LadderSpec, attempt_index: int) -> Rung:
+    return Rung(spec.ladder[min(attempt_index, len(spec.ladder) - 1)])

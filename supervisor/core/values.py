@@ -7,6 +7,22 @@ import enum
 from dataclasses import dataclass
 
 
+class Rung(enum.StrEnum):
+    """One step of the repair ladder."""
+
+    RESTART = "restart"
+    RELOAD = "reload"
+    RESTORE = "restore"
+
+
+class RepairResult(enum.StrEnum):
+    """How a repair ended: done, failed, or skipped (the rung cannot apply)."""
+
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
 class Status(enum.Enum):
     OK = "ok"
     WARNING = "warning"

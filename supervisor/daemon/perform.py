@@ -147,7 +147,7 @@ class Performer:
                 action.rung,
                 action.attempt,
                 action.max_attempts,
-                outcome.result.value,
+                outcome.result,
                 outcome.detail,
                 took_ms,
             )

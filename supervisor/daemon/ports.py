@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from supervisor.checks.result import CheckResult, ProbeContext
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
+from supervisor.core.values import Rung
 from supervisor.repairs import Outcome
 from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot
@@ -42,7 +43,7 @@ class RepairPort(Protocol):
     """One rung of the ladder performed on a unit, and last-known-good snapshots."""
 
     async def perform(
-        self, policy: Policy, rung: str, unit_failed: bool, now: float
+        self, policy: Policy, rung: Rung, unit_failed: bool, now: float
     ) -> Outcome: ...
     async def snapshot(self, policy: Policy, now: float) -> Path | None: ...
 
