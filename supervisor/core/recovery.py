@@ -73,6 +73,7 @@ class RecoveryState:
     prev_action_at: float | None = None  # last_action_at before the action in flight
     prev_episode_open: bool = False  # episode_open before the action in flight
     held_reason: str = ""
+    ran: tuple[str, ...] = ()  # the rungs run in this episode, in order (skipped ones not)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, for the store (times are wall-clock seconds)."""
@@ -87,6 +88,7 @@ class RecoveryState:
         values = {k: v for k, v in doc.items() if k in fields}
         values["phase"] = Phase(values.get("phase", Phase.IDLE.value))
         values["condition"] = Condition(values.get("condition", Condition.UNKNOWN.value))
+        values["ran"] = tuple(str(rung) for rung in values.get("ran", ()))
         return cls(**values)
 
 
@@ -208,7 +210,7 @@ def _reset(
     """Attempts and exhaustion forgotten. An action in flight is still judged; a unit
     that is unhealthy now gets its first rung at once (the reset re-arms the ladder)."""
     if state.phase in (Phase.ACTING, Phase.SETTLING):
-        return replace(state, attempts=1, skips=0, prev_action_at=None), []
+        return replace(state, attempts=1, skips=0, prev_action_at=None, ran=state.ran[-1:]), []
     fresh = RecoveryState(condition=state.condition, healthy_since=state.healthy_since)
     if fresh.condition is Condition.UNHEALTHY:
         return _act(spec, fresh, now)
@@ -302,7 +304,7 @@ def _attempt_or_wait(
     spec: LadderSpec, state: RecoveryState, now: float
 ) -> tuple[RecoveryState, list[Action]]:
     if state.attempts >= spec.max_attempts:
-        tried = ", ".join(_rung(spec, n + state.skips) for n in range(state.attempts))
+        tried = ", ".join(state.ran)
         return replace(state, phase=Phase.EXHAUSTED, deadline=None), [
             Report(
                 Notice.EXHAUSTED,
@@ -328,6 +330,7 @@ def _act(spec: LadderSpec, state: RecoveryState, now: float) -> tuple[RecoverySt
         last_action_at=now,
         deadline=None,
         episode_open=True,
+        ran=(*state.ran, rung.value),
     )
     return state, [RunRung(rung, attempts, spec.max_attempts)]
 
@@ -339,6 +342,7 @@ def _undo_attempt(state: RecoveryState) -> RecoveryState:
         attempts=state.attempts - 1,
         last_action_at=state.prev_action_at,
         episode_open=state.prev_episode_open,
+        ran=state.ran[:-1],
     )
 
 

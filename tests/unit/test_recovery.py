@@ -293,6 +293,28 @@ def test_a_skipped_rung_moves_to_the_next_at_once_without_using_an_attempt() -> 
     assert state.attempts == 1 and state.skips == 1
 
 
+def test_exhaustion_names_the_rungs_that_ran_not_the_ones_skipped() -> None:
+    spec = Spec(ladder=("restart", "reload", "restore"), cooldown=0.0, settle=1.0)
+    state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)  # restart
+    state, _ = step(spec, state, ActionFinished(True), 0.1)
+    state, actions = step(spec, state, Tick(), 1.1)
+    assert actions == [RunRung("reload", 2, 3)]
+    state, actions = step(spec, state, Skipped("cannot reload"), 1.2)
+    assert actions[-1] == RunRung("restore", 2, 3)
+    state, _ = step(spec, state, ActionFinished(True), 1.3)
+    state, actions = step(spec, state, Tick(), 2.3)
+    assert actions == [RunRung("restore", 3, 3)]
+    state, _ = step(spec, state, ActionFinished(True), 2.4)
+    state, actions = step(spec, state, Tick(), 3.4)
+    assert actions == [
+        Report(
+            Notice.EXHAUSTED,
+            "3 attempt(s) (restart, restore, restore) did not keep it healthy; "
+            "a person must act",
+        )
+    ]
+
+
 def test_skipping_the_last_rung_counts_as_a_failed_attempt() -> None:
     spec = Spec(ladder=("restart", "reload"), cooldown=0.0, settle=1.0, max_attempts=2)
     state, _ = step(spec, RecoveryState(), UNHEALTHY, 0.0)
