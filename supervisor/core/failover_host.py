@@ -115,7 +115,9 @@ def handle(tx: Tx, event: Event) -> None:
         case ev.BackupWatched(snapshot, unit, error):
             _backup_watched(tx, unit, snapshot, error)
         case ev.OperatorFailover(unit, to):
-            refused = _manual_guard(tx, unit, f"failover (to {to or 'the first backup'})")
+            refused = _not_a_backup(tx, unit, to) or _manual_guard(
+                tx, unit, f"failover (to {to or 'the first backup'})"
+            )
             if refused is None:
                 _feed(tx, unit, ManualFailover(to))
             tx.actions.append(ev.Answer(refused))
@@ -225,6 +227,18 @@ def owns(tx: Tx, unit: str) -> bool:
 
 
 # -- operator commands -------------------------------------------------------------------
+
+
+def _not_a_backup(tx: Tx, unit: str, to: str | None) -> str | None:
+    """A failover to a unit that is not one of the policy's backups is refused before
+    the guard is asked: it would otherwise count in the repair budget for nothing."""
+    state = tx.units.get(unit)
+    spec = state.policy.failover if state is not None else None
+    if to is None or spec is None or to in spec.backup:
+        return None
+    refused = f"{to} is not a backup of {unit} (backups: {', '.join(spec.backup)})"
+    tx.history(unit, "operator", f"failover refused: {refused}")
+    return refused
 
 
 def _manual_guard(tx: Tx, unit: str, what: str) -> str | None:

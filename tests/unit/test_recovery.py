@@ -309,8 +309,7 @@ def test_exhaustion_names_the_rungs_that_ran_not_the_ones_skipped() -> None:
     assert actions == [
         Report(
             Notice.EXHAUSTED,
-            "3 attempt(s) (restart, restore, restore) did not keep it healthy; "
-            "a person must act",
+            "3 attempt(s) (restart, restore, restore) did not keep it healthy; a person must act",
         )
     ]
 
