@@ -23,6 +23,7 @@ from supervisor.store import HistoryEntry
 from supervisor.systemd.manager import OnChange, UnitSnapshot
 
 JOB_TIME = 0.1  # virtual seconds a fake systemd job takes
+RESULT_AFTER = 0.001  # virtual seconds between a job's state change and its result
 CRASH_AFTER = 1.0  # a unit that "crashes" after a start fails this long after it
 
 
@@ -198,8 +199,11 @@ class FakeSystemd:
                 self._crashes[unit] = asyncio.get_running_loop().call_later(
                     CRASH_AFTER, self._crash, unit
                 )
-        self.timeline.add(f"systemd {verb} {unit}: {result}")
         self._emit(unit)
+        # systemd signals the unit's new state, then JobRemoved: the job's result comes
+        # a moment after the state change, as on a real bus.
+        await asyncio.sleep(RESULT_AFTER)
+        self.timeline.add(f"systemd {verb} {unit}: {result}")
         return result
 
     def _crash(self, unit: str) -> None:
