@@ -12,8 +12,9 @@ from __future__ import annotations
 from supervisor.core import actions as ev
 from supervisor.core import failover_host, guard
 from supervisor.core.actions import Event
+from supervisor.core.health import Condition, describe
 from supervisor.core.holds import hold_reason
-from supervisor.core.notices import AlertKind, doing
+from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
 from supervisor.core.recovery import (
     Action,
     ActionFinished,
@@ -179,6 +180,9 @@ def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
         guard_finished(tx, unit, done.result is RepairResult.DONE)
     if state is None:
         return  # the policy was removed meanwhile
+    if state.recovered_pending and state.condition in (Condition.HEALTHY, Condition.DEGRADED):
+        announce_recovered(tx, state, after_result=True)
+    state.recovered_pending = False
     fields = {"unit": unit, "action": done.rung, "attempt": attempt}
     match done.result:
         case RepairResult.DONE:
@@ -195,6 +199,27 @@ def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
                 "error", f"{done.rung} failed", result=done.detail, took_ms=done.took_ms, **fields
             )
             feed(tx, state, ActionFinished(False, done.detail))
+
+
+def announce_recovered(tx: Tx, state: UnitState, *, after_result: bool = False) -> None:
+    """Tell people the unit is well again: only if they heard of the problem, once, and
+    never before the result of the repair in flight (that comes first)."""
+    unit = state.unit
+    if unit not in tx.problem_alerted:
+        return
+    if state.recovery.phase is Phase.ACTING and not after_result:
+        state.recovered_pending = True
+        return
+    state.recovered_pending = False
+    tx.problem_alerted.discard(unit)
+    tx.alert(
+        state,
+        AlertKind.RECOVERED,
+        Severity.INFO,
+        f"{unit} recovered",
+        f"{unit} is {state.condition.value} again ({describe(state.view) if state.view else ''}).",
+        resolves=UNIT_PROBLEMS,
+    )
 
 
 def guard_finished(tx: Tx, unit: str, ok: bool) -> None:

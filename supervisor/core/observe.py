@@ -10,7 +10,7 @@ from supervisor.core import failover_host, flapping, ladder
 from supervisor.core.actions import FLAPPING, GRACE, SNAPSHOT
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
-from supervisor.core.notices import UNIT_PROBLEMS, AlertKind
+from supervisor.core.notices import AlertKind
 from supervisor.core.recovery import Resume
 from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import CheckChange, UnitState, Update
@@ -153,17 +153,7 @@ def _log_transition(
                 tx.history(unit, "health", condition.value)
     if condition in (Condition.HEALTHY, Condition.DEGRADED):
         arm_snapshot(tx, state)
-        if unit in tx.problem_alerted:
-            # The gate sends it only if a problem was actually sent, and once.
-            tx.problem_alerted.discard(unit)
-            tx.alert(
-                state,
-                AlertKind.RECOVERED,
-                Severity.INFO,
-                f"{unit} recovered",
-                f"{unit} is {condition.value} again ({fields['state']}).",
-                resolves=UNIT_PROBLEMS,
-            )
+        ladder.announce_recovered(tx, state)
     elif condition is Condition.UNHEALTHY:
         tx.problem_alerted.add(unit)
 

@@ -71,6 +71,7 @@ class UnitState:
     asked: RunRung | None = None  # the rung asked for, while its preconditions are read
     allowed_at: float | None = None  # when the guard allowed the action in flight
     held_by: str = ""  # the hold rule that held the last repair asked for
+    recovered_pending: bool = False  # healthy again while its repair was in flight
     _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
