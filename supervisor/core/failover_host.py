@@ -178,7 +178,11 @@ def _unit_healthy(tx: Tx, unit: str) -> bool | None:
 
 
 def observe(tx: Tx, unit: str) -> None:
-    """A unit's state changed: tell every machine that is judging it, at once."""
+    """A unit's state changed. Bad news reaches every machine judging it at once; good
+    news waits for the judge's rhythm, so that a failback's `successes` are judgements
+    a second apart, not one probe's result counted once per signal it caused."""
+    if _unit_healthy(tx, unit) is not False:
+        return
     for primary, state in list(tx.failovers.items()):
         if _judged(state) == unit:
             tx.set_timer((JUDGE, primary), None)
