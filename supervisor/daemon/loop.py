@@ -236,6 +236,9 @@ class Daemon:
             problems = [str(issue) for issue in loaded.errors]
         except ConfigError as exc:
             problems = [str(exc)]
+        except Exception as exc:  # a reload must end in READY=1, whatever broke
+            log.exception("reload failed unexpectedly; keeping the previous policies")
+            problems = [f"unexpected error while loading: {type(exc).__name__}: {exc}"]
         if loaded is None or problems:
             self.feed(act.ReloadRefused(tuple(problems)))
             return False

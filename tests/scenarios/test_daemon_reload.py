@@ -1,0 +1,49 @@
+"""A reload that meets an unexpected error keeps the old policies and ends in READY=1."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from supervisor.daemon import loop as daemon_loop
+from supervisor.testing.virtual_time import VirtualTimeLoop
+from tests.scenarios.host_replay import World
+
+SPEC = {
+    "policies": {"web": {"unit": "web.service", "recovery": {"ladder": ["restart"]}}},
+    "units": {"web.service": {"state": "active"}},
+}
+
+
+def test_an_unexpected_loader_error_is_refused_and_ends_in_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(SPEC, tmp_path)
+    loop = VirtualTimeLoop()
+    world.loop = loop
+    daemon = world.daemon()
+
+    def broken(config_dir: Path) -> object:
+        raise OverflowError("int too large to convert to float")
+
+    async def scenario() -> bool:
+        runner = asyncio.create_task(daemon.run())
+        await asyncio.sleep(5)
+        monkeypatch.setattr(daemon_loop, "load_config", broken)
+        ok = await daemon.reload()
+        daemon.request_stop()
+        await runner
+        return ok
+
+    try:
+        assert loop.run_until_complete(scenario()) is False
+    finally:
+        loop.close()
+    lines = [text for _, text in world.timeline.lines]
+    after = lines[lines.index("sd_notify RELOADING=1") + 1 :]
+    ready = next(line for line in after if line.startswith("sd_notify"))
+    assert ready.startswith("sd_notify READY=1 STATUS=1 unit: 1 healthy")
+    assert "reload refused: unexpected error while loading: OverflowError" in ready
+    assert "web.service" in {unit for unit in daemon.state.units}
