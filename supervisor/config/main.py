@@ -186,13 +186,30 @@ class ChecksConfig(FrozenModel):
 
 
 class ControlConfig(FrozenModel):
-    """The control socket."""
+    """The control socket: who may connect, read and act. Root may always do everything."""
 
     socket_group: str | None = Field(
         default=None,
         min_length=1,
-        description="Group allowed to use the control socket besides root. Default none.",
+        description="Group of the socket file (mode 0660): its members may connect; what they "
+        "may do is decided per request by read_group and act_group. Default: read_group, "
+        "else act_group; with neither, root only (mode 0600).",
         examples=["adm"],
+    )
+    read_group: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Members may read: status, history, metrics. Default: socket_group (so its "
+        "members keep reading; acting needs act_group), else none.",
+        examples=["adm"],
+    )
+    act_group: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Members may also act: reload, reset, pause, resume, failover, failback, "
+        "metrics --reset. Default none. They must be able to connect: if this is not the "
+        "socket file's group, make them members of it too.",
+        examples=["ops"],
     )
 
 

@@ -226,7 +226,7 @@ class Daemon:
 
     # -- reload -------------------------------------------------------------------------------
 
-    async def reload(self) -> bool:
+    async def reload(self, caller: str = "") -> bool:
         """Load the policies again; on any error keep every old policy and say why."""
         self.ports.notifier.reloading()
         log.info("reloading policies", config=str(self.options.config_dir))
@@ -259,20 +259,20 @@ class Daemon:
                 return action.refused
         return None
 
-    def reset(self, unit: str) -> bool:
+    def reset(self, unit: str, caller: str = "") -> bool:
         return self._ask(act.OperatorReset(unit)) is None
 
-    def pause(self, unit: str) -> bool:
+    def pause(self, unit: str, caller: str = "") -> bool:
         return self._ask(act.OperatorPause(unit)) is None
 
-    def resume(self, unit: str | None) -> bool:
+    def resume(self, unit: str | None, caller: str = "") -> bool:
         """Resume one unit, or with None every unit and a frozen automation."""
         return self._ask(act.OperatorResume(unit)) is None
 
-    def manual_failover(self, unit: str, to: str | None) -> str | None:
+    def manual_failover(self, unit: str, to: str | None, caller: str = "") -> str | None:
         return self._ask(act.OperatorFailover(unit, to))
 
-    def manual_failback(self, unit: str) -> str | None:
+    def manual_failback(self, unit: str, caller: str = "") -> str | None:
         return self._ask(act.OperatorFailback(unit))
 
     async def test_alert(self, channel: str | None) -> list[Any]:

@@ -70,7 +70,7 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: Store) -> Po
     """The adapters that talk to this host: systemd, probes, apprise, SQLite."""
     manager = SystemdManager()
     hostname = socket.gethostname()
-    group = loaded.main.control.socket_group
+    control = loaded.main.control
     return Ports(
         manager=manager,
         repairs=Repairs(manager, options.state_dir),
@@ -80,7 +80,7 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: Store) -> Po
         store=store,
         notifier=Notifier(),
         host=LocalHost(),
-        control=lambda daemon: ControlServer(daemon, options.socket_path, group),
+        control=lambda daemon: ControlServer(daemon, options.socket_path, control),
         clock=time.time,
         hostname=hostname,
         log_level=configure_logging,
