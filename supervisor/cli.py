@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import typing
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
@@ -16,8 +18,30 @@ DEFAULT_STATE_DIR = Path("/var/lib/host-supervisor")
 DEFAULT_SOCKET = Path("/run/host-supervisor/control.sock")
 
 
+EXIT_SOFTWARE = 70
+"""A bug: an exception nobody expected (HOST_SUPERVISOR_DEBUG=1 shows its traceback)."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C (128 + SIGINT)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are one line on stderr and exit 2, not a usage block."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _duration(text: str) -> float:
+    from supervisor.config.values import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="host-supervisor",
         description="Keeps the services of this host healthy through systemd.",
     )
@@ -86,7 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     socket_flag(history)
     history.add_argument("unit", nargs="?", help="only this unit")
     history.add_argument(
-        "--since", metavar="DURATION", help="only the last DURATION, e.g. 1h, 30m (default: all)"
+        "--since",
+        type=_duration,
+        metavar="DURATION",
+        help="only the last DURATION, e.g. 1h, 30m (default: all)",
     )
     history.add_argument("--limit", type=int, default=1000, help="at most this many (default 1000)")
     history.add_argument("--json", action="store_true", help="machine-readable output")
@@ -126,10 +153,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Every error ends in one line on stderr and an exit code, never a traceback."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            return _run(args)  # the daemon's own errors go to its log, tracebacks included
+        return _command(args)
+    except KeyboardInterrupt:
+        print("host-supervisor: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `host-supervisor history | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except Exception as exc:
+        if os.environ.get("HOST_SUPERVISOR_DEBUG") == "1":
+            raise
+        detail = " ".join(str(exc).split())
+        print(
+            f"host-supervisor: internal error: {type(exc).__name__}: {detail} "
+            "(HOST_SUPERVISOR_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_SOFTWARE
+
+
+def _command(args: argparse.Namespace) -> int:
     match args.command:
-        case "run":
-            return _run(args)
         case "validate":
             from supervisor.commands.validate import validate_command
             from supervisor.logs import configure_logging
@@ -212,56 +262,63 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _talk(args: argparse.Namespace) -> int:
-    from supervisor.commands.client import DaemonUnreachable, call
+    """Exit 0 done, 1 the daemon said no, 2 bad arguments, 3 no daemon answered,
+    4 not allowed; the reason is one line on stderr."""
+    from supervisor.commands.client import ControlError
 
     try:
-        match args.command:
-            case "status":
-                url = "/v1/status" + (f"?unit={quote(args.unit)}" if args.unit else "")
-                code, body = call(args.socket, "GET", url)
-                if code == 200 and not args.json:
-                    _print_status(body)
-                    return 0
-            case "reset" | "pause":
-                url = f"/v1/units/{quote(args.unit)}/{args.command}"
-                code, body = call(args.socket, "POST", url)
-            case "failover":
-                to = f"?to={quote(args.to)}" if args.to else ""
-                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/failover{to}")
-            case "failback":
-                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/failback")
-            case "resume" if args.all:
-                code, body = call(args.socket, "POST", "/v1/resume")
-            case "resume":
-                code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit)}/resume")
-            case "history":
-                query = {"limit": str(args.limit)}
-                if args.unit:
-                    query["unit"] = args.unit
-                if args.since:
-                    from supervisor.config.values import parse_duration
-
-                    query["since_s"] = str(parse_duration(args.since))
-                code, body = call(args.socket, "GET", "/v1/history?" + urlencode(query))
-                if code == 200 and not args.json:
-                    _print_history(body["entries"])
-                    return 0
-            case "reload":
-                code, body = call(args.socket, "POST", "/v1/reload")
-            case "metrics" if args.reset:
-                code, body = call(args.socket, "POST", "/v1/metrics/reset")
-            case "metrics":
-                code, body = call(args.socket, "GET", "/v1/metrics")
-            case _:  # pragma: no cover - argparse refuses other commands
-                return 2
-    except DaemonUnreachable as exc:
+        return _ask(args)
+    except ControlError as exc:
         print(f"host-supervisor: {exc}", file=sys.stderr)
-        return 3
+        return exc.exit_code
+
+
+def _ask(args: argparse.Namespace) -> int:
+    from supervisor.commands.client import call, error_of
+
+    match args.command:
+        case "status":
+            url = "/v1/status" + (f"?unit={quote(args.unit)}" if args.unit else "")
+            code, body = call(args.socket, "GET", url)
+            if code == 200 and not args.json:
+                _print_status(body)
+                return 0
+        case "reset" | "pause":
+            url = f"/v1/units/{quote(args.unit, safe='')}/{args.command}"
+            code, body = call(args.socket, "POST", url)
+        case "failover":
+            to = f"?to={quote(args.to)}" if args.to is not None else ""
+            url = f"/v1/units/{quote(args.unit, safe='')}/failover{to}"
+            code, body = call(args.socket, "POST", url)
+        case "failback":
+            url = f"/v1/units/{quote(args.unit, safe='')}/failback"
+            code, body = call(args.socket, "POST", url)
+        case "resume" if args.all:
+            code, body = call(args.socket, "POST", "/v1/resume")
+        case "resume":
+            code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit, safe='')}/resume")
+        case "history":
+            query = {"limit": str(args.limit)}
+            if args.unit:
+                query["unit"] = args.unit
+            if args.since is not None:
+                query["since_s"] = repr(args.since)
+            code, body = call(args.socket, "GET", "/v1/history?" + urlencode(query))
+            if code == 200 and not args.json:
+                _print_history(body["entries"])
+                return 0
+        case "reload":
+            code, body = call(args.socket, "POST", "/v1/reload")
+        case "metrics" if args.reset:
+            code, body = call(args.socket, "POST", "/v1/metrics/reset")
+        case "metrics":
+            code, body = call(args.socket, "GET", "/v1/metrics")
+        case _:  # pragma: no cover - argparse refuses other commands
+            return 2
     if code != 200:
-        print(f"host-supervisor: {body.get('error', body)}", file=sys.stderr)
-        return 1
+        raise error_of(code, body)
     print(json.dumps(body, indent=2))
-    return 0 if body.get("ok", True) else 1
+    return 0 if not isinstance(body, dict) or body.get("ok", True) else 1
 
 
 def _print_status(body: dict[str, object]) -> None:

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -382,3 +383,135 @@ async def test_a_thousand_half_open_connections_neither_starve_nor_exhaust(
         await flood.wait()
         await harness.server.stop()
     assert most <= baseline + control.MAX_CONNECTIONS + 4
+
+
+# -- the CLI against it: one line on stderr and an exit code, never a traceback ---------------
+
+
+async def _cli(h: Harness, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from supervisor.cli import main
+
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, [*argv, "--socket", str(h.path)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+async def test_cli_bad_parameters_exit_2_with_the_daemons_message(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, err = await _cli(h, capsys, "history", "--limit", "-1")
+    assert (code, err) == (
+        2,
+        "host-supervisor: limit must be a whole number from 1 to 100000, got '-1'\n",
+    )
+
+
+async def test_cli_refusals_exit_1_and_forbidden_4(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h.daemon.refuse_failover = "x.service is not a backup of web.service; backups: b.service"
+    assert await _cli(h, capsys, "failover", "web.service", "--to", "x.service") == (
+        1,
+        f"host-supervisor: {h.daemon.refuse_failover}\n",
+    )
+    assert await _cli(h, capsys, "pause", "nope.service") == (
+        1,
+        "host-supervisor: no policy for unit nope.service\n",
+    )
+    h.peer = ALICE
+    code, err = await _cli(h, capsys, "status")
+    assert code == 4 and err.startswith(f"host-supervisor: uid {ALICE.uid}")
+    assert err.count("\n") == 1
+
+
+async def test_cli_an_internal_error_is_one_line(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h.daemon.explode = True
+    assert await _cli(h, capsys, "status") == (
+        1,
+        "host-supervisor: internal error: RuntimeError: boom second line\n",
+    )
+
+
+def test_cli_without_a_daemon_exits_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from supervisor.cli import main
+
+    path = tmp_path / "none.sock"
+    assert main(["status", "--socket", str(path)]) == 3
+    assert capsys.readouterr().err == (
+        f"host-supervisor: no daemon answers on {path}: is host-supervisor running?\n"
+    )
+
+
+def test_cli_a_daemon_that_hangs_up_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from supervisor.cli import main
+
+    path = tmp_path / "rude.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+        listener.listen()
+
+        def hang_up() -> None:
+            conn, _ = listener.accept()
+            conn.recv(1024)
+            conn.close()
+
+        thread = threading.Thread(target=hang_up)
+        thread.start()
+        assert main(["metrics", "--socket", str(path)]) == 3
+        thread.join()
+    err = capsys.readouterr().err
+    assert err == f"host-supervisor: the daemon on {path} closed the connection without an answer\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["history", "--since", "soon"], "argument --since: 'soon' is not a duration"),
+        (["history", "--limit", "many"], "argument --limit: invalid int value: 'many'"),
+        (["pause"], "the following arguments are required: unit"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
+def test_cli_bad_arguments_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], words: str
+) -> None:
+    from supervisor.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and err.startswith("host-supervisor")
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "words"),
+    [
+        (KeyboardInterrupt(), 130, "host-supervisor: interrupted\n"),
+        (ValueError("odd\nthing"), 70, "host-supervisor: internal error: ValueError: odd thing"),
+    ],
+)
+def test_cli_interrupts_and_bugs_are_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    raised: BaseException,
+    code: int,
+    words: str,
+) -> None:
+    from supervisor import cli
+    from supervisor.commands import client
+
+    def call(*_args: object, **_kwargs: object) -> None:
+        raise raised
+
+    monkeypatch.setattr(client, "call", call)
+    monkeypatch.delenv("HOST_SUPERVISOR_DEBUG", raising=False)
+    assert cli.main(["status"]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(words) and err.count("\n") == 1
