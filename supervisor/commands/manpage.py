@@ -264,7 +264,11 @@ def host_supervisor_8() -> str:
         ".SS Other commands",
         escape(
             "0 on success, 1 when the daemon refuses or reports a failure, 2 on a usage "
-            "error, 3 when the daemon cannot be reached."
+            "error (from the command line or the daemon), 3 when the daemon cannot be "
+            "reached, 4 when the caller is not allowed (the socket file's mode, or the "
+            "daemon's check of its uid against control.read_group and control.act_group), "
+            "130 when interrupted, 70 on an internal error. Every error is one line on "
+            "standard error."
         ),
         _sh("SEE ALSO"),
         "\\fBhost\\-supervisor.yaml\\fR(5), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), "
