@@ -204,17 +204,17 @@ class ControlServer:
         read, act = Role.READ, Role.ACT
         app.add_routes(
             [
-                self._route("GET", "/v1/status", read, self._status),
-                self._route("GET", "/v1/history", read, self._history),
-                self._route("GET", "/v1/metrics", read, self._metrics),
-                self._route("POST", "/v1/reload", act, self._reload),
-                self._route("POST", "/v1/units/{unit}/reset", act, self._reset),
-                self._route("POST", "/v1/units/{unit}/pause", act, self._pause),
-                self._route("POST", "/v1/units/{unit}/resume", act, self._resume),
-                self._route("POST", "/v1/resume", act, self._resume_all),
-                self._route("POST", "/v1/units/{unit}/failover", act, self._failover),
-                self._route("POST", "/v1/units/{unit}/failback", act, self._failback),
-                self._route("POST", "/v1/metrics/reset", act, self._metrics_reset),
+                self._route("GET", "/v1/status", read, "read status", self._status),
+                self._route("GET", "/v1/history", read, "read history", self._history),
+                self._route("GET", "/v1/metrics", read, "read metrics", self._metrics),
+                self._route("POST", "/v1/reload", act, "reload", self._reload),
+                self._route("POST", "/v1/units/{unit}/reset", act, "reset", self._reset),
+                self._route("POST", "/v1/units/{unit}/pause", act, "pause", self._pause),
+                self._route("POST", "/v1/units/{unit}/resume", act, "resume", self._resume),
+                self._route("POST", "/v1/resume", act, "resume every unit", self._resume_all),
+                self._route("POST", "/v1/units/{unit}/failover", act, "fail over", self._failover),
+                self._route("POST", "/v1/units/{unit}/failback", act, "fail back", self._failback),
+                self._route("POST", "/v1/metrics/reset", act, "reset metrics", self._metrics_reset),
             ]
         )
         self._read_gid, self._act_gid = _gid(self.groups.read), _gid(self.groups.act)
@@ -328,16 +328,18 @@ class ControlServer:
             self._membership[peer.uid] = cached
         return role_for(peer.uid, cached[1] | {peer.gid}, self._read_gid, self._act_gid)
 
-    def _route(self, method: str, path: str, role: Role, handler: Handler) -> web.RouteDef:
-        what = path.removeprefix("/v1/").replace("/{unit}", "").replace("/", " ")
-
+    def _route(
+        self, method: str, path: str, role: Role, verb: str, handler: Handler
+    ) -> web.RouteDef:
         async def guarded(request: web.Request) -> web.Response:
             peer = self._peer(request)
+            unit = request.match_info.get("unit")
+            what = f"{verb} {unit}" if unit else verb
             if self._role(peer) < role:
                 group = self.groups.read if role is Role.READ else self.groups.act
                 where = f"control.{'read' if role is Role.READ else 'act'}_group"
                 hint = f" (group {group})" if group else f" ({where} is not set)"
-                log.warning("control request refused", caller=peer.caller, request=what)
+                log.warning("control request refused", caller=peer.caller, request=what, unit=unit)
                 return _error(
                     403, f"{peer.caller} may not {what}: needs the {role.name.lower()} role{hint}"
                 )
@@ -347,7 +349,7 @@ class ControlServer:
                     "control request",
                     caller=peer.caller,
                     request=what,
-                    unit=request.match_info.get("unit"),
+                    unit=unit,
                     status=response.status,
                 )
             return response

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from supervisor.testing.lab import Lab
 
 EXE = str(Path(sys.prefix) / "bin" / "host-supervisor")
 
@@ -183,3 +189,91 @@ def test_validate_without_a_bus_says_backups_were_not_checked(tmp_path: Path) ->
     assert result.returncode == 0, result.stdout + result.stderr
     assert "note: backup units not checked" in result.stderr
     assert result.stdout.strip() == "OK: 1 policy for 1 unit"
+
+
+def _as(user: str, group: str) -> list[str]:
+    return ["setpriv", f"--reuid={user}", f"--regid={group}", "--init-groups"]
+
+
+def test_the_cli_against_a_daemon_one_line_errors_and_roles(lab: Lab) -> None:
+    """A daemon on the host, on the lab's bus: every error the CLI meets is one line
+    with its exit code; nobody (in the read group) reads but may not act; a user
+    outside the socket's group cannot connect at all."""
+    scratch = Path(tempfile.mkdtemp(prefix="hs-cli-", dir="/var/tmp"))
+    try:
+        scratch.chmod(0o755)  # nobody must reach the socket
+        config = make_config(scratch / "etc", {"web.yaml": "unit: cli-web.service\n"})
+        (config / "host-supervisor.yaml").write_text("control: {read_group: nogroup}\n")
+        sock = scratch / "control.sock"
+        env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": lab.bus_address}
+        with open(scratch / "daemon.log", "w+") as log:
+            proc = subprocess.Popen(
+                [EXE, "run", "--config", str(config), "--state-dir", str(scratch / "state"),
+                 "--socket", str(sock)],
+                stderr=log, env=env,
+            )  # fmt: skip
+            try:
+                deadline = time.monotonic() + 20
+                while not sock.is_socket() and time.monotonic() < deadline:
+                    assert proc.poll() is None, "the daemon exited"
+                    time.sleep(0.05)
+                _check_the_cli(sock)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=10)
+            log.seek(0)
+            daemon_log = log.read()
+        assert proc.returncode == 0, daemon_log
+        assert "Traceback" not in daemon_log
+        refused = [line for line in daemon_log.splitlines() if "control request refused" in line]
+        assert len(refused) == 1 and "uid 65534 (nobody)" in refused[0]
+        acted = [line for line in daemon_log.splitlines() if 'event="control request"' in line]
+        assert len(acted) == 4 and all("uid 0 (root)" in line for line in acted), acted
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _check_the_cli(sock: Path) -> None:
+    def expect(argv: list[str], code: int, stderr: str = "") -> str:
+        cli = [*argv[:4], EXE, *argv[4:]] if argv[0] == "setpriv" else [EXE, *argv]
+        result = subprocess.run(
+            [*cli, "--socket", str(sock)], capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == code, (argv, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr
+        if code != 0:
+            assert result.stderr.count("\n") == 1, result.stderr
+            assert stderr in result.stderr, result.stderr
+        return result.stdout
+
+    info = sock.stat()
+    assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, grp.getgrnam("nogroup").gr_gid)
+    assert json.loads(expect(["status", "--json"], 0))["units"][0]["unit"] == "cli-web.service"
+    expect(["history", "--limit", "-1"], 2, "limit must be a whole number from 1 to 100000")
+    expect(["history", "--limit", "0"], 2, "got '0'")
+    expect(["history", "--since", "soon"], 2, "argument --since: 'soon' is not a duration")
+    expect(["history", "nope.service"], 1, "no policy for unit nope.service")
+    expect(["status", "nope.service"], 1, "no policy for unit nope.service")
+    expect(["pause", "nope.service"], 1, "no policy for unit nope.service")
+    expect(["failover", "cli-web.service", "--to", "x.service"], 1, "host-supervisor: ")
+    expect(["history", "cli-web.service", "--since", "1h", "--limit", "5"], 0)
+    expect(["pause", "cli-web.service"], 0)
+    expect(["resume", "cli-web.service"], 0)
+    # nobody is in nogroup, the read group: reads, and is refused acting with a 403.
+    nobody = _as("nobody", "nogroup")
+    assert "cli-web.service" in expect([*nobody, "status"], 0)
+    expect(
+        [*nobody, "pause", "cli-web.service"],
+        4,
+        "uid 65534 (nobody) may not pause cli-web.service: needs the act role",
+    )
+    # daemon (uid 1) is not in the socket file's group: the file itself keeps it out.
+    expect([*_as("daemon", "daemon"), "status"], 4, "permission denied")
+    sock_missing = sock.with_name("missing.sock")
+    result = subprocess.run(
+        [EXE, "metrics", "--socket", str(sock_missing)], capture_output=True, text=True
+    )
+    assert result.returncode == 3
+    assert result.stderr == (
+        f"host-supervisor: no daemon answers on {sock_missing}: is host-supervisor running?\n"
+    )

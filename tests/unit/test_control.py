@@ -178,7 +178,7 @@ async def test_a_peer_without_a_role_is_refused_with_its_uid_and_the_role(h: Har
     code, body = await h.ask("GET", "/v1/status")
     assert code == 403
     assert body == {
-        "error": f"{ALICE.caller} may not status: needs the read role (group {READ_GROUP})"
+        "error": f"{ALICE.caller} may not read status: needs the read role (group {READ_GROUP})"
     }
 
 
