@@ -99,7 +99,7 @@ class Peer:
 
     @property
     def caller(self) -> str:
-        """ "uid 1000 (alice)", or "uid 1234" without a user database entry."""
+        """Who asked, for logs and history: uid 1000 (alice), or uid 1234 if unnamed."""
         try:
             return f"uid {self.uid} ({pwd.getpwuid(self.uid).pw_name})"
         except KeyError:
@@ -157,7 +157,7 @@ def _gid(name: str | None) -> int | None:
     try:
         return grp.getgrnam(name).gr_gid
     except KeyError:
-        log.warning("control group does not exist; it gives no role", group=name)
+        log.warning("control group does not exist; ignored", group=name)
         return None
 
 
