@@ -149,37 +149,45 @@ class PoliciesLoaded:
 @dataclass(frozen=True)
 class ReloadRefused:
     problems: tuple[str, ...]
+    caller: str = ""
 
 
 @dataclass(frozen=True)
 class ReloadDone:
     """The units a reload added are watched."""
 
+    caller: str = ""
+
 
 @dataclass(frozen=True)
 class OperatorPause:
     unit: str
+    caller: str = ""  # who asked, as the control socket saw them: "uid 0 (root)"
 
 
 @dataclass(frozen=True)
 class OperatorResume:
     unit: str | None  # None: every unit, and a frozen automation
+    caller: str = ""
 
 
 @dataclass(frozen=True)
 class OperatorReset:
     unit: str
+    caller: str = ""
 
 
 @dataclass(frozen=True)
 class OperatorFailover:
     unit: str
     to: str | None
+    caller: str = ""
 
 
 @dataclass(frozen=True)
 class OperatorFailback:
     unit: str
+    caller: str = ""
 
 
 Event = (

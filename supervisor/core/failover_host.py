@@ -114,15 +114,15 @@ def handle(tx: Tx, event: Event) -> None:
             _feed(tx, unit, Recoverable(ok, message))
         case ev.BackupWatched(snapshot, unit, error):
             _backup_watched(tx, unit, snapshot, error)
-        case ev.OperatorFailover(unit, to):
-            refused = _not_a_backup(tx, unit, to) or _manual_guard(
-                tx, unit, f"failover (to {to or 'the first backup'})"
+        case ev.OperatorFailover(unit, to, caller):
+            refused = _not_a_backup(tx, unit, to, caller) or _manual_guard(
+                tx, unit, f"failover (to {to or 'the first backup'})", caller
             )
             if refused is None:
                 _feed(tx, unit, ManualFailover(to))
             tx.actions.append(ev.Answer(refused))
-        case ev.OperatorFailback(unit):
-            refused = _manual_guard(tx, unit, "failback")
+        case ev.OperatorFailback(unit, caller):
+            refused = _manual_guard(tx, unit, "failback", caller)
             if refused is None:
                 _feed(tx, unit, ManualFailback())
             tx.actions.append(ev.Answer(refused))
@@ -233,7 +233,7 @@ def owns(tx: Tx, unit: str) -> bool:
 # -- operator commands -------------------------------------------------------------------
 
 
-def _not_a_backup(tx: Tx, unit: str, to: str | None) -> str | None:
+def _not_a_backup(tx: Tx, unit: str, to: str | None, caller: str) -> str | None:
     """A failover to a unit that is not one of the policy's backups is refused before
     the guard is asked: it would otherwise count in the repair budget for nothing."""
     state = tx.units.get(unit)
@@ -241,11 +241,11 @@ def _not_a_backup(tx: Tx, unit: str, to: str | None) -> str | None:
     if to is None or spec is None or to in spec.backup:
         return None
     refused = f"{to} is not a backup of {unit} (backups: {', '.join(spec.backup)})"
-    tx.history(unit, "operator", f"failover refused: {refused}")
+    tx.operator(unit, f"failover refused: {refused}", caller)
     return refused
 
 
-def _manual_guard(tx: Tx, unit: str, what: str) -> str | None:
+def _manual_guard(tx: Tx, unit: str, what: str, caller: str) -> str | None:
     """An operator's failover passes the guard (pause, frozen budget, breaker,
     concurrency) and counts in the budget, as an operator's action: not protected
     (a person asked), and no evidence for or against the circuit breaker."""
@@ -256,9 +256,9 @@ def _manual_guard(tx: Tx, unit: str, what: str) -> str | None:
     )
     tx.guard_changed(notices)
     if decision.verdict is not Verdict.ALLOW:
-        tx.history(unit, "operator", f"{what} refused: {decision.reason}")
+        tx.operator(unit, f"{what} refused: {decision.reason}", caller)
         return decision.reason
-    tx.history(unit, "operator", f"{what} requested")
+    tx.operator(unit, f"{what} requested", caller)
     return None
 
 

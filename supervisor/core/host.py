@@ -127,11 +127,12 @@ def _handle(tx: Tx, event: Event) -> None:
             )
         case ev.PoliciesLoaded(loaded):
             _apply_policies(tx, loaded)
-        case ev.ReloadRefused(problems):
-            _reload_refused(tx, problems)
-        case ev.ReloadDone():
+        case ev.ReloadRefused(problems, caller):
+            _reload_refused(tx, problems, caller)
+        case ev.ReloadDone(caller):
             tx.reload_note = ""
-            tx.history(None, "daemon", f"policies reloaded: {len(tx.units)} units")
+            by = f" (by {caller})" if caller else ""
+            tx.history(None, "daemon", f"policies reloaded: {len(tx.units)} units{by}")
             tx.actions.append(ev.Ready())
 
 
@@ -211,14 +212,14 @@ def _snapshot_done(tx: Tx, unit: str, path: str, error: str) -> None:
 # -- reload --------------------------------------------------------------------------------
 
 
-def _reload_refused(tx: Tx, problems: tuple[str, ...]) -> None:
+def _reload_refused(tx: Tx, problems: tuple[str, ...], caller: str) -> None:
     for problem in problems:
         tx.log("error", "policy error", error=problem)
     first = problems[0] if problems else "unknown error"
     more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
     tx.reload_note = f"reload refused: {first}{more}"
     tx.log("error", "reload refused; keeping the previous policies", errors=len(problems))
-    tx.history(None, "daemon", tx.reload_note)
+    tx.history(None, "daemon", tx.reload_note + (f" (by {caller})" if caller else ""))
     tx.actions.append(ev.Ready())
 
 

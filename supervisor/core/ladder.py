@@ -47,12 +47,12 @@ def handle(tx: Tx, event: Event) -> None:
                 _decide(tx, state, reason)
         case ev.RepairDone():
             _repair_done(tx, event)
-        case ev.OperatorPause(unit):
-            _pause(tx, unit)
-        case ev.OperatorResume(unit):
-            _resume(tx, unit)
-        case ev.OperatorReset(unit):
-            _reset(tx, unit)
+        case ev.OperatorPause(unit, caller):
+            _pause(tx, unit, caller)
+        case ev.OperatorResume(unit, caller):
+            _resume(tx, unit, caller)
+        case ev.OperatorReset(unit, caller):
+            _reset(tx, unit, caller)
 
 
 def feed(tx: Tx, state: UnitState, event: LadderEvent) -> None:
@@ -254,41 +254,41 @@ def guard_tick(tx: Tx) -> None:
 # -- operator verbs --------------------------------------------------------------------------
 
 
-def _reset(tx: Tx, unit: str) -> None:
+def _reset(tx: Tx, unit: str, caller: str) -> None:
     state = tx.unit(unit)
     if state is None:
         tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
         return
     tx.log("info", "reset by operator", unit=unit, action="reset")
-    tx.history(unit, "operator", "reset: attempts and exhaustion forgotten")
+    tx.operator(unit, "reset: attempts and exhaustion forgotten", caller)
     feed(tx, state, OperatorReset())
     tx.actions.append(ev.Answer(None))
 
 
-def _pause(tx: Tx, unit: str) -> None:
+def _pause(tx: Tx, unit: str, caller: str) -> None:
     if unit not in tx.units:
         tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
         return
     tx.log("info", "paused by operator: watching, not acting", unit=unit, action="pause")
-    tx.history(unit, "operator", "paused: watched and alerted, not repaired")
+    tx.operator(unit, "paused: watched and alerted, not repaired", caller)
     tx.guard = guard.pause(tx.guard, unit)
     tx.guard_changed([])
     tx.actions.append(ev.Answer(None))
 
 
-def _resume(tx: Tx, unit: str | None) -> None:
+def _resume(tx: Tx, unit: str | None, caller: str) -> None:
     """Resume one unit, or with None every unit and a frozen automation."""
     if unit is not None and unit not in tx.units:
         tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
         return
     if unit is None:
         tx.log("info", "resumed by operator: all units, and the repair budget", action="resume")
-        tx.history(None, "operator", "resume --all")
+        tx.operator(None, "resume --all", caller)
         tx.guard, notices = guard.resume_all(tx.guard, tx.now)
         targets = list(tx.units)
     else:
         tx.log("info", "resumed by operator", unit=unit, action="resume")
-        tx.history(unit, "operator", "resumed")
+        tx.operator(unit, "resumed", caller)
         tx.guard, notices = guard.resume(tx.guard, unit), []
         targets = [unit]
     tx.guard_changed(notices)

@@ -146,6 +146,13 @@ class Tx:
     def log(self, level: str, message: str, /, **fields: Any) -> None:
         self.actions.append(Log(level, message, tuple(fields.items())))
 
+    def operator(self, unit: str | None, message: str, caller: str) -> None:
+        """An operator's request in the history, with who asked when the socket said."""
+        if caller:
+            self.history(unit, "operator", f"{message} (by {caller})", caller=caller)
+        else:
+            self.history(unit, "operator", message)
+
     def history(self, unit: str | None, kind: str, message: str, /, **data: Any) -> None:
         self.actions.append(RecordHistory(unit, kind, message, tuple(data.items())))
 

@@ -240,14 +240,14 @@ class Daemon:
             log.exception("reload failed unexpectedly; keeping the previous policies")
             problems = [f"unexpected error while loading: {type(exc).__name__}: {exc}"]
         if loaded is None or problems:
-            self.feed(act.ReloadRefused(tuple(problems)))
+            self.feed(act.ReloadRefused(tuple(problems), caller))
             return False
         if loaded.main.log_level != self.state.loaded.main.log_level:
             self.ports.log_level(loaded.main.log_level)
         actions = self.feed(act.PoliciesLoaded(loaded))
         added = [a.unit for a in actions if isinstance(a, act.Watch)]
         await asyncio.gather(*(self._watch(unit) for unit in added))
-        self.feed(act.ReloadDone())
+        self.feed(act.ReloadDone(caller))
         return True
 
     # -- the Control the socket serves ---------------------------------------------------------
@@ -260,20 +260,20 @@ class Daemon:
         return None
 
     def reset(self, unit: str, caller: str = "") -> bool:
-        return self._ask(act.OperatorReset(unit)) is None
+        return self._ask(act.OperatorReset(unit, caller)) is None
 
     def pause(self, unit: str, caller: str = "") -> bool:
-        return self._ask(act.OperatorPause(unit)) is None
+        return self._ask(act.OperatorPause(unit, caller)) is None
 
     def resume(self, unit: str | None, caller: str = "") -> bool:
         """Resume one unit, or with None every unit and a frozen automation."""
-        return self._ask(act.OperatorResume(unit)) is None
+        return self._ask(act.OperatorResume(unit, caller)) is None
 
     def manual_failover(self, unit: str, to: str | None, caller: str = "") -> str | None:
-        return self._ask(act.OperatorFailover(unit, to))
+        return self._ask(act.OperatorFailover(unit, to, caller))
 
     def manual_failback(self, unit: str, caller: str = "") -> str | None:
-        return self._ask(act.OperatorFailback(unit))
+        return self._ask(act.OperatorFailback(unit, caller))
 
     async def test_alert(self, channel: str | None) -> list[Any]:
         return await self.ports.alerts.test(channel)

@@ -12,7 +12,8 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
       - {at: 5s, probe: web.service/http, status: critical, message: refused}
       - {at: 6s, after_start: {web.service: crash}}      # what the next starts lead to
       - {at: 9s, operator: pause, unit: web.service}     # pause resume resume-all reset
-                                                         # failover (to:) failback
+                                                         # failover (to:) failback;
+                                                         # by: who asked (the socket's caller)
       - {at: 9s, reload: {policies: {...}, main: {...}}} # rewrite the files, reload
       - {at: 9s, daemon: kill}                           # SIGKILL and start again
       - {at: 9s, daemon: restart}                        # SIGTERM and start again
@@ -198,21 +199,21 @@ async def _apply(world: World, daemon: Daemon, raw: dict[str, Any]) -> None:
 
 
 def _operator(daemon: Daemon, raw: dict[str, Any]) -> str:
-    verb, unit = raw["operator"], raw.get("unit", "")
+    verb, unit, by = raw["operator"], raw.get("unit", ""), raw.get("by", "")
     match verb:
         case "pause":
-            return "ok" if daemon.pause(unit) else "no such unit"
+            return "ok" if daemon.pause(unit, by) else "no such unit"
         case "resume":
-            return "ok" if daemon.resume(unit) else "no such unit"
+            return "ok" if daemon.resume(unit, by) else "no such unit"
         case "resume-all":
-            return "ok" if daemon.resume(None) else "refused"
+            return "ok" if daemon.resume(None, by) else "refused"
         case "reset":
-            return "ok" if daemon.reset(unit) else "no such unit"
+            return "ok" if daemon.reset(unit, by) else "no such unit"
         case "failover":
-            refused = daemon.manual_failover(unit, raw.get("to"))
+            refused = daemon.manual_failover(unit, raw.get("to"), by)
             return refused or "ok"
         case "failback":
-            refused = daemon.manual_failback(unit)
+            refused = daemon.manual_failback(unit, by)
             return refused or "ok"
     raise ValueError(f"unknown operator command {verb!r}")
 
