@@ -9,6 +9,7 @@ import os
 import sys
 import typing
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from supervisor import __version__
@@ -274,51 +275,61 @@ def _talk(args: argparse.Namespace) -> int:
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from supervisor.commands.client import call, error_of
+    from supervisor.commands.client import error_of
 
     match args.command:
         case "status":
             url = "/v1/status" + (f"?unit={quote(args.unit)}" if args.unit else "")
-            code, body = call(args.socket, "GET", url)
+            code, body = _call(args.socket, "GET", url)
             if code == 200 and not args.json:
                 _print_status(body)
                 return 0
         case "reset" | "pause":
             url = f"/v1/units/{quote(args.unit, safe='')}/{args.command}"
-            code, body = call(args.socket, "POST", url)
+            code, body = _call(args.socket, "POST", url)
         case "failover":
             to = f"?to={quote(args.to)}" if args.to is not None else ""
             url = f"/v1/units/{quote(args.unit, safe='')}/failover{to}"
-            code, body = call(args.socket, "POST", url)
+            code, body = _call(args.socket, "POST", url)
         case "failback":
             url = f"/v1/units/{quote(args.unit, safe='')}/failback"
-            code, body = call(args.socket, "POST", url)
+            code, body = _call(args.socket, "POST", url)
         case "resume" if args.all:
-            code, body = call(args.socket, "POST", "/v1/resume")
+            code, body = _call(args.socket, "POST", "/v1/resume")
         case "resume":
-            code, body = call(args.socket, "POST", f"/v1/units/{quote(args.unit, safe='')}/resume")
+            code, body = _call(args.socket, "POST", f"/v1/units/{quote(args.unit, safe='')}/resume")
         case "history":
             query = {"limit": str(args.limit)}
             if args.unit:
                 query["unit"] = args.unit
             if args.since is not None:
                 query["since_s"] = repr(args.since)
-            code, body = call(args.socket, "GET", "/v1/history?" + urlencode(query))
+            code, body = _call(args.socket, "GET", "/v1/history?" + urlencode(query))
             if code == 200 and not args.json:
                 _print_history(body["entries"])
                 return 0
         case "reload":
-            code, body = call(args.socket, "POST", "/v1/reload")
+            code, body = _call(args.socket, "POST", "/v1/reload")
         case "metrics" if args.reset:
-            code, body = call(args.socket, "POST", "/v1/metrics/reset")
+            code, body = _call(args.socket, "POST", "/v1/metrics/reset")
         case "metrics":
-            code, body = call(args.socket, "GET", "/v1/metrics")
+            code, body = _call(args.socket, "GET", "/v1/metrics")
         case _:  # pragma: no cover - argparse refuses other commands
             return 2
     if code != 200:
         raise error_of(code, body)
     print(json.dumps(body, indent=2))
     return 0 if not isinstance(body, dict) or body.get("ok", True) else 1
+
+
+def _call(socket: Path, method: str, url: str) -> tuple[int, Any]:
+    """Ask the daemon; its answer with every string masked, a last net before the
+    terminal (history and status quote check messages and errors, which may hold URLs)."""
+    from supervisor.commands.client import call
+    from supervisor.secrets import mask_data
+
+    code, body = call(socket, method, url)
+    return code, mask_data(body)
 
 
 def _print_status(body: dict[str, object]) -> None:

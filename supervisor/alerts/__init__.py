@@ -17,7 +17,9 @@ that channel says how many. On start the spool left by an earlier run is retried
 
 Secrets: apprise URLs hold passwords and tokens. Logs name a channel and its masked
 URL (`mask_url`: the scheme only); failure reasons are scrubbed of every part of the
-URL; apprise's own logger, which prints URLs, is kept from reaching any handler.
+URL; apprise's own logger, which prints URLs, is kept from reaching any handler. Every
+title and body is masked (`supervisor.secrets.mask`) before it is queued, spooled or
+sent, and each channel's URL is `remember`-ed so it is masked in any output.
 
 Delivery is at least once: a send that times out cannot be stopped inside apprise's
 worker thread, and if it completes after the timeout the spooled copy arrives again.
@@ -26,6 +28,6 @@ To keep that window small, each plugin's socket timeouts are capped at `send_tim
 
 from supervisor.alerts.alerter import Alerter
 from supervisor.alerts.apprise_channel import Delivery
-from supervisor.alerts.redaction import Redactor
+from supervisor.secrets import Redactor
 
 __all__ = ["Alerter", "Delivery", "Redactor"]

@@ -15,7 +15,6 @@ from pathlib import Path
 import structlog
 
 from supervisor.alerts.apprise_channel import Channel, Delivery, load_notifiers, send
-from supervisor.alerts.redaction import Redactor
 from supervisor.alerts.spool import Spool, SpooledMessage
 from supervisor.config.main import AlertsConfig
 from supervisor.core.alerting import (
@@ -28,6 +27,7 @@ from supervisor.core.alerting import (
     Severity,
     route,
 )
+from supervisor.secrets import Redactor, mask, remember
 
 __all__ = ["Alerter"]
 
@@ -70,6 +70,8 @@ class Alerter:
             )
             for name, channel in config.channels.items()
         }
+        for channel in config.channels.values():
+            remember(channel.url)  # masked in every output, wherever it might show
         self._min_severity = {name: ch.min_severity for name, ch in self._channels.items()}
         self._timer: asyncio.TimerHandle | None = None
         self._loaded = False
@@ -210,7 +212,8 @@ class Alerter:
         wall = time.time()
         for item in out:
             channel = self._channels[item.channel]
-            channel.queue.append(SpooledMessage(item.title, item.body, item.severity, wall))
+            message = SpooledMessage(mask(item.title), mask(item.body), item.severity, wall)
+            channel.queue.append(message)  # masked before it is spooled or sent
             channel.wake.set()
 
     # --- test ----------------------------------------------------------------------------

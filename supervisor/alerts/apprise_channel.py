@@ -16,10 +16,9 @@ from typing import Any
 
 import structlog
 
-from supervisor.alerts.redaction import Redactor
 from supervisor.alerts.spool import Spool, SpooledMessage
-from supervisor.config.loader import mask_url
 from supervisor.core.alerting import Severity
+from supervisor.secrets import Redactor, mask, mask_url
 from supervisor.text import one_line
 
 __all__ = [
@@ -165,7 +164,7 @@ async def send(
     try:
         async with asyncio.timeout(send_timeout):
             result = await channel.notifier.async_notify(
-                body=body, title=title, notify_type=_NOTIFY_TYPE[severity]
+                body=mask(body), title=mask(title), notify_type=_NOTIFY_TYPE[severity]
             )
     except TimeoutError:
         return False, f"no answer within {send_timeout:g}s (timed out)"

@@ -4,7 +4,8 @@
 check` use. It dispatches on the check's kind, keeps what must persist between runs
 (HTTP connections, CPU readings, pending statvfs calls), limits command probes to
 `max_concurrent_commands` at once, enforces `check.timeout` with a backstop, measures
-the duration, and never raises: a probe that raises is UNKNOWN with the reason.
+the duration, and never raises: a probe that raises is UNKNOWN with the reason. Every
+message is masked (`supervisor.secrets.mask`): a check's URL may hold a password.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from supervisor.config.probes import (
     UnitProbe,
 )
 from supervisor.config.values import format_duration
+from supervisor.secrets import mask
 from supervisor.text import one_line
 
 __all__ = ["BACKSTOP_GRACE", "CheckResult", "ProbeContext", "Prober", "Status"]
@@ -107,7 +109,8 @@ class Prober:
             result = _unknown(exc)
         return replace(
             result,
-            message=one_line(result.message, MESSAGE_MAX),
+            # Masked before it is cut, so no half of a password survives the cut.
+            message=one_line(mask(result.message), MESSAGE_MAX),
             duration=time.monotonic() - started,
         )
 

@@ -23,6 +23,7 @@ from supervisor.checks import Prober
 from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.config import Check, Policy, load_config, load_policy_file
 from supervisor.errors import BusError, ConfigError
+from supervisor.secrets import mask
 from supervisor.systemd.manager import SystemdManager
 
 __all__ = [
@@ -84,7 +85,7 @@ def render_table(results: Results) -> str:
         status = result.status.value
         if not check.critical and result.status is not Status.OK:
             status += " (non-critical)"
-        rows.append((check.name, status, _milliseconds(result), result.message))
+        rows.append((check.name, status, _milliseconds(result), mask(result.message)))
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = [
         f"{name:<{widths[0]}}  {status:<{widths[1]}}  {ms:>{widths[2]}}  {message}".rstrip()
@@ -107,7 +108,7 @@ def render_json(results: Results) -> str:
                 "critical": check.critical,
                 "status": result.status.value,
                 "duration_ms": round(result.duration * 1000, 1),
-                "message": result.message,
+                "message": mask(result.message),
             }
             for check, result in results
         ],
@@ -159,7 +160,7 @@ async def unit_context(unit: str) -> tuple[ProbeContext, str]:
 async def _check(policy: Policy, as_json: bool, out: TextIO) -> int:
     context, problem = await unit_context(policy.unit)
     if problem:
-        print(f"host-supervisor: systemd not asked: {problem}", file=sys.stderr)
+        print(f"host-supervisor: systemd not asked: {mask(problem)}", file=sys.stderr)
     results = await run_policy_once(policy, context)
     out.write(render_json(results) if as_json else render_table(results))
     return exit_code(results)
@@ -168,6 +169,6 @@ async def _check(policy: Policy, as_json: bool, out: TextIO) -> int:
 def check_command(target: str, config_dir: Path, as_json: bool, out: TextIO) -> int:
     policy, problem = find_policy(target, config_dir)
     if policy is None:
-        print(f"host-supervisor: {problem}", file=sys.stderr)
+        print(f"host-supervisor: {mask(problem)}", file=sys.stderr)
         return EXIT_UNKNOWN
     return asyncio.run(_check(policy, as_json, out))

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from supervisor.config.values import describe
+from supervisor.secrets import mask
 
 __all__ = [
     "ConfigIssue",
@@ -39,6 +40,10 @@ class ConfigIssue:
     col: int
     message: str
     key_path: str = ""
+
+    def __post_init__(self) -> None:
+        # A message may quote what the user wrote: a channel's URL, a check's password.
+        object.__setattr__(self, "message", mask(self.message))
 
     def __str__(self) -> str:
         where = f"{self.path}:{self.line}:{self.col}"

@@ -29,6 +29,7 @@ from supervisor.config.main import MainConfig
 from supervisor.config.policy import Policy
 from supervisor.config.validation import validate_document
 from supervisor.errors import ConfigError
+from supervisor.secrets import mask_url, remember
 
 __all__ = ["MAIN_FILE", "POLICY_DIR", "ConfigIssue", "LoadedConfig", "load_config", "mask_url"]
 
@@ -176,6 +177,7 @@ def _check_channels(main: MainConfig, doc: Document | None) -> list[ConfigIssue]
         return []
     issues: list[ConfigIssue] = []
     for name, channel in main.alerts.channels.items():
+        remember(channel.url)
         if _apprise_accepts(channel.url):
             continue
         loc: Loc = ("alerts", "channels", name, "url")
@@ -200,11 +202,3 @@ def _apprise_accepts(url: str) -> bool:
             return bool(apprise.Apprise().add(url))
     finally:
         apprise_log.disabled = was_disabled
-
-
-def mask_url(url: str) -> str:
-    """Show only a URL's scheme: the rest may hold passwords and tokens."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return "****"
-    return f"{scheme}://****" if rest else f"{scheme}://"

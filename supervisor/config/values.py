@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
+from supervisor.secrets import mask_url
 from supervisor.text import clip
 
 __all__ = [
@@ -63,12 +64,15 @@ PERCENT_PATTERN = rf"^\s*{_NUMBER}\s*%?\s*$"
 
 
 def describe(value: object) -> str:
-    """Show a user's value in a message: strings quoted, containers by kind."""
+    """Show a user's value in a message: strings quoted (a URL by its scheme and host
+    only, see `supervisor.secrets.mask_url`), containers by kind."""
     if value is None:
         return "nothing"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if "://" in value:  # an apprise or check URL: passwords and tokens anywhere
+            return repr(mask_url(value.strip(), keep_host=True))
         return repr(clip(value, 60))
     if isinstance(value, int | float):
         return str(value)

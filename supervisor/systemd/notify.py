@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor.secrets import mask
 from supervisor.text import one_line
 
 
@@ -74,10 +75,11 @@ class Notifier:
 
     def ready(self, status: str) -> None:
         """``READY=1`` with a one-line ``STATUS=``: start-up (or a reload) is complete."""
-        self.send("READY=1", f"STATUS={one_line(status)}")
+        self.send("READY=1", f"STATUS={one_line(mask(status))}")
 
     def status(self, text: str) -> None:
-        self.send(f"STATUS={one_line(text)}")
+        """A one-line ``STATUS=``, secrets masked: any user can read it (systemctl status)."""
+        self.send(f"STATUS={one_line(mask(text))}")
 
     def reloading(self) -> None:
         """``RELOADING=1`` with ``MONOTONIC_USEC=`` (when the reload began); ``ready()``

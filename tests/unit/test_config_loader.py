@@ -321,16 +321,22 @@ def test_duplicate_check_names(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "col"), [("ftp://example.com/", 17), ("http:///nohost", 17), ("127.0.0.1:80", 17)]
+    ("url", "shown", "col"),
+    [
+        ("ftp://example.com/", "ftp://example.com/", 17),
+        ("http:///nohost", "http:///...", 17),  # a URL in an error: scheme and host only
+        ("ftp://user:pw@example.com/x", "ftp://****@example.com/...", 17),
+        ("127.0.0.1:80", "127.0.0.1:80", 17),
+    ],
 )
-def test_url_that_does_not_parse(tmp_path: Path, url: str, col: int) -> None:
+def test_url_that_does_not_parse(tmp_path: Path, url: str, shown: str, col: int) -> None:
     path = policy(
         tmp_path,
         "web.yaml",
         f"unit: web.service\nchecks:\n  - name: h\n    http: {{url: '{url}'}}\n",
     )
     assert issues(tmp_path) == [
-        f"{path}:4:{col}: checks[0].http.url: {url!r} is not an http:// or https:// URL with "
+        f"{path}:4:{col}: checks[0].http.url: {shown!r} is not an http:// or https:// URL with "
         "a host, e.g. http://127.0.0.1/healthz"
     ]
 
