@@ -161,10 +161,17 @@ async def send(
         if wait > 0:
             await asyncio.sleep(wait)
         channel.next_send_at = loop.time() + channel.interval
+    import apprise  # imported already: the channel's notifier is loaded
+
     try:
         async with asyncio.timeout(send_timeout):
+            # Plain text: without a format apprise takes the body for HTML, so a mail
+            # lost its line breaks and anything between < and >.
             result = await channel.notifier.async_notify(
-                body=mask(body), title=mask(title), notify_type=_NOTIFY_TYPE[severity]
+                body=mask(body),
+                title=mask(title),
+                notify_type=_NOTIFY_TYPE[severity],
+                body_format=apprise.NotifyFormat.TEXT,
             )
     except TimeoutError:
         return False, f"no answer within {send_timeout:g}s (timed out)"

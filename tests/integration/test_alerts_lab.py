@@ -94,6 +94,8 @@ def test_a_failure_then_its_recovery_reach_both_channels(lab: Lab, root: Path) -
         assert text.index("a1.service failed") < text.index("a1.service recovered"), text
         assert "restart a1.service (attempt 1/3)" in text
         assert lab.run("hostname").stdout.strip() in text  # every message names the host
+    for message in about(mails(root), "a1.service"):  # plain text, its line breaks kept
+        assert len(message.splitlines()) >= 4, message
 
 
 def test_a_burst_across_units_is_grouped(lab: Lab, root: Path) -> None:

@@ -578,3 +578,19 @@ async def test_json_single_burst_and_recovery(
         assert len(receiver.titles("/all")) == 3
     finally:
         await alerter.close()
+
+
+async def test_mail_is_plain_text_and_keeps_its_line_breaks(
+    mailbox: Mailbox, new_alerter: Callable[..., Alerter]
+) -> None:
+    """apprise called without a body format treats the text as HTML: a mail's lines
+    were run together. The body is plain text, sent as text/plain, lines intact."""
+    alerter = new_alerter({"mail": mailto(mailbox.port)})
+    await alerter.start()
+    body = "restart tried: job done\nreload tried: failed\n\nnext: restore <nginx.conf> & retry"
+    alerter.submit(make_alert(title="web.service exhausted", body=body))
+    await eventually(lambda: len(mailbox.messages) == 1)
+    message = mailbox.messages[0]
+    assert [part.get_content_type() for part in message.walk()] == ["text/plain"]
+    text = mailbox.text(0)
+    assert body in text.replace("\r\n", "\n")
