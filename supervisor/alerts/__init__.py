@@ -9,9 +9,10 @@ Delivery: one `apprise.Apprise` per channel, `async_notify` inside
 `asyncio.timeout(send_timeout)`. A delivery that fails (the result is not a success,
 an exception, a timeout) is written to the spool, `SPOOL/<channel>/<sortable>.json`
 (temp file, fsync, rename); while a channel has spooled messages, new ones are
-spooled behind them, so order is kept. The pump retries the oldest with exponential
-backoff (`backoff` doubling to `backoff_max`) and, once one goes through, drains the
-rest in order, removing each file only after its delivery succeeded. At most
+spooled behind them, so order is kept. The pump retries with exponential backoff
+(`backoff` doubling to `backoff_max`): a lone spooled message as itself, a backlog of
+two or more as one digest (`digest.py`: grouped by title, bounded in size), whose files
+are removed only once it was delivered; a digest that fails keeps them all. At most
 `spool_max` files per channel: the oldest are dropped and the next message sent on
 that channel says how many. On start the spool left by an earlier run is retried.
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import structlog
 
 from supervisor.alerts.apprise_channel import Channel, Delivery, load_notifiers, send
-from supervisor.alerts.spool import Spool, SpooledMessage
+from supervisor.alerts.digest import digest
+from supervisor.alerts.spool import Spool, SpooledMessage, unlink_all
 from supervisor.config.main import AlertsConfig
 from supervisor.core.alerting import (
     Alert,
@@ -309,6 +310,9 @@ class Alerter:
             return True
 
         files = channel.spool.files()
+        if len(files) > 1:
+            await self._deliver_backlog(channel, files, loop)
+            return True
         if files:
             path = files[0]
             try:
@@ -337,6 +341,43 @@ class Alerter:
             return False
         await channel.wake.wait()
         return True
+
+    async def _deliver_backlog(
+        self, channel: Channel, files: list[Path], loop: asyncio.AbstractEventLoop
+    ) -> None:
+        """Send a spooled backlog as one digest; remove its files only once it went.
+
+        A digest that fails leaves every file in place, to be tried again (never lost);
+        its files are removed before anything else is sent (never twice, barring a send
+        that timed out here but completed inside apprise, as for any message).
+        """
+        read = await asyncio.to_thread(channel.spool.read_all, files)
+        messages: list[SpooledMessage] = []
+        paths: list[Path] = []
+        for path, found in read:
+            if isinstance(found, SpooledMessage):
+                messages.append(found)
+                paths.append(path)
+            else:
+                channel.spool.quarantine(path, found)
+        if not messages:
+            return
+        if len(messages) == 1:
+            message = messages[0]
+        else:
+            message = digest(messages, self.hostname, channel.name)
+        if not await self._deliver(channel, message, loop):
+            self._persist(channel)
+            return
+        for path, exc in await asyncio.to_thread(unlink_all, paths):
+            channel.spool.forget(path, exc)
+        log.info(
+            "alert spool delivered",
+            channel=channel.name,
+            url=channel.masked,
+            alerts=len(messages),
+            messages=1,
+        )
 
     async def _deliver(
         self, channel: Channel, message: SpooledMessage, loop: asyncio.AbstractEventLoop

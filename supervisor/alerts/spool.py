@@ -15,7 +15,7 @@ import structlog
 from supervisor.core.alerting import Severity
 from supervisor.fsutil import TEMP_SUFFIX, atomic_write
 
-__all__ = ["Spool", "SpooledMessage"]
+__all__ = ["Spool", "SpooledMessage", "unlink_all"]
 
 log = structlog.get_logger("host-supervisor")
 
@@ -112,16 +112,28 @@ class Spool:
 
     def remove(self, path: Path) -> None:
         """Remove a delivered message; one that cannot be removed is never listed again."""
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            self._gone.add(path)
-            log.error(
-                "cannot remove a delivered alert from the spool",
-                channel=self.directory.name,
-                path=str(path),
-                error=exc.strerror,
-            )
+        for failed, exc in unlink_all([path]):
+            self.forget(failed, exc)
+
+    def forget(self, path: Path, exc: OSError) -> None:
+        """A delivered message that could not be removed: never list it again."""
+        self._gone.add(path)
+        log.error(
+            "cannot remove a delivered alert from the spool",
+            channel=self.directory.name,
+            path=str(path),
+            error=exc.strerror,
+        )
+
+    def read_all(self, paths: list[Path]) -> list[tuple[Path, SpooledMessage | Exception]]:
+        """Each message, or why it cannot be read; touches no state (runs in a thread)."""
+        found: list[tuple[Path, SpooledMessage | Exception]] = []
+        for path in paths:
+            try:
+                found.append((path, self.read(path)))
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                found.append((path, exc))
+        return found
 
     def quarantine(self, path: Path, exc: Exception) -> None:
         """Set an unreadable message aside (as .corrupt) so the pump moves on."""
@@ -147,3 +159,14 @@ class Spool:
                 path.unlink(missing_ok=True)
         except OSError as exc:
             log.warning("cannot record dropped alerts", channel=self.directory.name, error=str(exc))
+
+
+def unlink_all(paths: list[Path]) -> list[tuple[Path, OSError]]:
+    """Remove each file; the ones that could not be, and why (touches no spool state)."""
+    failed: list[tuple[Path, OSError]] = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            failed.append((path, exc))
+    return failed

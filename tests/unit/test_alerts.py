@@ -302,7 +302,7 @@ async def test_sends_are_paced_outside_the_send_timeout(
 # --- the spool ---------------------------------------------------------------------------
 
 
-async def test_spooled_while_the_server_is_down_then_each_delivered_once(
+async def test_spooled_while_the_server_is_down_then_delivered_once_as_a_digest(
     mailbox: Mailbox, new_alerter: Callable[..., Alerter], tmp_path: Path
 ) -> None:
     spool = tmp_path / "spool"
@@ -319,10 +319,15 @@ async def test_spooled_while_the_server_is_down_then_each_delivered_once(
     assert first["body"].startswith(HOST)
 
     mailbox.start()
-    await eventually(lambda: len(mailbox.messages) == 3)
+    await eventually(lambda: len(mailbox.messages) == 1)
     await eventually(lambda: spooled(spool) == [])
     await asyncio.sleep(0.5)  # more than backoff_max: any duplicate would be here by now
-    assert mailbox.subjects == titles
+    assert mailbox.subjects == [f"3 delayed alerts from {HOST}"]
+    text = mailbox.text(0)
+    assert [text.index(f"CRITICAL  {title}  (") for title in titles] == sorted(
+        text.index(f"CRITICAL  {title}  (") for title in titles
+    )  # oldest first
+    assert all(text.count(title) == 1 for title in titles)
     assert list((spool / "mail").iterdir()) == []
 
 
@@ -361,12 +366,16 @@ async def test_spool_keeps_at_most_spool_max_and_says_how_many_were_dropped(
     assert len(spooled(spool)) == 2
 
     mailbox.start()
-    await eventually(lambda: len(mailbox.messages) == 2)
+    await eventually(lambda: len(mailbox.messages) == 1)
     await eventually(lambda: spooled(spool) == [])
-    assert mailbox.subjects == ["alert 2", "alert 3"]
-    assert "2 older alerts were dropped" in mailbox.text(0)
-    assert "dropped" not in mailbox.text(1)
+    assert mailbox.subjects == [f"2 delayed alerts from {HOST}"]
+    text = mailbox.text(0)
+    assert "alert 2" in text and "alert 3" in text and "alert 1" not in text
+    assert "2 older alerts were dropped" in text
     assert not (spool / "mail" / ".dropped").exists()
+    alerter.submit(make_alert("u9.service", title="alert 9"))
+    await eventually(lambda: len(mailbox.messages) == 2)
+    assert "dropped" not in mailbox.text(1)
 
 
 async def test_a_server_that_never_answers_times_out_and_the_alert_is_spooled(
@@ -594,3 +603,70 @@ async def test_mail_is_plain_text_and_keeps_its_line_breaks(
     assert [part.get_content_type() for part in message.walk()] == ["text/plain"]
     text = mailbox.text(0)
     assert body in text.replace("\r\n", "\n")
+
+
+def plant_spool(spool: Path, count: int, channel: str = "mail") -> list[str]:
+    """`count` alerts left in the spool by an earlier run, as it writes them; titles."""
+    from supervisor.alerts.spool import Spool, SpooledMessage
+
+    box = Spool(spool / channel, 1000)
+    box.prepare()
+    titles = []
+    for n in range(count):
+        title = f"app{n:03d}.service failed"
+        detail = "restart tried: job done; the unit failed again within the settle time"
+        body = f"{HOST}: critical, app{n:03d}.service, now\n{title}\n\nexit code {n}\n{detail}"
+        box.write(SpooledMessage(title, body, Severity.CRITICAL, time.time()))
+        titles.append(title)
+    return titles
+
+
+async def test_a_backlog_of_200_goes_out_as_one_digest_once(
+    mailbox: Mailbox, new_alerter: Callable[..., Alerter], tmp_path: Path
+) -> None:
+    """One mail per 5.5 s made 1,000 spooled alerts take an hour and a half: a backlog
+    is one digest, sent once, and its files leave the spool only once it went."""
+    spool = tmp_path / "spool"
+    titles = plant_spool(spool, 200)
+    mailbox.stop()
+    alerter = new_alerter({"mail": mailto(mailbox.port)}, spool=spool, backoff=0.2)
+    await alerter.start()
+    await asyncio.sleep(0.5)  # the digest fails at least once: every alert is kept
+    assert len(spooled(spool)) == 200
+
+    mailbox.start()
+    await eventually(lambda: len(mailbox.messages) == 1, within=10)
+    await eventually(lambda: spooled(spool) == [])
+    await asyncio.sleep(0.6)  # more than backoff_max: a second copy would be here by now
+    assert mailbox.subjects == [f"200 delayed alerts from {HOST}"]
+    text = mailbox.text(0).replace("\r\n", "\n")
+    assert len(text) < 25_000  # bounded
+    shown = [title for title in titles if title in text]
+    assert shown == titles[: len(shown)]  # oldest first
+    assert all(text.count(title) == 1 for title in shown)  # none twice
+    assert f"... and {200 - len(shown)} more alerts" in text
+    assert "exit code 0" in text
+    assert list((spool / "mail").iterdir()) == []
+
+
+async def test_a_backlog_repeating_one_title_is_one_group(
+    receiver: Receiver, new_alerter: Callable[..., Alerter], tmp_path: Path
+) -> None:
+    from supervisor.alerts.spool import Spool, SpooledMessage
+
+    spool = tmp_path / "spool"
+    box = Spool(spool / "hook", 1000)
+    box.prepare()
+    for n in range(50):
+        box.write(SpooledMessage("db.service down (reminder)", f"attempt {n}", Severity.WARNING, n))
+    box.write(SpooledMessage("db.service recovered", "back", Severity.INFO, 100.0))
+    alerter = new_alerter({"hook": f"{receiver.base}/hook"}, spool=spool)
+    await alerter.start()
+    await eventually(lambda: len(receiver.posts) == 1)
+    await eventually(lambda: spooled(spool, "hook") == [])
+    (body,) = receiver.bodies("/hook")
+    assert receiver.titles("/hook") == [f"51 delayed alerts from {HOST}"]
+    assert "WARNING  db.service down (reminder)  (50 times, " in body
+    assert "attempt 49" in body and "attempt 48" not in body  # the latest text of a group
+    assert body.index("db.service down") < body.index("db.service recovered")
+    assert receiver.posts[0][1]["type"] == "warning"  # the highest severity
