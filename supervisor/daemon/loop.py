@@ -33,6 +33,7 @@ from supervisor.daemon.ports import Ports
 from supervisor.daemon.probing import JITTER_MAX, Probing
 from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, ConfigError, SupervisorError
+from supervisor.secrets import mask, mask_data
 
 log = structlog.get_logger("host-supervisor")
 
@@ -284,8 +285,8 @@ class Daemon:
                 "time": entry.time,
                 "unit": entry.unit,
                 "kind": entry.kind,
-                "message": entry.message,
-                "data": entry.data,
+                "message": mask(entry.message),
+                "data": mask_data(entry.data),
             }
             for entry in self.ports.store.history(unit=unit, since=since, limit=limit)
         ]
@@ -301,10 +302,11 @@ class Daemon:
         self.metrics.reset_lateness()
 
     def status_line(self) -> str:
-        return status_line(self.state, self.clock())
+        return mask(status_line(self.state, self.clock()))
 
     def unit_status(self) -> list[dict[str, object]]:
-        return unit_rows(self.state, self.clock())
+        rows: list[dict[str, object]] = mask_data(unit_rows(self.state, self.clock()))
+        return rows
 
     def _update_status(self) -> None:
         """Send STATUS= soon; many changes at once make one message."""

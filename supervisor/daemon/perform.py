@@ -26,6 +26,7 @@ from supervisor.daemon.probing import Probing
 from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, JobFailed, SupervisorError
 from supervisor.repairs import Result
+from supervisor.secrets import mask, mask_data
 
 log = structlog.get_logger("host-supervisor")
 
@@ -117,7 +118,9 @@ class Performer:
 
     def _history(self, unit: str | None, kind: str, message: str, data: dict[str, Any]) -> None:
         try:
-            self.ports.store.append(unit, kind, message, data or None, time=self.ports.clock())
+            self.ports.store.append(
+                unit, kind, mask(message), mask_data(data) or None, time=self.ports.clock()
+            )
         except (SupervisorError, TypeError) as exc:
             log.error("cannot record history", error=str(exc), unit=unit, kind=kind)
 
