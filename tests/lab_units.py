@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: s
     exe = " ".join(daemon_cli())
     flags = " --dry-run" if dry_run else ""
     lines = []
+    # A test run with PYTHONPATH (a worktree shadowing the venv's editable install)
+    # tests that tree's daemon too, not the one the venv points at.
+    pythonpath = os.environ.get("PYTHONPATH")
+    extra = [f"Environment=PYTHONPATH={pythonpath}"] if pythonpath else []
     for line in SHIPPED_UNIT.read_text().splitlines():
         key = line.split("=", 1)[0]
         if key == "ExecStart":
@@ -53,6 +58,8 @@ def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: s
         elif key.startswith(("StateDirectory", "ConfigurationDirectory", "PrivateTmp")):
             continue
         lines.append(line)
+        if line.strip() == "[Service]":
+            lines += extra
     return "\n".join(lines) + "\n"
 
 
