@@ -19,21 +19,37 @@ thousands of check transitions); they reach the disk at `flush`, at the next
 never on disk without the history that led to it), when 500 are buffered, and at
 `close`. Entries still buffered when the process is killed are lost.
 
-A corrupt or unreadable database (not a database, `PRAGMA quick_check` not ok, a
-schema from a newer version, a database that is not ours) is moved aside to
-`<path>.corrupt-<UTC timestamp>` with its -wal/-shm files, and a fresh one is created:
-the daemon starts fresh rather than not at all, and logs `moved_aside` and
-`moved_aside_reason` once. Errors that say nothing about the file's contents (a
-directory that cannot be created or written, a full disk, a lock held too long) are
-not corruption: they raise `SupervisorError` naming the path, and the file is left
-alone.
+A corrupt or unreadable database (an empty 0-byte file, not a database, `PRAGMA
+quick_check` not ok, a schema from a newer version, a database that is not ours, one of
+our tables missing) is moved aside to `<path>.corrupt-<UTC timestamp>` with its
+-wal/-shm files, and a fresh one is created: the daemon starts fresh rather than not at
+all. A schema from a newer version is moved aside too, not refused: the host stays
+supervised, and the file is kept for the newer version (reinstall it, move the file
+back). A -wal beside a good database that is not a write-ahead log (SQLite would
+silently ignore, then overwrite it) is moved aside alone, to
+`<path>.corrupt-<UTC timestamp>-wal`. Each of these is logged once, kept in
+`discarded`, and written to the history. Errors that say nothing about the file's
+contents (a directory that cannot be created or written, a full disk, a lock held too
+long) are not corruption: they raise `SupervisorError` naming the path, and the file
+is left alone.
+
+Contents. A database can pass `quick_check` and still hold a row that is not what we
+wrote (a flipped byte). Loading never raises for contents: a unit state or document
+that is not UTF-8, holds a NUL byte, is not JSON or is not a JSON object is dropped:
+logged naming the unit or key, recorded in `discarded` and in the history ("state of X
+unreadable; starting it fresh", with the stored text in the entry's data), and deleted.
+`load_units_checked` and `load_doc_checked` do the same for a row the caller's parser
+rejects (ValueError, TypeError, KeyError, AttributeError, IndexError). A history entry
+whose data is not JSON reads back as `{"unreadable": <text>}`.
 
 Secrets. The store writes what it is given, verbatim: callers mask secrets (alert
 URLs, passwords, tokens) before they pass them in. The database and the directory it
 creates are readable by their owner only (0600, 0700).
 
-One thread. A `Store` is created and used by one thread (the event loop's); it starts
-no thread of its own, and its calls block that thread briefly. Measured on the
+One thread. A `Store` is used by one thread at a time; it starts no thread of its own,
+and its calls block that thread. The daemon uses it through
+`supervisor.store_async.AsyncStore`, whose writer thread owns it; commands and tests use
+it directly. Measured on the
 development VM's disk: `save_unit` 0.35-0.45 ms (one fsync), `append` 3-6 us, 1,000 appends
 with their flushes 12-19 ms, `history(limit=1000)` 4 ms with 200,000 entries stored (a
 filter on kinds alone scans the time index: 55 ms), opening with its quick_check
@@ -49,23 +65,44 @@ import os
 import sqlite3
 import time as _time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+import structlog
 
 from supervisor.errors import SupervisorError
 from supervisor.store_schema import BUSY_TIMEOUT_MS as BUSY_TIMEOUT_MS
 from supervisor.store_schema import SCHEMA_VERSION as SCHEMA_VERSION
-from supervisor.store_schema import Unusable, connect, move_aside, prepare
+from supervisor.store_schema import (
+    Unusable,
+    bad_wal,
+    connect,
+    empty_file,
+    move_aside,
+    prepare,
+)
+
+log = structlog.get_logger("host-supervisor")
+
+T = TypeVar("T")
 
 #: Buffered history entries that trigger a flush from `append`.
 FLUSH_AT: Final = 500
 #: Most entries kept in memory while the database cannot be written; beyond it the
 #: oldest are dropped, and one entry says how many once writing works again.
 MAX_BUFFER: Final = 50_000
+#: Errors a caller's parser raises for a stored document of the wrong shape.
+PARSE_ERRORS: Final = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+#: Most characters of an unreadable row kept in the history entry that reports it.
+KEEP_UNREADABLE: Final = 65_536
+
+
+class StoreUnavailable(SupervisorError):
+    """What was asked of the state database was not done in time; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +119,51 @@ class HistoryEntry:
 
 # (time, unit, kind, message, data as JSON), as inserted.
 _Row = tuple[float, str | None, str, str, str]
+
+
+def _loads(raw: object) -> tuple[dict[str, Any] | None, str]:
+    """A stored document (read as bytes) and "", or None and why it is unreadable."""
+    if raw is None:
+        return None, "it is NULL"
+    if isinstance(raw, int | float):
+        return None, f"a number ({raw!r}) where a JSON object was expected"
+    if isinstance(raw, str):  # a history entry's data (text already decoded)
+        data = raw.encode("utf-8", "surrogatepass")
+    elif isinstance(raw, bytes):
+        data = raw
+    else:
+        return None, f"a {type(raw).__name__} where a JSON object was expected"
+    if (nul := data.find(b"\0")) >= 0:
+        return None, f"a NUL byte at offset {nul}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, f"not UTF-8 ({e.reason} at offset {e.start})"
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        return None, f"not JSON ({e})"
+    if not isinstance(value, dict):
+        return None, f"a JSON {type(value).__name__} where a JSON object was expected"
+    return value, ""
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _entry_data(raw: object) -> dict[str, Any]:
+    data, _ = _loads(raw)
+    return {"unreadable": _text(raw)} if data is None else data
+
+
+def _text(raw: object) -> str:
+    """What a stored row held, for the operator (not UTF-8: with U+FFFD)."""
+    if isinstance(raw, bytes):
+        text = raw.decode("utf-8", "replace")
+    else:
+        text = "NULL" if raw is None else str(raw)
+    return text[:KEEP_UNREADABLE]
 
 
 def _dumps(value: dict[str, Any], what: str) -> str:
@@ -106,11 +188,15 @@ class Store:
 
     moved_aside: Path | None
     moved_aside_reason: str | None
+    discarded: list[str]
+    """Every file or row set aside or dropped since opening, one message each (each is
+    also logged and written to the history)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.moved_aside = None
         self.moved_aside_reason = None
+        self.discarded = []
         self._buffer: deque[_Row] = deque()
         self._dropped = 0  # entries dropped from a full buffer, not yet reported
         self._flush_at = FLUSH_AT
@@ -123,17 +209,27 @@ class Store:
         if not os.access(self.path.parent, os.W_OK | os.X_OK):
             raise SupervisorError(f"state directory {self.path.parent} is not writable")
         # Opening, checking, migrating and moving aside: supervisor.store_schema.
+        if (empty := empty_file(self.path)) is not None:
+            self._moved(move_aside(self.path, empty), empty)
+        elif (wal := bad_wal(self.path)) is not None:
+            aside = move_aside(self.path, wal, main=False)
+            self._report(
+                None,
+                f"state database {self.path}: {wal}; moved it aside to {aside}-wal"
+                " and opened the database without it",
+                "write-ahead log moved aside",
+            )
         conn = connect(self.path)
         try:
             prepare(conn, self.path)
         except Unusable as e:
-            self.moved_aside_reason = str(e)
             try:
                 # Renamed while still open: SQLite deletes the -wal when the last
                 # connection closes, and that evidence is worth keeping.
-                self.moved_aside = move_aside(self.path, self.moved_aside_reason)
+                aside = move_aside(self.path, str(e))
             finally:
                 conn.close()
+            self._moved(aside, str(e))
             conn = connect(self.path)
             try:
                 prepare(conn, self.path)
@@ -147,6 +243,26 @@ class Store:
             conn.close()
             raise
         self._conn: sqlite3.Connection | None = conn
+
+    def _moved(self, aside: Path, reason: str) -> None:
+        self.moved_aside, self.moved_aside_reason = aside, reason
+        self._report(
+            None,
+            f"state database {self.path}: {reason}; moved it aside to {aside}, starting afresh",
+            "state database moved aside",
+        )
+
+    def _report(
+        self, unit: str | None, message: str, entry: str, data: dict[str, Any] | None = None
+    ) -> None:
+        """Say once that something stored was set aside: log, `discarded`, history."""
+        self.discarded.append(message)
+        log.error(message, **({"unit": unit} if unit is not None else {}))
+        self.append(unit, "daemon", entry, {"detail": message, **(data or {})})
+
+    def set_busy_timeout(self, ms: int) -> None:
+        """How long a statement waits for another connection's lock before failing."""
+        self._db().execute(f"PRAGMA busy_timeout = {int(ms)}")
 
     # -- transactions ----------------------------------------------------------------
 
@@ -204,12 +320,57 @@ class Store:
     # -- per-unit state ----------------------------------------------------------------
 
     def load_units(self) -> dict[str, dict[str, Any]]:
-        """Every unit's saved state, by unit name."""
+        """Every unit's saved state that reads as a JSON object, by unit name (the others
+        are dropped and reported: see the module's docstring)."""
+        return self.load_units_checked(lambda unit, doc: doc)[0]
+
+    def load_units_checked(
+        self, parse: Callable[[str, dict[str, Any]], T]
+    ) -> tuple[dict[str, T], list[str]]:
+        """Every unit's saved state as `parse(unit, doc)` returns it, and one message per
+        row dropped: unreadable, or rejected by `parse` (one of `PARSE_ERRORS`). A row
+        dropped is logged, recorded in the history with what it held, and deleted."""
         try:
-            rows = self._db().execute("SELECT unit, state FROM units ORDER BY unit").fetchall()
+            rows = (
+                self._db()
+                .execute(
+                    "SELECT rowid, CAST(unit AS BLOB), CAST(state AS BLOB) FROM units ORDER BY unit"
+                )
+                .fetchall()
+            )
         except sqlite3.Error as e:
             raise self._error("loading unit states", e) from e
-        return {unit: json.loads(state) for unit, state in rows}
+        parsed: dict[str, T] = {}
+        bad: list[tuple[int, str, str, object]] = []
+        for rowid, raw_unit, raw in rows:
+            unit = _text(raw_unit)
+            doc, why = _loads(raw)
+            if doc is not None:
+                try:
+                    parsed[unit] = parse(unit, doc)
+                    continue
+                except PARSE_ERRORS as e:
+                    why = f"{type(e).__name__}: {e}"
+            bad.append((rowid, unit, why, raw))
+        return parsed, [self._drop("units", rowid, unit, why, raw) for rowid, unit, why, raw in bad]
+
+    def _drop(self, table: str, rowid: int, name: str, why: str, raw: object) -> str:
+        """Report a row that cannot be used, and delete it; the message said."""
+        what = f"state of {name}" if table == "units" else f"stored document {name}"
+        message = f"{what} unreadable ({why}); starting it fresh"
+        unit = name if table == "units" else None
+        self._report(
+            unit,
+            message,
+            f"{what} unreadable; starting it fresh",
+            {"reason": why, "stored": _text(raw)},
+        )
+        try:
+            with self._write(f"dropping the {what}") as db:
+                db.execute(f"DELETE FROM {table} WHERE rowid = ?", (rowid,))
+        except SupervisorError as e:  # read again (and dropped again) at the next start
+            log.error("cannot drop an unreadable row", error=str(e), row=name)
+        return message
 
     def save_unit(self, unit: str, state: dict[str, Any]) -> None:
         """Insert or replace `unit`'s state and commit (with the buffered history)."""
@@ -230,15 +391,33 @@ class Store:
     # -- host-wide documents -------------------------------------------------------
 
     def load_doc(self, key: str) -> dict[str, Any] | None:
-        """The document saved under `key`, or None."""
+        """The document saved under `key`, or None (also when it is unreadable: it is
+        then dropped and reported)."""
+        return self.load_doc_checked(key, lambda doc: doc)[0]
+
+    def load_doc_checked(
+        self, key: str, parse: Callable[[dict[str, Any]], T]
+    ) -> tuple[T | None, list[str]]:
+        """`parse(doc)` of the document under `key` (None if there is none), and the
+        message if the stored one was dropped: unreadable or rejected by `parse`."""
         try:
-            row = self._db().execute("SELECT doc FROM docs WHERE key = ?", (key,)).fetchone()
+            row = (
+                self._db()
+                .execute("SELECT rowid, CAST(doc AS BLOB) FROM docs WHERE key = ?", (key,))
+                .fetchone()
+            )
         except sqlite3.Error as e:
             raise self._error(f"loading document {key}", e) from e
         if row is None:
-            return None
-        doc: dict[str, Any] = json.loads(row[0])
-        return doc
+            return None, []
+        rowid, raw = row
+        doc, why = _loads(raw)
+        if doc is not None:
+            try:
+                return parse(doc), []
+            except PARSE_ERRORS as e:
+                why = f"{type(e).__name__}: {e}"
+        return None, [self._drop("docs", rowid, key, why, raw)]
 
     def save_doc(self, key: str, doc: dict[str, Any]) -> None:
         """Insert or replace the document `key` and commit (with the buffered history)."""
@@ -286,6 +465,41 @@ class Store:
         with self._write("writing the history"):
             pass
 
+    def commit_encoded(
+        self,
+        rows: Sequence[_Row],
+        units: Mapping[str, str | None],
+        docs: Mapping[str, str],
+    ) -> None:
+        """One transaction of what `AsyncStore` queued, already encoded: history rows
+        (after the buffered ones), unit states (None deletes one) and documents.
+        On failure nothing is written and `SupervisorError` is raised, caused by the
+        `sqlite3.Error`."""
+        now = _time.time()
+        with self._write("saving state and history") as db:
+            if rows:
+                db.executemany(
+                    "INSERT INTO history (time, unit, kind, message, data) VALUES (?, ?, ?, ?, ?)",
+                    rows,
+                )
+            for unit, state in units.items():
+                if state is None:
+                    db.execute("DELETE FROM units WHERE unit = ?", (unit,))
+                else:
+                    db.execute(
+                        "INSERT INTO units (unit, state, updated) VALUES (?, ?, ?)"
+                        " ON CONFLICT (unit) DO UPDATE SET state = excluded.state,"
+                        " updated = excluded.updated",
+                        (unit, state, now),
+                    )
+            for key, doc in docs.items():
+                db.execute(
+                    "INSERT INTO docs (key, doc, updated) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET doc = excluded.doc,"
+                    " updated = excluded.updated",
+                    (key, doc, now),
+                )
+
     def history(
         self,
         unit: str | None = None,
@@ -327,7 +541,14 @@ class Store:
         except sqlite3.Error as e:
             raise self._error("reading the history", e) from e
         return [
-            HistoryEntry(id=i, time=t, unit=u, kind=k, message=m, data=json.loads(d))
+            HistoryEntry(
+                id=i,
+                time=t if isinstance(t, int | float) else 0.0,
+                unit=u,
+                kind=str(k),
+                message=str(m),
+                data=_entry_data(d),
+            )
             for i, t, u, k, m, d in reversed(rows)
         ]
 

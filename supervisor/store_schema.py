@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,13 @@ SQLITE_NOTADB: Final = 26
 
 SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
+# A write-ahead log starts with this magic (the last bit: the checksums' byte order)
+# and this format version (https://www.sqlite.org/fileformat2.html#walformat).
+WAL_MAGIC: Final = (0x377F0682, 0x377F0683)
+WAL_VERSION: Final = 3007000
+WAL_HEADER: Final = 32
+SQLITE_HEADER: Final = b"SQLite format 3\0"
+
 
 class Unusable(Exception):
     """The database's contents cannot be used: move it aside (internal)."""
@@ -68,10 +76,73 @@ def connect(path: Path) -> sqlite3.Connection:
                 f"state database {path} cannot be created: {e.strerror or e}"
             ) from e
     try:
-        conn = sqlite3.connect(path, isolation_level=None)
+        # Not tied to the opening thread: `AsyncStore` hands it to its writer thread,
+        # which is from then on its only user.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     except sqlite3.Error as e:
         raise SupervisorError(f"state database {path} cannot be opened: {e}") from e
+    # Text that is not UTF-8 (a flipped bit) reads with U+FFFD instead of failing the
+    # whole query; the state documents are read as bytes and checked strictly.
+    conn.text_factory = _lenient_text
     return conn
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def empty_file(path: Path) -> str | None:
+    """Why the existing database file at `path` must not be opened as it is, or None.
+
+    SQLite takes a 0-byte file for a new database (and deletes a -wal beside it): an
+    emptied state database would be lost without a word.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SupervisorError(f"state database {path} cannot be read: {e.strerror or e}") from e
+    return "state database was empty (0 bytes): starting afresh" if size == 0 else None
+
+
+def bad_wal(path: Path) -> str | None:
+    """Why the -wal beside `path` is not a write-ahead log, or None (none or a good one).
+
+    SQLite ignores, then overwrites, a -wal whose header is not valid: its contents are
+    lost either way, but moved aside they can still be looked at.
+    """
+    wal = Path(f"{path}-wal")
+    try:
+        with path.open("rb") as f:
+            if f.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+                return None  # not a database: it goes aside whole, with its -wal
+        with wal.open("rb") as f:
+            header = f.read(WAL_HEADER)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise SupervisorError(f"state database {wal} cannot be read: {e.strerror or e}") from e
+    if not header:
+        return None  # an empty -wal is what a clean close leaves
+    if len(header) < WAL_HEADER:
+        return f"its write-ahead log {wal.name} is cut short ({len(header)} bytes)"
+    magic, version = struct.unpack(">II", header[:8])
+    if magic not in WAL_MAGIC or version != WAL_VERSION:
+        return f"its write-ahead log {wal.name} is not a write-ahead log (bad header)"
+    if _wal_checksum(header[:24], big_endian=magic & 1 == 1) != struct.unpack(">II", header[24:]):
+        return f"its write-ahead log {wal.name} has a damaged header (checksum)"
+    return None
+
+
+def _wal_checksum(data: bytes, *, big_endian: bool) -> tuple[int, int]:
+    """SQLite's WAL checksum of `data` (a multiple of 8 bytes)."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    s0 = s1 = 0
+    for i in range(0, len(words), 2):
+        s0 = (s0 + words[i] + s1) & 0xFFFFFFFF
+        s1 = (s1 + words[i + 1] + s0) & 0xFFFFFFFF
+    return s0, s1
 
 
 def prepare(conn: sqlite3.Connection, path: Path) -> None:
@@ -86,8 +157,12 @@ def prepare(conn: sqlite3.Connection, path: Path) -> None:
             raise Unusable("quick_check: " + "; ".join(problems[:3]))
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
+            # Moved aside, not refused: a host supervised from fresh state is safer
+            # than one not supervised at all, and the file is kept for a newer
+            # version (reinstall it and move the file back).
             raise Unusable(
-                f"schema version {version} is newer than this host-supervisor's ({SCHEMA_VERSION})"
+                f"schema version {version} is newer than this host-supervisor's"
+                f" ({SCHEMA_VERSION}): written by a newer version, which can read it again"
             )
         if version == 0:
             (objects,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -121,8 +196,13 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
         raise
 
 
-def move_aside(path: Path, reason: str | None) -> Path:
-    """Rename the database and its side files to `<path>.corrupt-<UTC time>`."""
+def move_aside(path: Path, reason: str | None, *, main: bool = True) -> Path:
+    """Rename the database and its side files to `<path>.corrupt-<UTC time>`.
+
+    With `main` False only the side files (-wal, -shm, -journal) move: a write-ahead
+    log that is not one, beside a good database. Returns the new name of the main file
+    (which, then, does not exist: its side files are that name plus their suffix).
+    """
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.corrupt-{stamp}")
     n = 1
@@ -135,7 +215,8 @@ def move_aside(path: Path, reason: str | None) -> Path:
             side = Path(f"{path}{suffix}")
             if side.exists():
                 side.rename(f"{target}{suffix}")
-        path.rename(target)
+        if main:
+            path.rename(target)
         dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
         try:
             os.fsync(dir_fd)

@@ -423,11 +423,17 @@ def assert_moved_aside(s: Store, db_path: Path, content: bytes | None = None) ->
     if content is not None:
         assert aside.read_bytes() == content
     assert s.moved_aside_reason
+    # Said once, naming both files, in the log (`discarded`) and in the history ...
+    (said,) = s.discarded
+    assert str(db_path) in said and str(aside) in said and s.moved_aside_reason in said
     # ... and the fresh database works.
     s.save_unit("a.service", {"n": 1})
     s.append(None, "daemon", "fresh")
     assert s.load_units() == {"a.service": {"n": 1}}
-    assert messages(s.history()) == ["fresh"]
+    first, fresh = s.history()
+    assert (first.kind, first.message) == ("daemon", "state database moved aside")
+    assert first.data == {"detail": said}
+    assert fresh.message == "fresh"
     return aside
 
 
