@@ -167,7 +167,7 @@ async def test_durable_says_why_when_the_lock_outlasts_it(
         with pytest.raises(StoreUnavailable) as raised:
             await store.durable(0.7)
         took = time.monotonic() - started
-    assert 0.6 < took < 1.2
+    assert 0.6 < took < 2.0  # the bound, not the lock: generous for a loaded host
     assert lag.worst < 0.5
     assert str(db_path) in str(raised.value)
     assert "is locked by another process for" in str(raised.value)
