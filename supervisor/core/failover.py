@@ -114,6 +114,7 @@ from typing import Any, Protocol
 
 from supervisor.config.values import format_duration
 from supervisor.core.notices import AlertKind
+from supervisor.core.stored import build
 from supervisor.core.values import Severity
 
 __all__ = [
@@ -250,8 +251,8 @@ class FailoverState:
         values["phase"] = Phase(values.get("phase", Phase.PRIMARY.value))
         values["in_flight"] = Step(values.get("in_flight", Step.NONE.value))
         values["order"] = tuple(values.get("order", ()))
-        values["tried"] = tuple((str(u), str(why)) for u, why in values.get("tried", ()))
-        return cls(**values)
+        values["tried"] = tuple(tuple(pair) for pair in values.get("tried", ()))
+        return build(cls, values)
 
 
 # Events -------------------------------------------------------------------

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from supervisor.core.health import Condition
+from supervisor.core.stored import build
 from supervisor.core.values import Rung
 
 
@@ -88,8 +89,8 @@ class RecoveryState:
         values = {k: v for k, v in doc.items() if k in fields}
         values["phase"] = Phase(values.get("phase", Phase.IDLE.value))
         values["condition"] = Condition(values.get("condition", Condition.UNKNOWN.value))
-        values["ran"] = tuple(str(rung) for rung in values.get("ran", ()))
-        return cls(**values)
+        values["ran"] = tuple(values.get("ran", ()))
+        return build(cls, values)
 
 
 # Events -------------------------------------------------------------------
