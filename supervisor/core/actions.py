@@ -83,10 +83,12 @@ class TimerFired:
 
 @dataclass(frozen=True)
 class PreconditionsChecked:
-    """The answer to `CheckPreconditions`: why a repair may not run, or "" to go."""
+    """The answer to `CheckPreconditions`: why a repair may not run, or "" to go;
+    `unsaved` says why the state queued with the request is not on disk ("" if it is)."""
 
     unit: str
     reason: str
+    unsaved: str = ""
 
 
 @dataclass(frozen=True)

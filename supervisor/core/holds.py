@@ -24,40 +24,57 @@ OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
 Hold = tuple[str, float | None]
 """Why, and when to ask again (None: when something changes, or a resume)."""
 
+STORE_RETRY = 10.0  # a repair held because its state is not on disk asks again then
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the shell found before a repair: a failing precondition ("" if none), and
+    why the state queued with the request is not on disk ("" if it is)."""
+
+    precondition: str = ""
+    unsaved: str = ""
+
 
 @dataclass(frozen=True)
 class Rule:
     name: str
     question: str
-    check: Callable[[Tx, UnitState, str], Hold | None]
+    check: Callable[[Tx, UnitState, Checked], Hold | None]
 
 
-def _observing(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+def _observing(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     if tx.now < tx.observe_until and not first_round_done(tx):
         retry = min(tx.observe_until, tx.now + OBSERVE_POLL)
         return "observing units and running one round of checks after a start", retry
     return None
 
 
-def _failed_over(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+def _failed_over(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     if failover_host.owns(tx, state.unit):
         return "failed over: the failover machine acts on this unit", None
     return None
 
 
-def _flapping(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+def _flapping(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     if tx.flaps.get(state.unit, FlapState()).flapping:
         return "flapping: repairs paused until it settles", None
     return None
 
 
-def _precondition(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
-    if precondition:
-        return f"precondition: {precondition}", tx.now + PRECONDITION_RETRY
+def _precondition(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
+    if checked.precondition:
+        return f"precondition: {checked.precondition}", tx.now + PRECONDITION_RETRY
     return None
 
 
-def _guard(tx: Tx, state: UnitState, precondition: str) -> Hold | None:
+def _unsaved(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
+    if checked.unsaved:
+        return f"state not saved: {checked.unsaved}", tx.now + STORE_RETRY
+    return None
+
+
+def _guard(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     unit = state.unit
     tx.guard, decision, notices = guard.request(
         tx.loaded.main.guard,
@@ -111,6 +128,13 @@ HOLDS = (
         _flapping,
     ),
     Rule(
+        "state saved",
+        "Is the state that counts this attempt on disk? If the state database cannot "
+        "be written (locked, full), the repair waits, so that a crash never repeats it; "
+        "it asks again in 10 s.",
+        _unsaved,
+    ),
+    Rule(
         "preconditions",
         "Do the policy's preconditions hold: disk below X% on the listed paths, host "
         "memory below Y%, the listed units active? If not, it asks again in 30 s.",
@@ -124,10 +148,10 @@ HOLDS = (
 )
 
 
-def hold_reason(tx: Tx, state: UnitState, precondition: str) -> tuple[str, Hold] | None:
+def hold_reason(tx: Tx, state: UnitState, checked: Checked) -> tuple[str, Hold] | None:
     """Which rule holds the repair asked for, why, and when to ask again; None: go."""
     for rule in HOLDS:
-        if (held := rule.check(tx, state, precondition)) is not None:
+        if (held := rule.check(tx, state, checked)) is not None:
             return rule.name, held
     return None
 

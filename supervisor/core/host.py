@@ -21,6 +21,7 @@ from supervisor.core.actions import (
     Action,
     Event,
 )
+from supervisor.core.failover import FailoverState
 from supervisor.core.guard import GuardState
 from supervisor.core.health import Condition
 from supervisor.core.notices import AlertKind
@@ -77,6 +78,22 @@ def _resume_stored(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
             attempts=recovery.attempts,
             next_in_s=round(recovery.deadline - tx.now, 1) if recovery.deadline else None,
         )
+
+
+def checked_unit_doc(unit: str, doc: dict[str, Any]) -> dict[str, Any]:
+    """A unit's stored document, once its ladder and failover states parse (ValueError,
+    TypeError or KeyError if not: the store then discards it and the unit starts fresh)."""
+    if "recovery" in doc:
+        RecoveryState.from_dict(doc["recovery"])
+    if "failover" in doc:
+        FailoverState.from_dict(doc["failover"])
+    return doc
+
+
+def checked_guard_doc(doc: dict[str, Any]) -> dict[str, Any]:
+    """The guard's stored document, once it parses."""
+    GuardState.from_dict(doc)
+    return doc
 
 
 def step(state: HostState, event: Event, now: float) -> tuple[HostState, list[Action]]:

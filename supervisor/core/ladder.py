@@ -13,7 +13,7 @@ from supervisor.core import actions as ev
 from supervisor.core import failover_host, guard
 from supervisor.core.actions import Event
 from supervisor.core.health import Condition, describe
-from supervisor.core.holds import hold_reason
+from supervisor.core.holds import Checked, hold_reason
 from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
 from supervisor.core.recovery import (
     Action,
@@ -42,9 +42,9 @@ _NOTICE_LEVEL = {
 
 def handle(tx: Tx, event: Event) -> None:
     match event:
-        case ev.PreconditionsChecked(unit, reason):
+        case ev.PreconditionsChecked(unit, reason, unsaved):
             if (state := tx.unit(unit)) is not None:
-                _decide(tx, state, reason)
+                _decide(tx, state, Checked(reason, unsaved))
         case ev.RepairDone():
             _repair_done(tx, event)
         case ev.OperatorPause(unit, caller):
@@ -112,14 +112,14 @@ def _report(tx: Tx, state: UnitState, report: Report) -> None:
 # -- asking for a rung ----------------------------------------------------------------
 
 
-def _decide(tx: Tx, state: UnitState, precondition: str) -> None:
+def _decide(tx: Tx, state: UnitState, checked: Checked) -> None:
     """The shell has read the preconditions: hold, or record and run the rung."""
     action = state.asked
     if action is None:
         return
     state.asked = None
     unit = state.unit
-    held = hold_reason(tx, state, precondition)
+    held = hold_reason(tx, state, checked)
     if held is not None:
         state.held_by, (reason, until) = held
         feed(tx, state, Held(reason, until))

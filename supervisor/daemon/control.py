@@ -74,9 +74,12 @@ class Control(Protocol):
     def resume(self, unit: str | None, caller: str = "") -> bool: ...
     def manual_failover(self, unit: str, to: str | None, caller: str = "") -> str | None: ...
     def manual_failback(self, unit: str, caller: str = "") -> str | None: ...
-    def history(
+    async def history(
         self, unit: str | None, since: float | None, limit: int
     ) -> list[dict[str, Any]]: ...
+    async def persisted(self) -> str | None:
+        """None once what was decided so far is stored, else why it is not."""
+
     def metrics_snapshot(self) -> dict[str, object]: ...
     def reset_lateness(self) -> None: ...
 
@@ -425,10 +428,18 @@ class ControlServer:
                     400, f"since_s must be a number of seconds, 0 or more, got {query['since_s']!r}"
                 )
             since = time.time() - since_s
-        entries = self.daemon.history(unit, since, limit)
+        entries = await self.daemon.history(unit, since, limit)
         if unit is not None and not entries and not self._known(unit):
             return _no_policy(unit)  # a unit whose policy went still shows its history
         return web.json_response({"entries": entries})
+
+    async def _stored(self) -> web.Response:
+        """An operator's request is acknowledged only once it is stored: a pause that
+        a restart would forget is not a pause."""
+        reason = await self.daemon.persisted()
+        if reason is not None:
+            return _error(503, f"accepted but not saved: {reason}")
+        return web.json_response({"ok": True})
 
     async def _metrics(self, request: web.Request, peer: Peer) -> web.Response:
         return web.json_response(self.daemon.metrics_snapshot())
@@ -445,23 +456,23 @@ class ControlServer:
         unit = request.match_info["unit"]
         if not self.daemon.reset(unit, caller=peer.caller):
             return _no_policy(unit)
-        return web.json_response({"ok": True})
+        return await self._stored()
 
     async def _pause(self, request: web.Request, peer: Peer) -> web.Response:
         unit = request.match_info["unit"]
         if not self.daemon.pause(unit, caller=peer.caller):
             return _no_policy(unit)
-        return web.json_response({"ok": True})
+        return await self._stored()
 
     async def _resume(self, request: web.Request, peer: Peer) -> web.Response:
         unit = request.match_info["unit"]
         if not self.daemon.resume(unit, caller=peer.caller):
             return _no_policy(unit)
-        return web.json_response({"ok": True})
+        return await self._stored()
 
     async def _resume_all(self, request: web.Request, peer: Peer) -> web.Response:
         self.daemon.resume(None, caller=peer.caller)
-        return web.json_response({"ok": True})
+        return await self._stored()
 
     async def _failover(self, request: web.Request, peer: Peer) -> web.Response:
         unit = request.match_info["unit"]
@@ -473,7 +484,7 @@ class ControlServer:
         refused = self.daemon.manual_failover(unit, to, caller=peer.caller)
         if refused is not None:
             return _error(409, refused)
-        return web.json_response({"ok": True})
+        return await self._stored()
 
     async def _failback(self, request: web.Request, peer: Peer) -> web.Response:
         unit = request.match_info["unit"]
@@ -482,7 +493,7 @@ class ControlServer:
         refused = self.daemon.manual_failback(unit, caller=peer.caller)
         if refused is not None:
             return _error(409, refused)
-        return web.json_response({"ok": True})
+        return await self._stored()
 
 
 def _one_line(text: str) -> str:

@@ -13,7 +13,7 @@ import contextlib
 import gc
 import signal
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from supervisor.daemon.probing import JITTER_MAX, Probing
 from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, ConfigError, SupervisorError
 from supervisor.secrets import mask, mask_data
+from supervisor.store import StoreUnavailable
 
 log = structlog.get_logger("host-supervisor")
 
@@ -41,9 +42,18 @@ BUS_RETRY_MAX = 30.0
 STATUS_EVERY = 0.5  # STATUS= is sent at most this often
 WATCH_RETRY_MIN = 0.5
 WATCH_RETRY_MAX = 60.0
-HISTORY_FLUSH = 1.0  # buffered history reaches the disk at least this often
-PRUNE_EVERY = 3600  # flushes between two prunings of old history (hourly)
+PRUNE_EVERY = 3600.0  # seconds between two prunings of old history
+STORE_CLOSE = 5.0  # at stop, how long the store may take to write what is queued
+PERSIST_WAIT = 5.0  # how long an operator's request may wait to be stored
 OBSERVE_MAX = 30.0  # after a start, act only once every check has reported (or this long)
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What the previous process left in the store: unit documents and the guard's."""
+
+    units: dict[str, dict[str, Any]] = field(default_factory=dict)
+    guard: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -55,15 +65,17 @@ class DaemonOptions:
 
 
 class Daemon:
-    def __init__(self, options: DaemonOptions, loaded: LoadedConfig, ports: Ports) -> None:
+    def __init__(
+        self, options: DaemonOptions, loaded: LoadedConfig, ports: Ports, stored: Stored
+    ) -> None:
         self.options = options
         self.ports = ports
         self.clock = ports.clock  # wall clock: deadlines are stored and must survive a restart
         self.metrics = Metrics()
         self.state, self._initial = host.initial(
             loaded,
-            ports.store.load_units(),
-            ports.store.load_doc("guard") or {},
+            stored.units,
+            stored.guard,
             hostname=ports.hostname,
             dry_run=options.dry_run,
             now=self.clock(),
@@ -126,7 +138,7 @@ class Daemon:
         await ports.alerts.start()  # apprise loads its plugins now, not at the first alert
         bus_task = asyncio.create_task(ports.manager.run())
         watchdog = asyncio.create_task(ports.notifier.watchdog_loop())
-        flusher = asyncio.create_task(self._flush_history())
+        pruner = asyncio.create_task(self._prune_history())
         self.performer.perform(self._initial)
         # Observe before acting: unit states now, and one round of probes.
         longest = max(
@@ -163,7 +175,7 @@ class Daemon:
         self.timers.cancel_all()
         self.probing.stop_all()
         watchdog.cancel()
-        flusher.cancel()
+        pruner.cancel()
         await api.stop()
         await ports.manager.close()
         await ports.probes.close()
@@ -172,9 +184,9 @@ class Daemon:
         for task in list(self.performer.tasks):
             task.cancel()
         await asyncio.gather(
-            bus_task, watchdog, flusher, *self.performer.tasks, return_exceptions=True
+            bus_task, watchdog, pruner, *self.performer.tasks, return_exceptions=True
         )
-        ports.store.close()
+        await ports.store.aclose(STORE_CLOSE)
         return 0
 
     def _backups(self) -> set[str]:
@@ -212,18 +224,15 @@ class Daemon:
             log.warning("unit not found; watching for it to appear", unit=unit)
         self._on_unit_change(snapshot)
 
-    async def _flush_history(self) -> None:
-        """Write buffered history every second; keep it bounded (90 days, 200k entries)."""
-        flushes = 0
+    async def _prune_history(self) -> None:
+        """Keep the history bounded (90 days, 200k entries), hourly; the store's writer
+        thread commits everything else within a second on its own."""
         while True:
-            await asyncio.sleep(HISTORY_FLUSH)
-            flushes += 1
             try:
-                self.ports.store.flush()
-                if flushes % PRUNE_EVERY == 1:
-                    self.ports.store.prune()
+                await self.ports.store.prune()
             except SupervisorError as exc:
-                log.error("cannot write history", error=str(exc))
+                log.error("cannot prune the history", error=str(exc))
+            await asyncio.sleep(PRUNE_EVERY)
 
     # -- reload -------------------------------------------------------------------------------
 
@@ -279,7 +288,17 @@ class Daemon:
     async def test_alert(self, channel: str | None) -> list[Any]:
         return await self.ports.alerts.test(channel)
 
-    def history(self, unit: str | None, since: float | None, limit: int) -> list[dict[str, Any]]:
+    async def persisted(self) -> str | None:
+        try:
+            await self.ports.store.durable(PERSIST_WAIT)
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    async def history(
+        self, unit: str | None, since: float | None, limit: int
+    ) -> list[dict[str, Any]]:
+        entries = await self.ports.store.history(unit=unit, since=since, limit=limit)
         return [
             {
                 "time": entry.time,
@@ -288,7 +307,7 @@ class Daemon:
                 "message": mask(entry.message),
                 "data": mask_data(entry.data),
             }
-            for entry in self.ports.store.history(unit=unit, since=since, limit=limit)
+            for entry in entries
         ]
 
     @property
@@ -302,7 +321,10 @@ class Daemon:
         self.metrics.reset_lateness()
 
     def status_line(self) -> str:
-        return mask(status_line(self.state, self.clock()))
+        line = status_line(self.state, self.clock())
+        if not self.ports.store.healthy:
+            line += f"; STATE NOT SAVED: {self.ports.store.last_error}"
+        return mask(line)
 
     def unit_status(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = mask_data(unit_rows(self.state, self.clock()))

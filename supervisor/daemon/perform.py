@@ -27,10 +27,13 @@ from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, JobFailed, SupervisorError
 from supervisor.repairs import Result
 from supervisor.secrets import mask, mask_data
+from supervisor.store import StoreUnavailable
 
 log = structlog.get_logger("host-supervisor")
 
 JOB_TIMEOUT = 90.0
+DURABLE_BEFORE_ACTION = 2.0  # a repair waits this long for its state to be stored
+DURABLE_BEFORE_FAILOVER = 30.0  # a failover's job waits longer: holding it costs more
 CAN_RECOVER_TIMEOUT = 60.0
 
 
@@ -71,7 +74,7 @@ class Performer:
             case act.SaveUnit(unit, doc):
                 try:
                     self.ports.store.save_unit(unit, doc)
-                except SupervisorError as exc:
+                except (SupervisorError, TypeError) as exc:
                     log.error("cannot save state", unit=unit, error=str(exc))
                     self._feed(act.SaveFailed(unit))
             case act.DeleteUnit(unit):
@@ -128,9 +131,16 @@ class Performer:
         state = self._state().units.get(unit)
         if state is None:
             return
+        unsaved = ""
+        try:
+            # The attempt is counted in the state queued with this request: it must be
+            # on disk before the repair runs, or a crash would repeat it.
+            await self.ports.store.durable(DURABLE_BEFORE_ACTION)
+        except StoreUnavailable as exc:
+            unsaved = str(exc)
         pre = state.policy.recovery.preconditions
         reason = await failing_precondition(pre, self.ports.manager, self.ports.host)
-        self._feed(act.PreconditionsChecked(unit, reason or ""))
+        self._feed(act.PreconditionsChecked(unit, reason or "", unsaved))
 
     async def _repair(self, action: act.RunRepair) -> None:
         state = self._state().units.get(action.unit)
@@ -161,6 +171,12 @@ class Performer:
             self._feed(act.FailoverJobDone(job.primary, job.target, job.verb, True, "dry run"))
             return
         manager = self.ports.manager
+        try:
+            await self.ports.store.durable(DURABLE_BEFORE_FAILOVER)
+        except StoreUnavailable as exc:
+            detail = f"not done: the failover's state is not saved: {exc}"
+            self._feed(act.FailoverJobDone(job.primary, job.target, job.verb, False, detail))
+            return
         try:
             if job.verb is Verb.START:
                 if job.reset_failed_first:

@@ -16,14 +16,16 @@ from supervisor.alerts import Alerter
 from supervisor.checks import Prober
 from supervisor.checks.command import CommandRunner
 from supervisor.config import LoadedConfig, load_config
+from supervisor.core.host import checked_guard_doc, checked_unit_doc
 from supervisor.daemon.control import ControlServer
-from supervisor.daemon.loop import Daemon, DaemonOptions
+from supervisor.daemon.loop import Daemon, DaemonOptions, Stored
 from supervisor.daemon.ports import Ports
 from supervisor.daemon.preconditions import LocalHost
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.logs import configure_logging
 from supervisor.repairs import Repairs
 from supervisor.store import Store
+from supervisor.store_async import AsyncStore
 from supervisor.systemd.manager import SystemdManager
 from supervisor.systemd.notify import Notifier
 
@@ -66,7 +68,7 @@ def lock_state_dir(state_dir: Path) -> IO[str]:
     return lock
 
 
-def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: Store) -> Ports:
+def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: AsyncStore) -> Ports:
     """The adapters that talk to this host: systemd, probes, apprise, SQLite."""
     manager = SystemdManager()
     hostname = socket.gethostname()
@@ -112,14 +114,14 @@ def run_daemon(options: DaemonOptions) -> int:
         except SupervisorError as exc:
             log.error("cannot start", error=str(exc))
             return EX_CANTCREAT
-        if store.moved_aside is not None:
-            log.error(
-                "the state database was unreadable; moved it aside and started afresh",
-                moved_to=str(store.moved_aside),
-            )
+        # Rows that do not parse are discarded here (logged, recorded): those units
+        # start fresh, and the daemon always starts.
+        units, _ = store.load_units_checked(checked_unit_doc)
+        guard, _ = store.load_doc_checked("guard", checked_guard_doc)
+        stored = Stored(units, guard or {})
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            ports = real_ports(options, loaded, store)
-            return runner.run(Daemon(options, loaded, ports).run())
+            ports = real_ports(options, loaded, AsyncStore(store))
+            return runner.run(Daemon(options, loaded, ports, stored).run())
     finally:
         lock.close()
 

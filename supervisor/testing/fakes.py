@@ -17,9 +17,9 @@ from typing import Any
 from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
-from supervisor.errors import BusError, SupervisorError
+from supervisor.errors import BusError
 from supervisor.repairs import Outcome, Repairs, Result
-from supervisor.store import HistoryEntry
+from supervisor.store import HistoryEntry, StoreUnavailable
 from supervisor.systemd.manager import OnChange, UnitSnapshot
 
 JOB_TIME = 0.1  # virtual seconds a fake systemd job takes
@@ -291,36 +291,59 @@ class FakeAlerts:
 
 @dataclass
 class FakeStore:
-    """The state store in memory; `full` makes every write fail as a full disk would."""
+    """The state store in memory. `unavailable` is a locked or full database: writes
+    are kept queued (as the real writer thread keeps them) and `durable` says why
+    they are not stored; when it is available again, the queue is written."""
 
     timeline: Timeline
     units: dict[str, dict[str, Any]] = field(default_factory=dict)
     docs: dict[str, dict[str, Any]] = field(default_factory=dict)
     entries: list[HistoryEntry] = field(default_factory=list)
-    full: bool = False
+    unavailable: str = ""
+    queued: list[Callable[[], None]] = field(default_factory=list)
 
-    def _write(self, what: str) -> None:
-        if self.full:
-            raise SupervisorError(f"{what}: database or disk is full (fake)")
+    def _write(self, work: Callable[[], None]) -> None:
+        if self.unavailable:
+            self.queued.append(work)
+        else:
+            work()
+
+    def available(self) -> None:
+        self.unavailable = ""
+        for work in self.queued:
+            work()
+        self.queued.clear()
+
+    @property
+    def healthy(self) -> bool:
+        return not self.unavailable
+
+    @property
+    def last_error(self) -> str | None:
+        return self.unavailable or None
+
+    async def durable(self, timeout: float) -> None:  # noqa: ASYNC109
+        if self.unavailable:
+            raise StoreUnavailable(f"{self.unavailable}; not saved within {timeout:g} s")
 
     def load_units(self) -> dict[str, dict[str, Any]]:
         return {unit: dict(doc) for unit, doc in self.units.items()}
 
     def save_unit(self, unit: str, state: dict[str, Any]) -> None:
-        self._write(f"saving the state of {unit}")
-        self.units[unit] = dict(state)
+        self._write(lambda: self.units.__setitem__(unit, dict(state)))
 
     def delete_unit(self, unit: str) -> None:
-        self._write(f"deleting the state of {unit}")
-        self.units.pop(unit, None)
+        def delete() -> None:
+            self.units.pop(unit, None)
+
+        self._write(delete)
 
     def load_doc(self, key: str) -> dict[str, Any] | None:
         doc = self.docs.get(key)
         return dict(doc) if doc is not None else None
 
     def save_doc(self, key: str, doc: dict[str, Any]) -> None:
-        self._write(f"saving {key}")
-        self.docs[key] = dict(doc)
+        self._write(lambda: self.docs.__setitem__(key, dict(doc)))
 
     def append(
         self,
@@ -329,20 +352,13 @@ class FakeStore:
         message: str,
         data: dict[str, Any] | None = None,
         *,
-        time: float,
+        time: float | None = None,
     ) -> None:
-        self._write("writing the history")
         self.timeline.add(f"history {unit or 'host'} {kind}: {message}")
-        entry = HistoryEntry(len(self.entries) + 1, time, unit, kind, message, data or {})
-        self.entries.append(entry)
+        entry = HistoryEntry(len(self.entries) + 1, time or 0.0, unit, kind, message, data or {})
+        self._write(lambda: self.entries.append(entry))
 
-    def flush(self) -> None:
-        return None
-
-    def prune(self) -> int:
-        return 0
-
-    def history(
+    async def history(
         self, *, unit: str | None = None, since: float | None = None, limit: int = 1000
     ) -> list[HistoryEntry]:
         rows = [
@@ -352,7 +368,10 @@ class FakeStore:
         ]
         return rows[-limit:] if limit else []
 
-    def close(self) -> None:
+    async def prune(self) -> int:
+        return 0
+
+    async def aclose(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109
         return None
 
 

@@ -18,7 +18,7 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
       - {at: 9s, daemon: kill}                           # SIGKILL and start again
       - {at: 9s, daemon: restart}                        # SIGTERM and start again
       - {at: 9s, bus: down}                              # or up
-      - {at: 9s, store: full}                            # or ok
+      - {at: 9s, store: full}                            # or locked; ok
       - {at: 9s, host: {disk: 95, memory: 20}}
       - {at: 9s, can_recover: {web.service: false}}
       - {at: 9s, restore: failing}                       # or working
@@ -45,6 +45,7 @@ from supervisor.checks.result import Status
 from supervisor.config import load_config
 from supervisor.config.values import parse_duration
 from supervisor.daemon import Daemon, DaemonOptions
+from supervisor.daemon.loop import Stored
 from supervisor.daemon.ports import Ports
 from supervisor.testing.fakes import (
     FakeAlerts,
@@ -123,7 +124,8 @@ class World:
             log_level=lambda level: self.timeline.add(f"log level: {level}"),
         )
         options = DaemonOptions(self.config_dir, self.config_dir / "state", Path("/nonexistent"))
-        return Daemon(options, loaded, ports)
+        stored = Stored(self.store.load_units(), self.store.load_doc("guard") or {})
+        return Daemon(options, loaded, ports, stored)
 
 
 def _sub(state: str) -> str:
@@ -184,8 +186,11 @@ async def _apply(world: World, daemon: Daemon, raw: dict[str, Any]) -> None:
         world.timeline.add(f"world: system bus {raw['bus']}")
         world.systemd.bus_down = raw["bus"] == "down"
     elif "store" in raw:
-        world.timeline.add(f"world: state disk {raw['store']}")
-        world.store.full = raw["store"] == "full"
+        world.timeline.add(f"world: state database {raw['store']}")
+        if raw["store"] == "ok":
+            world.store.available()
+        else:
+            world.store.unavailable = f"state database is {raw['store']} (fake)"
     elif "host" in raw:
         world.host.disk = raw["host"].get("disk", world.host.disk)
         world.host.memory = raw["host"].get("memory", world.host.memory)

@@ -34,6 +34,7 @@ class FakeDaemon:
     """The Control the socket serves, recording what it was asked."""
 
     def __init__(self) -> None:
+        self.unsaved: str | None = None  # why an accepted request is not stored, if not
         self.units = ["web.service"]
         self.calls: list[tuple[Any, ...]] = []
         self.entries: dict[str | None, list[dict[str, Any]]] = {"gone.service": [{"kind": "x"}]}
@@ -76,9 +77,14 @@ class FakeDaemon:
         self.calls.append(("failback", unit, caller))
         return None
 
-    def history(self, unit: str | None, since: float | None, limit: int) -> list[dict[str, Any]]:
+    async def history(
+        self, unit: str | None, since: float | None, limit: int
+    ) -> list[dict[str, Any]]:
         self.calls.append(("history", unit, since, limit))
         return self.entries.get(unit, [])
+
+    async def persisted(self) -> str | None:
+        return self.unsaved
 
     def metrics_snapshot(self) -> dict[str, object]:
         return {"checks": 0}
@@ -515,3 +521,14 @@ def test_cli_interrupts_and_bugs_are_one_line(
     assert cli.main(["status"]) == code
     err = capsys.readouterr().err
     assert err.startswith(words) and err.count("\n") == 1
+
+
+async def test_an_acting_request_is_acknowledged_only_once_stored(h: Harness) -> None:
+    h.daemon.unsaved = "state database /x/state.db is locked by another process for 12 s"
+    assert await h.ask("POST", "/v1/units/web.service/pause") == (
+        503,
+        {
+            "error": "accepted but not saved: state database /x/state.db is locked by "
+            "another process for 12 s"
+        },
+    )

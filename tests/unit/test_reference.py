@@ -51,6 +51,7 @@ def test_readme_lists_the_holds_in_the_order_the_code_asks_them() -> None:
         "observing",
         "failover",
         "flapping",
+        "state saved",
         "preconditions",
         "guard",
     ]
