@@ -30,6 +30,7 @@ from supervisor.config.types import (
     located_error,
 )
 from supervisor.config.values import (
+    MAX_COUNT,
     Duration,
     PositiveDuration,
 )
@@ -74,31 +75,36 @@ class Check(FrozenModel):
     interval: PositiveDuration = Field(
         default="10s",
         validate_default=True,
-        description="Time between two runs of the probe. Default 10s.",
+        description="Time between two runs of the probe, 1ms to 365d. Default 10s.",
         examples=["5s"],
     )
     timeout: PositiveDuration = Field(
         default="5s",
         validate_default=True,
-        description="Time after which a run counts as failed. Default 5s.",
+        description="Time after which a run counts as failed, 1ms to 365d. Default 5s.",
         examples=["2s"],
     )
     failures: int = Field(
         default=3,
         ge=1,
-        description="Consecutive failures before the check is hard-failed. Default 3.",
+        le=MAX_COUNT,
+        description="Consecutive failures before the check is hard-failed, 1 to 1,000,000. "
+        "Default 3.",
         examples=[3],
     )
     successes: int = Field(
         default=2,
         ge=1,
-        description="Consecutive successes before it counts healthy again. Default 2.",
+        le=MAX_COUNT,
+        description="Consecutive successes before it counts healthy again, 1 to 1,000,000. "
+        "Default 2.",
         examples=[2],
     )
     start_period: Duration = Field(
         default="0s",
         validate_default=True,
-        description="Time after the unit starts during which failures are not counted. Default 0s.",
+        description="Time after the unit starts during which failures are not counted, 0s to "
+        "365d. Default 0s.",
         examples=["30s"],
     )
     critical: bool = Field(

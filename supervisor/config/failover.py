@@ -20,6 +20,7 @@ from supervisor.config.types import (
     one_or_many,
 )
 from supervisor.config.values import (
+    MAX_COUNT,
     Duration,
     describe,
 )
@@ -33,14 +34,16 @@ class Failback(FrozenModel):
     delay: Duration = Field(
         default="30s",
         validate_default=True,
-        description="How long a backup serves before the primary is tried again (doubled "
-        "after each failed failback, at most 1h). Default 30s.",
+        description="How long a backup serves before the primary is tried again (doubled after "
+        "each failed failback, at most 1h), 0s to 365d. Default 30s.",
         examples=["30s"],
     )
     successes: int = Field(
         default=2,
         ge=1,
-        description="Consecutive successful checks of the primary needed. Default 2.",
+        le=MAX_COUNT,
+        description="Consecutive successful checks of the primary needed, 1 to 1,000,000. "
+        "Default 2.",
         examples=[2],
     )
 
@@ -83,13 +86,15 @@ class Failover(FrozenModel):
     after_failures: int | None = Field(
         default=None,
         ge=1,
-        description="Fail over after this many hard failures of the primary, without "
-        "waiting for the ladder to be exhausted. Default: when the ladder is exhausted.",
+        le=MAX_COUNT,
+        description="Fail over after this many hard failures of the primary (1 to 1,000,000), "
+        "without waiting for the ladder to be exhausted. Default: when the ladder is exhausted.",
         examples=[2],
     )
     can_recover: Argv | None = Field(
         default=None,
-        description="Command that must exit 0 before the primary is tried again. Default none.",
+        description="Command that must exit 0 before the primary is tried again; the program "
+        "and every directory above it must be root's and writable only by root. Default none.",
         examples=[["/usr/local/bin/primary-ok"]],
     )
     mode: Literal["cold"] = Field(
@@ -100,7 +105,7 @@ class Failover(FrozenModel):
     settle: Duration = Field(
         default="10s",
         validate_default=True,
-        description="How long after switching before judging the backup. Default 10s.",
+        description="How long after switching before judging the backup, 0s to 365d. Default 10s.",
         examples=["10s"],
     )
     failback: Annotated[

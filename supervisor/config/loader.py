@@ -5,14 +5,23 @@ constructed into plain data and validated by the models. Every pydantic error is
 mapped back to the node at its key path and rewritten as a short human message.
 Cross-file rules (one policy per unit, alert channels defined, apprise URLs usable)
 run as a second stage over the files that passed the first.
+
+Bad input never escapes as an exception: whatever goes wrong while loading one file
+(even a bug of ours) becomes an error for that file, and the other files still load.
+Only a config directory that is missing or cannot be looked at raises ConfigError.
+The config directory, policies.d and every file must be root's and writable by root
+alone (see `supervisor.config.trust`); a directory that is not is refused as a whole.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -27,15 +36,19 @@ from supervisor.config.documents import (
 )
 from supervisor.config.main import MainConfig
 from supervisor.config.policy import Policy
+from supervisor.config.trust import path_refusal
 from supervisor.config.validation import validate_document
 from supervisor.errors import ConfigError
 from supervisor.secrets import mask_url, remember
+from supervisor.text import clip
 
 __all__ = ["MAIN_FILE", "POLICY_DIR", "ConfigIssue", "LoadedConfig", "load_config", "mask_url"]
 
 MAIN_FILE = "host-supervisor.yaml"
 POLICY_DIR = "policies.d"
 POLICY_SUFFIXES = (".yaml", ".yml")
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,16 +66,26 @@ class LoadedConfig:
         """True when no file had an error."""
         return not self.errors
 
+    @property
+    def only_refusals(self) -> bool:
+        """True when there are errors and each is a refusal of an untrusted file or
+        directory (owner or mode): nothing from them is used, but nothing is mistyped."""
+        return bool(self.errors) and all(issue.refused for issue in self.errors)
+
 
 def load_config(config_dir: Path) -> LoadedConfig:
     """Load `config_dir`; raise ConfigError only when the directory itself is unusable."""
-    if not config_dir.exists():
-        raise ConfigError(f"config directory {config_dir} does not exist")
-    if not config_dir.is_dir():
-        raise ConfigError(f"config directory {config_dir} is not a directory")
+    try:
+        if not config_dir.exists():
+            raise ConfigError(f"config directory {config_dir} does not exist")
+        if not config_dir.is_dir():
+            raise ConfigError(f"config directory {config_dir} is not a directory")
+    except OSError as exc:
+        raise ConfigError(f"config directory {config_dir}: {exc.strerror or exc}") from None
 
     issues: list[ConfigIssue] = []
-    main, main_doc, main_ok = _load_main(config_dir / MAIN_FILE, issues)
+    failed: tuple[MainConfig | None, Document | None, bool] = (None, None, False)
+    main, main_doc, main_ok = _guarded(config_dir / MAIN_FILE, issues, failed, _load_main)
     channels = set(main.alerts.channels) if main is not None else None
     if main is not None:
         apprise_issues = _check_channels(main, main_doc)
@@ -77,11 +100,58 @@ def load_config(config_dir: Path) -> LoadedConfig:
 
 
 def load_policy_file(path: Path) -> tuple[Policy | None, list[ConfigIssue]]:
-    """Load one policy file on its own (for `host-supervisor check FILE`)."""
+    """Load one policy file on its own (for `host-supervisor check FILE`); never raises."""
+    issues: list[ConfigIssue] = []
+    policy = _guarded(path, issues, None, lambda p, found: _load_one_policy(p, found))
+    return policy, issues
+
+
+def _load_one_policy(path: Path, issues: list[ConfigIssue]) -> Policy | None:
     doc = read_document(path, policy=True)
+    issues.extend(doc.issues)
     if doc.issues:
-        return None, doc.issues
-    return validate_document(Policy, doc)
+        return None
+    policy, errors = validate_document(Policy, doc)
+    issues.extend(errors)
+    return policy
+
+
+def _guarded(
+    path: Path,
+    issues: list[ConfigIssue],
+    failed: T,
+    load: Callable[[Path, list[ConfigIssue]], T],
+) -> T:
+    """`load(path, issues)`, with any exception it raises made one error for `path`.
+
+    Nothing in a file should make the loader raise; if something does anyway (a bug of
+    ours), the file is refused with the exception named, and the other files still load.
+    """
+    found: list[ConfigIssue] = []
+    try:
+        result = load(path, found)
+    except Exception as exc:
+        found = [ConfigIssue(path, 1, 1, f"cannot be loaded: {_exception_text(exc)}")]
+        result = failed
+    issues.extend(found)
+    return result
+
+
+def _exception_text(exc: BaseException) -> str:
+    try:
+        text = clip(str(exc), 200)
+    except Exception:  # str() of it can fail too (an int of over 4,300 digits)
+        text = ""
+    name = type(exc).__name__
+    return f"{name}: {text} (an internal error; please report it)" if text else name
+
+
+def _directory_refusal(directory: Path) -> ConfigIssue | None:
+    """The error refusing a directory root may not trust (owner, mode), or None."""
+    refusal = path_refusal(os.path.abspath(directory), directory=True)
+    if refusal is None:
+        return None
+    return ConfigIssue(directory, 1, 1, f"refused: {refusal}; nothing in it is used", refused=True)
 
 
 # --- files -------------------------------------------------------------------------------
@@ -94,12 +164,12 @@ def _load_policies(
     policies: dict[str, Policy] = {}
     sources: dict[str, Path] = {}
     first_seen: dict[str, tuple[Path, yaml.Node | None]] = {}
-    for path in _policy_files(directory):
-        doc = read_document(path, policy=True)
-        issues.extend(doc.issues)
+
+    def load(path: Path, problems: list[ConfigIssue]) -> None:
+        doc = _read_trusted(path, policy=True)
+        problems.extend(doc.issues)
         if doc.issues:
-            continue
-        problems: list[ConfigIssue] = []
+            return
         unit = doc.data.get("unit")
         if isinstance(unit, str) and unit in first_seen:
             problems.append(_duplicate_unit(unit, doc, *first_seen[unit]))
@@ -109,21 +179,41 @@ def _load_policies(
         problems.extend(errors)
         if policy is not None and channels is not None:
             problems.extend(_undefined_channels(policy, doc, channels))
-        issues.extend(problems)
         if policy is not None and not problems:
             policies[policy.unit] = policy
             sources[policy.unit] = path
+
+    for path in _policy_files(directory, issues):
+        _guarded(path, issues, None, load)
     return policies, sources
 
 
-def _policy_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
+def _policy_files(directory: Path, issues: list[ConfigIssue]) -> list[Path]:
+    """The policy files to read; a directory root may not trust gives none, and one error."""
+    try:
+        if not directory.is_dir():
+            return []
+        return sorted(
+            entry
+            for entry in directory.iterdir()
+            if entry.suffix in POLICY_SUFFIXES
+            and not entry.name.startswith(".")
+            and entry.is_file()
+        )
+    except OSError as exc:
+        issues.append(ConfigIssue(directory, 1, 1, f"cannot list the directory: {exc.strerror}"))
         return []
-    return sorted(
-        entry
-        for entry in directory.iterdir()
-        if entry.suffix in POLICY_SUFFIXES and not entry.name.startswith(".") and entry.is_file()
-    )
+
+
+def _read_trusted(path: Path, *, policy: bool) -> Document:
+    """read_document, and for a symbolic link the same trust asked of what it leads to."""
+    if path.is_symlink():
+        refusal = path_refusal(os.path.abspath(path), name="the file it links to")
+        if refusal is not None:
+            return Document(
+                path, issues=[ConfigIssue(path, 1, 1, f"refused: {refusal}", refused=True)]
+            )
+    return read_document(path, policy=policy)
 
 
 def _load_main(
@@ -132,7 +222,7 @@ def _load_main(
     """The parsed main config (None if it failed), its document, and whether it is clean."""
     if not path.exists():
         return MainConfig(), None, True
-    doc = read_document(path, policy=False)
+    doc = _read_trusted(path, policy=False)
     issues.extend(doc.issues)
     if doc.issues:
         return None, doc, False
@@ -178,8 +268,11 @@ def _check_channels(main: MainConfig, doc: Document | None) -> list[ConfigIssue]
     issues: list[ConfigIssue] = []
     for name, channel in main.alerts.channels.items():
         remember(channel.url)
-        if _apprise_accepts(channel.url):
-            continue
+        try:
+            if _apprise_accepts(channel.url):
+                continue
+        except Exception:  # apprise's own bug on a strange URL: the URL is not usable
+            pass
         loc: Loc = ("alerts", "channels", name, "url")
         line, col = position(find_node(doc.node, loc))
         message = (

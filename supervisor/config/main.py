@@ -20,6 +20,7 @@ from supervisor.config.types import (
     located_error,
 )
 from supervisor.config.values import (
+    MAX_COUNT,
     Percent,
     PositiveDuration,
 )
@@ -64,13 +65,15 @@ class AlertsConfig(FrozenModel):
     repeat_interval: PositiveDuration = Field(
         default="1h",
         validate_default=True,
-        description="How often an unresolved problem is alerted again. Default 1h.",
+        description="How often an unresolved problem is alerted again, 1ms to 365d. Default 1h.",
         examples=["1h"],
     )
     spool_max: int = Field(
         default=1000,
         ge=1,
-        description="Alerts kept for later delivery while a channel is unreachable. Default 1000.",
+        le=MAX_COUNT,
+        description="Alerts kept for later delivery while a channel is unreachable, 1 to "
+        "1,000,000. Default 1000.",
         examples=[1000],
     )
 
@@ -78,11 +81,17 @@ class AlertsConfig(FrozenModel):
 class RepairBudget(FrozenModel):
     """At most `max` repair actions host-wide per `window`; over it, automation freezes."""
 
-    max: int = Field(default=5, ge=1, description="Actions per window. Default 5.", examples=[5])
+    max: int = Field(
+        default=5,
+        ge=1,
+        le=MAX_COUNT,
+        description="Actions per window, 1 to 1,000,000. Default 5.",
+        examples=[5],
+    )
     window: PositiveDuration = Field(
         default="15m",
         validate_default=True,
-        description="The sliding window. Default 15m.",
+        description="The sliding window, 1ms to 365d. Default 15m.",
         examples=["15m"],
     )
 
@@ -93,13 +102,14 @@ class Breaker(FrozenModel):
     failures: int = Field(
         default=5,
         ge=1,
-        description="Consecutive failed actions that open the breaker. Default 5.",
+        le=MAX_COUNT,
+        description="Consecutive failed actions that open the breaker, 1 to 1,000,000. Default 5.",
         examples=[5],
     )
     open_for: PositiveDuration = Field(
         default="60s",
         validate_default=True,
-        description="How long the breaker stays open. Default 60s.",
+        description="How long the breaker stays open, 1ms to 365d. Default 60s.",
         examples=["60s"],
     )
 
@@ -110,19 +120,19 @@ class Flapping(FrozenModel):
     window: PositiveDuration = Field(
         default="10m",
         validate_default=True,
-        description="Window over which state changes are counted. Default 10m.",
+        description="Window over which state changes are counted, 1ms to 365d. Default 10m.",
         examples=["10m"],
     )
     high: Percent = Field(
         default="50%",
         validate_default=True,
-        description="Above this a unit is flapping. Default 50%.",
+        description="Above this a unit is flapping, 0% to 100%. Default 50%.",
         examples=["50%"],
     )
     low: Percent = Field(
         default="25%",
         validate_default=True,
-        description="Below this a flapping unit is calm again. Default 25%.",
+        description="Below this a flapping unit is calm again, 0% to 100%. Default 25%.",
         examples=["25%"],
     )
 
@@ -144,7 +154,11 @@ class GuardConfig(FrozenModel):
         examples=[{"max": 5, "window": "15m"}],
     )
     max_concurrent: int = Field(
-        default=3, ge=1, description="Repairs running at once. Default 3.", examples=[3]
+        default=3,
+        ge=1,
+        le=MAX_COUNT,
+        description="Repairs running at once, 1 to 1,000,000. Default 3.",
+        examples=[3],
     )
     protected: tuple[str, ...] = Field(
         default=DEFAULT_PROTECTED,
@@ -180,7 +194,8 @@ class ChecksConfig(FrozenModel):
     max_concurrent_commands: int = Field(
         default=4,
         ge=1,
-        description="Command probes running at once. Default 4.",
+        le=MAX_COUNT,
+        description="Command probes running at once, 1 to 1,000,000. Default 4.",
         examples=[4],
     )
 

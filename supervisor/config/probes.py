@@ -22,6 +22,7 @@ from supervisor.config.types import (
     located_error,
 )
 from supervisor.config.values import (
+    MAX_COUNT,
     Percent,
     Size,
     describe,
@@ -226,19 +227,23 @@ class ProcessProbe(FrozenModel):
     max_cpu: Percent | None = Field(
         default=None,
         description="CPU use above which the check fails, as a percentage of the whole host's "
-        "CPU. Default: not checked.",
+        "CPU, 0% to 100%. Default: not checked.",
         examples=["80%"],
     )
     max_threads: int | None = Field(
         default=None,
         ge=1,
-        description="Thread count above which the check fails. Default: not checked.",
+        le=MAX_COUNT,
+        description="Thread count above which the check fails, 1 to 1,000,000. "
+        "Default: not checked.",
         examples=[500],
     )
     max_fds: int | None = Field(
         default=None,
         ge=1,
-        description="Open file descriptors above which the check fails. Default: not checked.",
+        le=MAX_COUNT,
+        description="Open file descriptors above which the check fails, 1 to 1,000,000. "
+        "Default: not checked.",
         examples=[4096],
     )
 
@@ -277,17 +282,18 @@ class DiskProbe(FrozenModel):
     max_used: Percent = Field(
         default="90%",
         validate_default=True,
-        description="Used space above which the check fails. Default 90%.",
+        description="Used space above which the check fails, 0% to 100%. Default 90%.",
         examples=["85%"],
     )
     min_free: Size | None = Field(
         default=None,
-        description="Free space below which the check fails. Default: not checked.",
+        description="Free space below which the check fails, at most 1024TiB. Default: not "
+        "checked.",
         examples=["2GiB"],
     )
     max_inodes_used: Percent | None = Field(
         default=None,
-        description="Used inodes above which the check fails. Default: not checked.",
+        description="Used inodes above which the check fails, 0% to 100%. Default: not checked.",
         examples=["90%"],
     )
 
@@ -297,13 +303,14 @@ class MemoryProbe(FrozenModel):
 
     max_rss: Size | None = Field(
         default=None,
-        description="Memory of the unit (its cgroup) above which the check fails. "
-        "Default: not checked.",
+        description="Memory of the unit (its cgroup) above which the check fails, at most "
+        "1024TiB. Default: not checked.",
         examples=["512MiB"],
     )
     host_max_used: Percent | None = Field(
         default=None,
-        description="Host memory use above which the check fails. Default: not checked.",
+        description="Host memory use above which the check fails, 0% to 100%. Default: not "
+        "checked.",
         examples=["95%"],
     )
 
@@ -318,7 +325,9 @@ class CommandProbe(FrozenModel):
     """A program, run without a shell, must exit 0."""
 
     argv: Argv = Field(
-        description="The program (an absolute path to an executable) and its arguments. Required.",
+        description="The program (an absolute path to an executable) and its arguments; "
+        "the program and every directory above it must be root's and writable only by root. "
+        "Required.",
         examples=[["/usr/bin/pg_isready", "-q"]],
     )
     env: dict[str, str] = Field(

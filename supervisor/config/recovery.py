@@ -23,6 +23,7 @@ from supervisor.config.types import (
     located_error,
 )
 from supervisor.config.values import (
+    MAX_COUNT,
     Duration,
     Percent,
     PositiveDuration,
@@ -38,7 +39,8 @@ class Preconditions(FrozenModel):
 
     disk_below: Percent | None = Field(
         default=None,
-        description="Every path in disk_paths must be less full than this. Default: not checked.",
+        description="Every path in disk_paths must be less full than this, 0% to 100%. Default: "
+        "not checked.",
         examples=["90%"],
     )
     disk_paths: tuple[AbsolutePath, ...] = Field(
@@ -48,7 +50,7 @@ class Preconditions(FrozenModel):
     )
     memory_below: Percent | None = Field(
         default=None,
-        description="Host memory use must be below this. Default: not checked.",
+        description="Host memory use must be below this, 0% to 100%. Default: not checked.",
         examples=["95%"],
     )
     units_active: tuple[UnitName, ...] = Field(
@@ -77,17 +79,24 @@ class Restore(FrozenModel):
         default=None,
         alias="validate",
         description="Command that must exit 0 on the restored configuration before the unit "
-        "is restarted. Default none.",
+        "is restarted; the program and every directory above it must be root's and writable "
+        "only by root. Default none.",
         examples=[["/usr/sbin/nginx", "-t"]],
     )
     snapshot_after: Duration = Field(
         default="10m",
         validate_default=True,
         description="How long the unit must be healthy before its configuration is "
-        "snapshotted as last-known-good. Default 10m.",
+        "snapshotted as last-known-good, 0s to 365d. Default 10m.",
         examples=["10m"],
     )
-    keep: int = Field(default=5, ge=1, description="Snapshots to keep. Default 5.", examples=[5])
+    keep: int = Field(
+        default=5,
+        ge=1,
+        le=MAX_COUNT,
+        description="Snapshots to keep, 1 to 1,000,000. Default 5.",
+        examples=[5],
+    )
 
     @field_validator("source")
     @classmethod
@@ -117,41 +126,44 @@ class Recovery(FrozenModel):
     cooldown: Duration = Field(
         default="5m",
         validate_default=True,
-        description="Minimum time between two repair actions on the unit (the first "
-        "action is immediate). Default 5m.",
+        description="Minimum time between two repair actions on the unit (the first action is "
+        "immediate), 0s to 365d. Default 5m.",
         examples=["5m"],
     )
     backoff: float = Field(
         default=1.0,
         ge=1,
-        description="Factor the cooldown grows by after each action, up to max_cooldown. "
-        "Default 1 (no growth).",
+        le=100,
+        description="Factor the cooldown grows by after each action, up to max_cooldown, "
+        "1 to 100. Default 1 (no growth).",
         examples=[2],
     )
     max_cooldown: Duration = Field(
         default="1h",
         validate_default=True,
-        description="Upper bound of the growing cooldown. Default 1h.",
+        description="Upper bound of the growing cooldown, 0s to 365d. Default 1h.",
         examples=["1h"],
     )
     max_attempts: int = Field(
         default=3,
         ge=1,
-        description="Repair actions per episode before giving up (and failing over). Default 3.",
+        le=MAX_COUNT,
+        description="Repair actions per episode before giving up (and failing over), 1 to "
+        "1,000,000. Default 3.",
         examples=[3],
     )
     reset_after: Duration = Field(
         default="1h",
         validate_default=True,
-        description="How long the unit must stay healthy before its attempts are forgotten "
-        "(never at the first good result). Default 1h.",
+        description="How long the unit must stay healthy before its attempts are forgotten (never"
+        " at the first good result), 0s to 365d. Default 1h.",
         examples=["1h"],
     )
     settle: PositiveDuration = Field(
         default="10s",
         validate_default=True,
-        description="How long after an action (successful or not) before judging it; more "
-        "than 0. Default 10s.",
+        description="How long after an action (successful or not) before judging it, "
+        "1ms to 365d. Default 10s.",
         examples=["10s"],
     )
     preconditions: Preconditions = Field(

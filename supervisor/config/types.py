@@ -75,7 +75,8 @@ def located_error(path: tuple[str | int, ...], message: str) -> PydanticCustomEr
 
 
 class FrozenModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities are never a setting: `interval: .nan` would silently stop a check.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # --- names and paths --------------------------------------------------------------------

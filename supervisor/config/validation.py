@@ -19,11 +19,22 @@ __all__ = ["validate_document"]
 _M = TypeVar("_M", bound=BaseModel)
 
 
+MAX_ERRORS = 20
+"""Errors reported per file: more say nothing new, and a file of 100,000 bad keys
+would take minutes to map back to its lines."""
+
+
 def validate_document(model: type[_M], doc: Document) -> tuple[_M | None, list[ConfigIssue]]:
     try:
         return model.model_validate(doc.data), []
     except ValidationError as exc:
-        return None, [_issue(model, doc, error) for error in exc.errors()]
+        errors = exc.errors()
+        issues = [_issue(model, doc, error) for error in errors[:MAX_ERRORS]]
+        if len(errors) > MAX_ERRORS:
+            line, col = position(doc.node)
+            more = f"{len(errors) - MAX_ERRORS} more errors not shown; fix these first"
+            issues.append(ConfigIssue(doc.path, line, col, more))
+        return None, issues
 
 
 def _issue(model: type[BaseModel], doc: Document, error: ErrorDetails) -> ConfigIssue:
@@ -69,6 +80,10 @@ def _message(model: type[BaseModel], error: ErrorDetails, loc: Loc) -> str:
         return _unknown_key(model, loc)
     if kind in _KIND:
         return f"expected {_KIND[kind]}, got {given}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {given}"
+    if kind == "int_parsing_size":
+        return f"expected a whole number, got {given}, which is far too large"
     if kind == "literal_error":
         return f"expected {ctx.get('expected')}, got {given}"
     if kind == "greater_than":

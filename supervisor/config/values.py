@@ -3,10 +3,17 @@
 `Duration` holds float seconds, `Size` int bytes, `Percent` a float from 0 to 100.
 Each parses the strings people write ("1m30s", "512MiB", "90%") and refuses anything
 else with a message that names the value and shows what would work.
+
+Every value has finite bounds, so nothing the daemon computes from one can overflow,
+spin or wait forever: a duration is at most `MAX_DURATION` (365d) and a positive one
+at least `MIN_POSITIVE_DURATION` (1ms); a size at most `MAX_SIZE` (2^50 bytes, 1PiB);
+a percentage from 0 to 100; a count from 1 to `MAX_COUNT` (1,000,000).
+NaN and infinities are refused everywhere.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
@@ -17,6 +24,10 @@ from supervisor.text import clip
 
 __all__ = [
     "DURATION_PATTERN",
+    "MAX_COUNT",
+    "MAX_DURATION",
+    "MAX_SIZE",
+    "MIN_POSITIVE_DURATION",
     "PERCENT_PATTERN",
     "SIZE_PATTERN",
     "Duration",
@@ -31,6 +42,15 @@ __all__ = [
     "parse_positive_duration",
     "parse_size",
 ]
+
+MAX_DURATION = 365 * 86400.0
+"""The longest duration anywhere: 365d (a year)."""
+MIN_POSITIVE_DURATION = 0.001
+"""The shortest duration that must be above zero (an interval, a timeout): 1ms."""
+MAX_SIZE = 2**50
+"""The largest size: 2^50 bytes (1PiB, 1024TiB)."""
+MAX_COUNT = 1_000_000
+"""The largest count (failures, attempts, limits): 1,000,000."""
 
 _NUMBER = r"\d+(?:\.\d+)?"
 
@@ -74,6 +94,10 @@ def describe(value: object) -> str:
         if "://" in value:  # an apprise or check URL: passwords and tokens anywhere
             return repr(mask_url(value.strip(), keep_host=True))
         return repr(clip(value, 60))
+    if isinstance(value, float) and not math.isfinite(value):
+        return ".nan" if math.isnan(value) else ".inf" if value > 0 else "-.inf"
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a {'negative ' if value < 0 else ''}whole number of {_digits(value)} digits"
     if isinstance(value, int | float):
         return str(value)
     if isinstance(value, dict):
@@ -83,66 +107,88 @@ def describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def _digits(value: int) -> int:
+    """How many decimal digits `value` has (str() refuses ints of over 4,300 digits)."""
+    digits = int(abs(value).bit_length() * math.log10(2)) + 1
+    return digits if abs(value) >= 10 ** (digits - 1) else digits - 1
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def parse_duration(value: Any) -> float:
-    """Turn "500ms", "5s", "1m30s", "1h", "1d" or a number of seconds into float seconds."""
+    """Turn "500ms", "5s", "1m30s", "1h", "1d" or a number of seconds into float seconds,
+    from 0 to `MAX_DURATION`."""
     hint = "use e.g. 500ms, 5s, 5m, 1h"
     if _is_number(value):
+        if value != value:  # NaN
+            raise ValueError(f"{describe(value)} is not a duration; {hint}")
         if value < 0:
             raise ValueError(f"{describe(value)} is not a duration; it must not be negative")
-        return float(value)
-    if not isinstance(value, str):
+        seconds = value  # compared before any float(): a huge int would overflow it
+    elif not isinstance(value, str):
         raise ValueError(f"expected a duration like 5s, got {describe(value)}")
-    text = value.strip()
-    if re.fullmatch(_NUMBER, text):
-        return float(text)
-    if not _DURATION_FULL.fullmatch(text):
+    elif re.fullmatch(_NUMBER, text := value.strip()):
+        seconds = float(text)
+    elif not _DURATION_FULL.fullmatch(text):
         raise ValueError(f"{describe(value)} is not a duration; {hint}")
-    return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds > MAX_DURATION:  # also an infinity
+        raise ValueError(f"{describe(value)} is too long; a duration is at most 365d (a year)")
+    return float(seconds)
 
 
 def parse_positive_duration(value: Any) -> float:
-    """Like parse_duration, but zero is refused: for intervals, timeouts and windows."""
+    """Like parse_duration, but at least 1ms: for intervals, timeouts and windows."""
     seconds = parse_duration(value)
     if seconds <= 0:
         raise ValueError(f"{describe(value)} is too short; it must be more than 0s")
+    if seconds < MIN_POSITIVE_DURATION:
+        raise ValueError(f"{describe(value)} is too short; it must be at least 1ms")
     return seconds
 
 
 def parse_size(value: Any) -> int:
-    """Turn "512MiB", "1GiB", "100MB", "512M" (systemd's, 1024-based) or bytes into int bytes."""
+    """Turn "512MiB", "1GiB", "100MB", "512M" (systemd's, 1024-based) or bytes into int bytes,
+    at most `MAX_SIZE`."""
     if _is_number(value):
+        if value != value:  # NaN
+            raise ValueError(
+                f"{describe(value)} is not a size; use e.g. 512MiB, 1GiB or a number of bytes"
+            )
         if value < 0:
             raise ValueError(f"{describe(value)} is not a size; it must not be negative")
-        return int(value)
-    if not isinstance(value, str):
+        size = value  # compared before any int(): an infinity would overflow it
+    elif not isinstance(value, str):
         raise ValueError(f"expected a size like 512MiB, got {describe(value)}")
-    match = _SIZE_RE.fullmatch(value)
-    if match is None:
+    elif match := _SIZE_RE.fullmatch(value):
+        number, unit = match.groups()
+        size = float(number) * _SIZE_UNITS[(unit or "").upper()]
+    else:
         raise ValueError(
             f"{describe(value)} is not a size; use e.g. 512MiB, 1GiB, 100MB or a number of bytes"
         )
-    number, unit = match.groups()
-    return int(float(number) * _SIZE_UNITS[(unit or "").upper()])
+    if size > MAX_SIZE:  # also an infinity
+        raise ValueError(f"{describe(value)} is too large; a size is at most 1024TiB (2^50 bytes)")
+    return int(size)
 
 
 def parse_percent(value: Any) -> float:
-    """Turn "90%", "90" or 90 into 90.0; refuse anything outside 0..100."""
+    """Turn "90%", "90" or 90 into 90.0; refuse anything outside 0..100 (NaN too)."""
     hint = "use a value from 0% to 100%, e.g. 90%"
     if _is_number(value):
-        number = float(value)
+        number = value  # compared before any float(): a huge int would overflow it
     elif isinstance(value, str) and (match := _PERCENT_RE.fullmatch(value)):
         number = float(match.group(1))
     elif isinstance(value, str):
         raise ValueError(f"{describe(value)} is not a percentage; {hint}")
     else:
         raise ValueError(f"expected a percentage like 90%, got {describe(value)}")
-    if not 0 <= number <= 100:
+    if not 0 <= number <= 100:  # false for NaN too
         raise ValueError(f"{describe(value)} is not a percentage; {hint}")
-    return number
+    return float(number)
 
 
 def format_duration(seconds: float) -> str:
@@ -177,14 +223,15 @@ Duration = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": DURATION_PATTERN},
-                {"type": "number", "minimum": 0},
+                {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
             ],
-            "description": "A duration: 500ms, 5s, 5m, 1h, 1d, combined as 1m30s; "
-            "a bare number is seconds.",
+            "description": "A duration from 0s to 365d: 500ms, 5s, 5m, 1h, 1d, combined as "
+            "1m30s; a bare number is seconds.",
         }
     ),
 ]
-"""Float seconds, written as "500ms", "5s", "5m", "1h", "1d", "1m30s" or a number of seconds."""
+"""Float seconds from 0 to 365d, written as "500ms", "5s", "5m", "1h", "1d", "1m30s" or a
+number of seconds."""
 
 _POSITIVE_DURATION_PATTERN = (
     r"^\s*(?=.*[1-9])(?:(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+|\d+(?:\.\d+)?)\s*$"
@@ -197,14 +244,14 @@ PositiveDuration = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": _POSITIVE_DURATION_PATTERN},
-                {"type": "number", "exclusiveMinimum": 0},
+                {"type": "number", "minimum": MIN_POSITIVE_DURATION, "maximum": MAX_DURATION},
             ],
-            "description": "A duration above zero: 500ms, 5s, 5m, 1h, 1d, combined as 1m30s; "
-            "a bare number is seconds.",
+            "description": "A duration from 1ms to 365d: 500ms, 5s, 5m, 1h, 1d, combined as "
+            "1m30s; a bare number is seconds.",
         }
     ),
 ]
-"""Like Duration, but more than zero."""
+"""Like Duration, but at least 1ms."""
 
 Size = Annotated[
     int,
@@ -213,14 +260,14 @@ Size = Annotated[
         {
             "anyOf": [
                 {"type": "string", "pattern": SIZE_PATTERN},
-                {"type": "integer", "minimum": 0},
+                {"type": "integer", "minimum": 0, "maximum": MAX_SIZE},
             ],
-            "description": "A size: 512MiB, 1GiB, 10KiB (1024-based), 100MB (1000-based); "
-            "a bare number is bytes.",
+            "description": "A size up to 1024TiB: 512MiB, 1GiB, 10KiB (1024-based), 100MB "
+            "(1000-based); a bare number is bytes.",
         }
     ),
 ]
-"""Int bytes, written as "512MiB", "1GiB", "10KiB", "100MB" or a number of bytes."""
+"""Int bytes up to 2^50, written as "512MiB", "1GiB", "10KiB", "100MB" or a number of bytes."""
 
 Percent = Annotated[
     float,

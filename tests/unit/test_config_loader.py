@@ -729,3 +729,125 @@ def test_design_main_config_spells_out_the_defaults(tmp_path: Path) -> None:
     loaded = load_config(config)
     assert loaded.main.guard == MainConfig().guard
     assert loaded.main.model_copy(update={"alerts": MainConfig().alerts}) == MainConfig()
+
+
+# --- hostile input: every error at its true FILE:LINE:COL, nothing escapes -----------------
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!float abc", "not valid YAML: 'abc' is not a valid !!float value"),
+        ("!!bool maybe", "not valid YAML: 'maybe' is not a valid !!bool value"),
+        ("!!timestamp 5", "not valid YAML: '5' is not a valid !!timestamp value"),
+        ("!!int x", "not valid YAML: 'x' is not a valid !!int value"),
+        ("9" * 5000, "not valid YAML: a number of more than 4,300 digits"),
+        ('"a\\0b"', "not valid YAML: a NUL character (\\0) is not allowed in a value"),
+        ("!!binary YQBi", "not valid YAML: a NUL character (\\0) is not allowed in a value"),
+    ],
+    ids=["float", "bool", "timestamp", "int", "digits", "nul-escape", "nul-binary"],
+)
+def test_values_yaml_cannot_construct_are_errors_at_their_node(
+    tmp_path: Path, value: str, message: str
+) -> None:
+    path = policy(tmp_path, "web.yaml", f"unit: web.service\nchecks:\n  - name: {value}\n")
+    assert issues(tmp_path) == [f"{path}:3:11: {message}"]
+
+
+def test_a_nul_in_a_key_is_refused_too(tmp_path: Path) -> None:
+    path = policy(tmp_path, "web.yaml", 'unit: web.service\n"ch\\0ecks": []\n')
+    assert issues(tmp_path) == [
+        f"{path}:2:1: not valid YAML: a NUL character (\\0) is not allowed in a value"
+    ]
+
+
+def test_invalid_utf8_is_reported_at_its_byte(tmp_path: Path) -> None:
+    path = tmp_path / "policies.d" / "web.yaml"
+    path.parent.mkdir()
+    path.write_bytes(
+        "unit: web.service\n# é ok\nchecks: [\xff]\n".encode("latin-1").replace(
+            "é".encode("latin-1"), "é".encode()
+        )
+    )
+    assert issues(tmp_path) == [f"{path}:3:10: not UTF-8 text: invalid start byte (ff)"]
+
+
+@pytest.mark.parametrize(("char", "code"), [("\x01", "0001"), ("\x00", "0000"), ("\x7f", "007f")])
+def test_control_characters_are_reported_at_their_position(
+    tmp_path: Path, char: str, code: str
+) -> None:
+    path = policy(tmp_path, "web.yaml", f"unit: web.service\nalerts: [é, a{char}b]\n")
+    [issue] = issues(tmp_path)
+    assert issue.startswith(f"{path}:2:14: not valid YAML: ")
+    assert issue.endswith(f" (character #x{code})")
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        ("interval: .nan", "4:15: checks[0].interval", ".nan is not a duration"),
+        ("interval: .inf", "4:15: checks[0].interval", ".inf is too long"),
+        ("timeout: 1.0e+309", "4:14: checks[0].timeout", ".inf is too long"),
+        ("start_period: 3650d", "4:19: checks[0].start_period", "'3650d' is too long"),
+        ("failures: 9223372036854775808", "4:15: checks[0].failures", "must be at most 1000000"),
+        ("successes: .nan", "4:16: checks[0].successes", "expected a finite number, got .nan"),
+    ],
+)
+def test_nan_infinite_and_out_of_bound_values_are_refused(
+    tmp_path: Path, text: str, where: str, message: str
+) -> None:
+    path = policy(
+        tmp_path, "web.yaml", f"unit: web.service\nchecks:\n  - name: u\n    {text}\n    unit:\n"
+    )
+    [issue] = issues(tmp_path)
+    assert issue.startswith(f"{path}:{where}: {message}")
+
+
+def test_main_config_nan_window_falls_back_to_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "host-supervisor.yaml", "guard:\n  repair_budget: {window: .nan}\n")
+    loaded = load_config(tmp_path)
+    assert [str(e) for e in loaded.errors] == [
+        f"{path}:2:27: guard.repair_budget.window: .nan is not a duration; "
+        "use e.g. 500ms, 5s, 5m, 1h"
+    ]
+    assert loaded.main == MainConfig()
+
+
+def test_a_file_over_a_mebibyte_is_refused_unread(tmp_path: Path) -> None:
+    path = policy(tmp_path, "web.yaml", "unit: web.service\n" + "#" * (1024 * 1024) + "\n")
+    assert issues(tmp_path) == [
+        f"{path}:1:1: the file is larger than 1MiB; a policy takes a few KiB"
+    ]
+
+
+def test_errors_per_file_are_capped(tmp_path: Path) -> None:
+    keys = "".join(f"k{n}: 1\n" for n in range(5000))
+    path = policy(tmp_path, "web.yaml", "unit: web.service\n" + keys)
+    found = issues(tmp_path)
+    assert len(found) == 21
+    assert f"{path}:1:1: 4980 more errors not shown; fix these first" in found
+
+
+def test_an_unexpected_exception_in_one_file_is_an_error_for_it_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import supervisor.config.loader as loader
+
+    bad = policy(tmp_path, "bad.yaml", "unit: bad.service\n")
+    policy(tmp_path, "good.yaml", "unit: good.service\n")
+    real = loader.validate_document
+
+    def validate(model: type, doc: loader.Document) -> object:
+        if doc.path == bad:
+            raise OverflowError("int too large to convert to float")
+        return real(model, doc)
+
+    monkeypatch.setattr(loader, "validate_document", validate)
+    loaded = load_config(tmp_path)
+    assert [str(e) for e in loaded.errors] == [
+        f"{bad}:1:1: cannot be loaded: OverflowError: int too large to convert to float "
+        "(an internal error; please report it)"
+    ]
+    assert list(loaded.policies) == ["good.service"]
+    policy_, found = loader.load_policy_file(bad)
+    assert policy_ is None and [str(e) for e in found] == [str(e) for e in loaded.errors]

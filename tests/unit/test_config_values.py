@@ -8,16 +8,21 @@ from pydantic import BaseModel, ValidationError
 
 from supervisor.config.values import (
     DURATION_PATTERN,
+    MAX_DURATION,
+    MAX_SIZE,
+    MIN_POSITIVE_DURATION,
     PERCENT_PATTERN,
     SIZE_PATTERN,
     Duration,
     Percent,
     PositiveDuration,
     Size,
+    describe,
     format_duration,
     format_size,
     parse_duration,
     parse_percent,
+    parse_positive_duration,
     parse_size,
 )
 
@@ -127,9 +132,9 @@ def test_positive_duration_refuses_zero() -> None:
 def test_json_schema_offers_string_patterns_and_numbers() -> None:
     props = _Holder.model_json_schema()["properties"]
     assert {"type": "string", "pattern": DURATION_PATTERN} in props["duration"]["anyOf"]
-    assert {"type": "number", "minimum": 0} in props["duration"]["anyOf"]
+    assert {"type": "number", "minimum": 0, "maximum": MAX_DURATION} in props["duration"]["anyOf"]
     assert {"type": "string", "pattern": SIZE_PATTERN} in props["size"]["anyOf"]
-    assert {"type": "integer", "minimum": 0} in props["size"]["anyOf"]
+    assert {"type": "integer", "minimum": 0, "maximum": MAX_SIZE} in props["size"]["anyOf"]
     assert {"type": "number", "minimum": 0, "maximum": 100} in props["percent"]["anyOf"]
 
 
@@ -161,3 +166,84 @@ def test_format_round_trips() -> None:
     assert parse_duration(format_duration(93784)) == 93784
     assert format_size(512 * 1024**2) == "512MiB"
     assert format_size(1000) == "1000B"
+
+
+# --- bounds: nothing a user writes can overflow, spin or wait forever ------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (NAN, ".nan is not a duration; use e.g. 500ms, 5s, 5m, 1h"),
+        (INF, ".inf is too long; a duration is at most 365d (a year)"),
+        (10**400, "a whole number of 401 digits is too long; a duration is at most 365d (a year)"),
+        (2**63, "9223372036854775808 is too long; a duration is at most 365d (a year)"),
+        (1e308, "1e+308 is too long; a duration is at most 365d (a year)"),
+        ("366d", "'366d' is too long; a duration is at most 365d (a year)"),
+        ("9" * 400 + "s", "'" + "9" * 57 + "...' is too long; a duration is at most 365d (a year)"),
+    ],
+)
+def test_duration_refuses_nan_infinite_and_over_a_year(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_duration(value)
+    assert str(caught.value) == message
+
+
+def test_duration_bounds_are_inclusive_and_positive_ones_start_at_a_millisecond() -> None:
+    assert parse_duration("365d") == MAX_DURATION
+    assert parse_duration(MAX_DURATION) == MAX_DURATION
+    assert parse_positive_duration("1ms") == MIN_POSITIVE_DURATION
+    with pytest.raises(ValueError, match=r"^0\.0001 is too short; it must be at least 1ms$"):
+        parse_positive_duration(0.0001)
+    with pytest.raises(ValueError, match=r"^'0\.5ms' is too short; it must be at least 1ms$"):
+        parse_positive_duration("0.5ms")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (NAN, ".nan is not a size; use e.g. 512MiB, 1GiB or a number of bytes"),
+        (INF, ".inf is too large; a size is at most 1024TiB (2^50 bytes)"),
+        (-INF, "-.inf is not a size; it must not be negative"),
+        (2**50 + 1, "1125899906842625 is too large; a size is at most 1024TiB (2^50 bytes)"),
+        ("1025TiB", "'1025TiB' is too large; a size is at most 1024TiB (2^50 bytes)"),
+        pytest.param(
+            10**5000,
+            "a whole number of 5001 digits is too large; a size is at most 1024TiB (2^50 bytes)",
+            id="10**5000",
+        ),
+    ],
+)
+def test_size_refuses_nan_infinite_and_over_a_pebibyte(value: object, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_size(value)
+    assert str(caught.value) == message
+
+
+def test_size_bound_is_inclusive() -> None:
+    assert parse_size("1024TiB") == MAX_SIZE == parse_size(MAX_SIZE)
+
+
+@pytest.mark.parametrize(("value", "shown"), [(NAN, ".nan"), (INF, ".inf"), (10**400, None)])
+def test_percent_refuses_nan_infinite_and_huge(value: float, shown: str | None) -> None:
+    with pytest.raises(ValueError, match="is not a percentage; use a value from 0% to 100%"):
+        parse_percent(value)
+    if shown:
+        with pytest.raises(ValueError, match=f"^{re.escape(shown)} "):
+            parse_percent(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        (NAN, ".nan"),
+        (-INF, "-.inf"),
+        pytest.param(10**5000, "a whole number of 5001 digits", id="10**5000"),
+        (-(10**20), "a negative whole number of 21 digits"),
+        (2**64 - 1, str(2**64 - 1)),
+    ],
+)
+def test_describe_shows_what_yaml_would_and_never_fails(value: object, shown: str) -> None:
+    assert describe(value) == shown

@@ -16,7 +16,7 @@ def test_every_policy_key_is_documented_with_its_default() -> None:
     assert table["recovery.cooldown"] == (
         "duration",
         "Minimum time between two repair actions on the unit (the first action is "
-        "immediate). Default 5m.",
+        "immediate), 0s to 365d. Default 5m.",
     )
     assert table["checks[].http.url"][0] == "string"
     assert table["recovery.restore.from"][0] == "string"  # the alias, as users write it
