@@ -10,15 +10,21 @@ its own session and process group, /dev/null as stdin, and here an environment o
 whole group gets SIGKILL; once the program exits, what it left running in its group is
 killed too. Output is read to the end, but only the first `OUTPUT_MAX` bytes of stdout
 and of stderr are kept.
+
+Before each run the program is checked again as at load (`supervisor.config.trust`): if
+it, or a directory on the way to it, has since become writable by someone other than
+root, it is not run and the result is unknown, with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
 from supervisor.config.probes import CommandProbe
+from supervisor.config.trust import path_refusal
 from supervisor.config.values import format_duration
 from supervisor.procs import DRAIN_GRACE, MINIMAL_PATH, run_program, signal_name
 
@@ -42,12 +48,21 @@ def _first_line(output: bytes) -> str:
     return line.partition("|")[0].strip()
 
 
+def _refusal(program: str) -> str | None:
+    """Why root may not run `program` now; None for a missing one (told when it fails)."""
+    refusal = path_refusal(program, name="it")
+    return refusal if refusal and os.path.exists(program) else None
+
+
 async def _run(
     spec: CommandProbe,
     timeout: float,  # noqa: ASYNC109 - the probe spends it itself
 ) -> CheckResult:
     started = time.monotonic()
     program = spec.argv[0]
+    refusal = await asyncio.to_thread(_refusal, program)
+    if refusal:
+        return finish(Status.UNKNOWN, f"refused to run {program}: {refusal}", started)
     try:
         done = await run_program(
             spec.argv,
@@ -95,4 +110,6 @@ class CommandRunner:
     """Runs a policy's program (such as `can_recover`) like a command check, once."""
 
     async def run(self, argv: tuple[str, ...], unit: str, timeout: float) -> CheckResult:  # noqa: ASYNC109
-        return await run(CommandProbe(argv=argv), ProbeContext(unit=unit), timeout)
+        # Validated at load; not again here, where a ValidationError would escape.
+        spec = CommandProbe.model_construct(argv=argv, env={})
+        return await run(spec, ProbeContext(unit=unit), timeout)

@@ -84,6 +84,9 @@ def load_config(config_dir: Path) -> LoadedConfig:
         raise ConfigError(f"config directory {config_dir}: {exc.strerror or exc}") from None
 
     issues: list[ConfigIssue] = []
+    refusal = _directory_refusal(config_dir)
+    if refusal is not None:
+        return LoadedConfig(MainConfig(), {}, {}, [refusal], main_ok=False)
     failed: tuple[MainConfig | None, Document | None, bool] = (None, None, False)
     main, main_doc, main_ok = _guarded(config_dir / MAIN_FILE, issues, failed, _load_main)
     channels = set(main.alerts.channels) if main is not None else None
@@ -192,6 +195,10 @@ def _policy_files(directory: Path, issues: list[ConfigIssue]) -> list[Path]:
     """The policy files to read; a directory root may not trust gives none, and one error."""
     try:
         if not directory.is_dir():
+            return []
+        refusal = _directory_refusal(directory)
+        if refusal is not None:
+            issues.append(refusal)
             return []
         return sorted(
             entry

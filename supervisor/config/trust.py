@@ -100,13 +100,13 @@ def path_refusal(path: str, *, directory: bool = False, name: str | None = None)
         if refusal or not pending:
             return refusal
         while pending:
-            name = pending.pop()
-            if name == ".":
+            part = pending.pop()
+            if part == ".":
                 continue
-            if name == "..":
+            if part == "..":
                 current = os.path.dirname(current)
                 continue
-            candidate = os.path.join(current, name)
+            candidate = os.path.join(current, part)
             info = os.lstat(candidate)
             if stat.S_ISLNK(info.st_mode):
                 links += 1

@@ -17,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from supervisor.config.trust import path_refusal
 from supervisor.config.values import (
     describe,
 )
@@ -137,6 +138,9 @@ def _check_argv(argv: tuple[str, ...]) -> tuple[str, ...]:
         raise located_error((0,), f"{program} does not exist")
     if not os.path.isfile(program) or not os.access(program, os.X_OK):
         raise located_error((0,), f"{program} is not an executable file")
+    refusal = path_refusal(program, name="it")
+    if refusal:  # it would run as root: see supervisor.config.trust
+        raise located_error((0,), f"{program} is refused: {refusal}")
     return argv
 
 

@@ -157,6 +157,24 @@ async def test_a_program_gone_at_run_time_is_unknown(tmp_path: Path) -> None:
     assert result.message == f"cannot run {program}: No such file or directory"
 
 
+async def test_a_program_others_can_write_since_load_is_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    program = _script(tmp_path, "tampered", f"touch {marker}\n")
+    spec = CommandProbe(argv=[program])
+    os.chmod(program, 0o777)
+    result = await command.run(spec, CONTEXT, 5.0)
+    assert result.status is Status.UNKNOWN
+    assert result.message.startswith(f"refused to run {program}: it is writable by group and ")
+    assert not marker.exists()
+
+
+async def test_the_runner_of_can_recover_never_raises(tmp_path: Path) -> None:
+    program = _script(tmp_path, "gone", "exit 0\n")
+    os.unlink(program)
+    result = await command.CommandRunner().run((program,), "app.service", 5.0)
+    assert result.status is Status.UNKNOWN
+
+
 def _max_overlap(log: Path) -> int:
     running = most = 0
     for line in log.read_text().splitlines():
