@@ -98,7 +98,7 @@ def run_daemon(options: DaemonOptions) -> int:
         return EX_CONFIG
     configure_logging(loaded.main.log_level)
     log_config_issues(loaded)
-    if loaded.errors and not loaded.policies:
+    if loaded.errors and not loaded.policies and not loaded.only_refusals:
         log.error("no valid policy left; refusing to start", errors=len(loaded.errors))
         return EX_CONFIG
     if not loaded.policies:
