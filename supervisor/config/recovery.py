@@ -97,6 +97,15 @@ class Restore(FrozenModel):
         description="Snapshots to keep, 1 to 1,000,000. Default 5.",
         examples=[5],
     )
+    keep_backups: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_COUNT,
+        description="Backups to keep, 1 to 1,000,000: a restore copies the current files "
+        "to STATE/backups/UNIT/ before it writes, and keeps only the newest this many. "
+        "Default 10.",
+        examples=[10],
+    )
 
     @field_validator("source")
     @classmethod
