@@ -12,11 +12,21 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
+
 from supervisor.config import Policy
 from supervisor.core.values import RepairResult, Rung
 from supervisor.errors import BusError, JobFailed, SupervisorError
-from supervisor.restore import latest_snapshot, restore, take_snapshot
+from supervisor.restore import (
+    attempt_snapshot,
+    describe_last_known_good,
+    known_good,
+    live_problems,
+    restore,
+)
 from supervisor.systemd.manager import SystemdManager
+
+log = structlog.get_logger("supervisor.repairs")
 
 JOB_TIMEOUT = 90.0
 LAST_KNOWN_GOOD = "last-known-good"
@@ -82,9 +92,13 @@ class Repairs:
         if spec is None:
             return Outcome(Result.SKIPPED, f"{unit}: no restore section in its policy")
         if spec.source == LAST_KNOWN_GOOD:
-            source = latest_snapshot(self.snapshots_dir(unit))
-            if source is None:
+            try:
+                chosen = known_good(self.snapshots_dir(unit))
+            except SupervisorError as exc:
+                return Outcome(Result.FAILED, f"restore refused: {exc}")
+            if chosen is None:
                 return Outcome(Result.SKIPPED, f"{unit}: no known-good snapshot taken yet")
+            source = chosen.path
         else:
             source = Path(spec.source)
         try:
@@ -95,6 +109,7 @@ class Repairs:
                 self.backups_dir(unit),
                 now,
                 spec.validate_argv,
+                keep_backups=spec.keep_backups,
             )
         except SupervisorError as exc:
             return Outcome(Result.FAILED, f"restore refused: {exc}")
@@ -106,11 +121,46 @@ class Repairs:
         detail = f"restored {written} from {source}{backup}; restart {restarted.detail}"
         return Outcome(restarted.result, detail)
 
-    async def snapshot(self, policy: Policy, now: float) -> Path | None:
-        """Take a last-known-good snapshot if the files changed since the last one."""
+    async def snapshot(
+        self,
+        policy: Policy,
+        now: float,
+        *,
+        applied_at: float | None = None,
+        healthy_since: float | None = None,
+    ) -> Path | None:
+        """Take a last-known-good snapshot if the files changed since the last one.
+
+        ``applied_at``: wall-clock seconds when the unit's last successful start or reload
+        began. With it, the snapshot is proven (no file changed since) or skipped with the
+        reason logged; without it, it is taken as before but recorded as unproven.
+        ``healthy_since``: when the unit last became healthy, recorded in the manifest.
+        Raises RestoreError (a SupervisorError) for what a restore would refuse.
+        """
         spec = policy.recovery.restore
         if spec is None or spec.source != LAST_KNOWN_GOOD:
             return None
-        return await asyncio.to_thread(
-            take_snapshot, spec.paths, self.snapshots_dir(policy.unit), now, spec.keep
+        attempt = await asyncio.to_thread(
+            attempt_snapshot,
+            spec.paths,
+            self.snapshots_dir(policy.unit),
+            now,
+            spec.keep,
+            applied_at=applied_at,
+            healthy_since=healthy_since,
         )
+        if attempt.path is None and not attempt.reason.startswith("unchanged"):
+            log.info("known-good snapshot skipped", unit=policy.unit, reason=attempt.reason)
+        return attempt.path
+
+    def describe_last_known_good(self, policy: Policy) -> str:
+        """Which snapshot a restore of the unit would use and why (for status and
+        history), or how it restores without one. Reads the disk: call it in a thread."""
+        spec = policy.recovery.restore
+        if spec is None:
+            return "no restore section: nothing is snapshotted"
+        problems = live_problems(spec.paths)
+        warning = f" Warning: a snapshot would be refused: {problems[0]}" if problems else ""
+        if spec.source != LAST_KNOWN_GOOD:
+            return f"restore would use the defaults in {spec.source}.{warning}"
+        return describe_last_known_good(self.snapshots_dir(policy.unit)) + warning

@@ -14,7 +14,6 @@ from pathlib import Path
 from supervisor.procs import MINIMAL_PATH, run_program, signal_name
 from supervisor.restore.files import (
     RestoreError,
-    _lstat,
     _named,
     _os_message,
     _reason,
@@ -22,11 +21,15 @@ from supervisor.restore.files import (
     _rel,
 )
 from supervisor.restore.preflight import check_paths
-from supervisor.restore.snapshots import _locked, _publish
+from supervisor.restore.snapshots import _locked, _prune, _publish
 from supervisor.restore.tree_writer import _install, _StepFailed, _uninstall
+from supervisor.restore.walk import lstat_at, open_below, open_dir, opened
 
 __all__ = ["OUTPUT_TAIL", "RestoreResult", "restore"]
 
+
+KEEP_BACKUPS = 10
+"""Backups kept per unit when the caller does not say (policy ``recovery.restore.keep_backups``)."""
 
 OUTPUT_TAIL = 2048
 """Characters of a failed validator's output (its end, stdout and stderr merged, lines
@@ -105,6 +108,8 @@ def restore(
     now: float,
     validate_argv: Sequence[str] | None,
     validate_timeout: float = 60.0,
+    *,
+    keep_backups: int = KEEP_BACKUPS,
 ) -> RestoreResult:
     """Put the named paths back from ``source`` (a snapshot, or a directory of defaults
     mirroring them), after copying the live ones to ``backups_dir/<UTC time>/``.
@@ -113,31 +118,64 @@ def restore(
     path is missing from the source, or the backup cannot be made. After the backup
     exists it never raises: a failure to write, or a validator (run without a shell,
     stdin /dev/null, ``validate_timeout``) that does not exit 0, puts the backup back and
-    returns ``ok=False``. The caller restarts the unit after ``ok=True``.
+    returns ``ok=False``. The caller restarts the unit after ``ok=True``. Only the newest
+    ``keep_backups`` backups are kept (the new one among them).
+
+    Every path (the live one, the source, the backup) is walked from ``/`` by descriptor
+    without following a symlink in any component; a symlink inside the named paths is
+    restored as a symlink, wherever it points, and never written through.
     """
+    if keep_backups < 1:
+        raise ValueError(f"keep_backups must be at least 1, not {keep_backups}")
     check_paths(paths, source)
     named = _named(paths)
     root = os.fspath(source)
     if validate_argv is not None and not validate_argv:
         raise RestoreError("the validate command is empty: nothing restored")
-    for path in named:
-        if _lstat(os.path.join(root, _rel(path))) is None:
-            raise RestoreError(f"{path} is missing from {root}: nothing restored")
-    _refuse_inside(backups_dir, named, "backup directory")
     try:
-        with _locked(backups_dir):
-            backup, absent = _publish(named, backups_dir, now)
+        source_fd = open_dir(root)
     except OSError as exc:
-        raise RestoreError(
-            f"cannot back up {', '.join(named)} into {backups_dir}: {_os_message(exc)}; "
-            "nothing restored"
-        ) from exc
+        raise RestoreError(f"restore source {_os_message(exc)}: nothing restored") from exc
+    with opened(source_fd):
+        for path in named:
+            if not _in_source(source_fd, root, path):
+                raise RestoreError(f"{path} is missing from {root}: nothing restored")
+        _refuse_inside(backups_dir, named, "backup directory")
+        try:
+            with _locked(backups_dir) as backups_fd:
+                backup, absent = _publish(named, backups_fd, backups_dir, now, {"kind": "backup"})
+                _prune(backups_fd, keep_backups)
+        except OSError as exc:
+            raise RestoreError(
+                f"cannot back up {', '.join(named)} into {backups_dir}: {_os_message(exc)}; "
+                "nothing restored"
+            ) from exc
+        return _write(named, source_fd, root, backup, absent, validate_argv, validate_timeout)
 
+
+def _in_source(source_fd: int, root: str, path: str) -> bool:
+    parent, name = os.path.split(_rel(path))
+    try:
+        with opened(open_below(source_fd, parent, root)) as parent_fd:
+            return lstat_at(parent_fd, name) is not None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _write(
+    named: Sequence[str],
+    source_fd: int,
+    root: str,
+    backup: Path,
+    absent: frozenset[str],
+    validate_argv: Sequence[str] | None,
+    validate_timeout: float,
+) -> RestoreResult:
     written: list[str] = []
     what = f"{', '.join(named)} from {root}"
     try:
         for path in named:
-            _install(root, path, written)
+            _install(source_fd, root, path, written)
     except _StepFailed as exc:
         return _roll_back(named, backup, absent, written, f"restore of {what} failed at {exc}")
     except Exception as exc:  # never raise once the backup exists: roll back and say why
@@ -166,11 +204,12 @@ def _roll_back(
     """Put the backup back (removing what did not exist) and report ``why``."""
     undone: list[str] = []
     try:
-        for path in named:
-            if path in absent:
-                _uninstall(path, undone)
-            else:
-                _install(str(backup), path, undone)
+        with opened(open_dir(backup)) as backup_fd:
+            for path in named:
+                if path in absent:
+                    _uninstall(path, undone)
+                else:
+                    _install(backup_fd, str(backup), path, undone)
     except Exception as exc:  # report, never raise: the live files need a person now
         detail = (
             f"{why}; rolling back failed too ({exc}): "

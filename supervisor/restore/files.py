@@ -4,7 +4,6 @@ the tree writer. Names with a leading underscore are internal to `supervisor.res
 
 from __future__ import annotations
 
-import errno
 import os
 import posixpath
 import stat
@@ -12,7 +11,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from supervisor.errors import SupervisorError
-from supervisor.fsutil import write_all
 
 __all__ = ["MANIFEST", "RestoreError"]
 
@@ -20,10 +18,6 @@ __all__ = ["MANIFEST", "RestoreError"]
 MANIFEST = "manifest.json"
 """Name of the manifest at the top of a snapshot or backup (so ``/manifest.json`` cannot
 be a named path)."""
-
-
-_CHUNK = 1 << 20
-_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class RestoreError(SupervisorError):
@@ -87,56 +81,11 @@ def _refuse_inside(directory: Path, named: Sequence[str], what: str) -> None:
         raise RestoreError(f"{what} {directory} lies inside the paths it would copy ({real})")
 
 
-def _lstat(path: str) -> os.stat_result | None:
-    """lstat, or None for a path that does not exist (or whose parent is not a directory)."""
-    try:
-        return os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-
-
-def _kind(mode: int) -> str | None:
-    """'dir', 'link', 'file', or None for what is never copied (fifo, socket, device)."""
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "link"
-    if stat.S_ISREG(mode):
-        return "file"
-    return None
-
-
 def _special(path: str, mode: int) -> RestoreError:
     return RestoreError(
         f"{path} is not a regular file, directory or symlink (mode {stat.filemode(mode)}): "
         "only those are snapshotted and restored"
     )
-
-
-def _open_regular(path: str, dir_fd: int | None = None) -> int:
-    """Open a regular file for reading without following a symlink or blocking on a fifo."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    fd = os.open(path, flags, dir_fd=dir_fd)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file", path)
-    return fd
-
-
-def _copy_into(source_fd: int, target_fd: int) -> None:
-    """The data of a regular file, then its owner, mode and times, onto a new file."""
-    while chunk := os.read(source_fd, _CHUNK):
-        write_all(target_fd, chunk)
-    _set_meta(target_fd, os.fstat(source_fd))
-
-
-def _set_meta(fd: int, want: os.stat_result) -> None:
-    """Owner, then mode (chown clears set-id bits), then times."""
-    have = os.fstat(fd)
-    if (have.st_uid, have.st_gid) != (want.st_uid, want.st_gid):
-        os.fchown(fd, want.st_uid, want.st_gid)
-    os.fchmod(fd, stat.S_IMODE(want.st_mode))
-    os.utime(fd, ns=(want.st_atime_ns, want.st_mtime_ns))
 
 
 def _physical(path: str) -> str:

@@ -1,25 +1,37 @@
-"""The safe tree writer: puts a mirrored tree over the live named paths by directory
-descriptor with ``O_NOFOLLOW``, each file to a temporary name, fsync'd and renamed
-over; entries that already match are left alone.
+"""The safe tree writer: puts a mirrored tree over the live named paths. Both trees are
+walked from ``/`` by directory descriptor with ``O_NOFOLLOW`` in every component (see
+`supervisor.restore.walk`); each file is written to a temporary name in its directory,
+fsync'd and renamed over; a symlink is written as a symlink, never through; entries that
+already match (data, mode, owner, xattrs) are left alone.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
-import shutil
 import stat
 
 from supervisor.fsutil import removed_on_error, replace_at, temp_name
-from supervisor.restore.files import (
-    _CHUNK,
-    _OPEN_DIR,
-    _copy_into,
-    _kind,
-    _open_regular,
-    _reason,
-    _rel,
-    _special,
+from supervisor.restore.files import _reason, _rel, _special
+from supervisor.restore.walk import (
+    OPEN_DIR,
+    Entry,
+    copy_data,
+    entry_xattrs,
+    kind_of,
+    link_xattrs,
+    lstat_at,
+    open_below,
+    open_dir,
+    open_entry,
+    opened,
+    read_xattrs,
+    remove_tree,
+    same_data,
+    set_link_meta,
+    set_meta,
+    set_xattrs,
 )
 
 
@@ -36,158 +48,142 @@ class _StepFailed(Exception):
         return f"{self.path}: {_reason(self.error)}"
 
 
-def _lstat_at(dir_fd: int, name: str) -> os.stat_result | None:
-    try:
-        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return None
-
-
-def _same_data(first_fd: int, second_fd: int) -> bool:
-    if os.fstat(first_fd).st_size != os.fstat(second_fd).st_size:
-        return False
-    while True:
-        one = os.read(first_fd, _CHUNK)
-        if one != os.read(second_fd, len(one) or 1):
-            return False
-        if not one:
-            return True
-
-
-def _install(root: str, path: str, written: list[str]) -> None:
-    """Make the live ``path`` equal ``root/<path>``."""
+def _install(source_fd: int, source: str, path: str, written: list[str]) -> None:
+    """Make the live ``path`` equal ``<source>/<path>`` (``source_fd`` is its root)."""
     parent, name = posixpath.split(path)
     try:
-        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        live_parent = open_dir(parent)
     except OSError as exc:
         raise _StepFailed(parent, exc) from exc
-    try:
-        _sync(os.path.join(root, _rel(path)), parent_fd, name, path, written)
+    with opened(live_parent):
         try:
-            os.fsync(parent_fd)
+            source_parent = open_below(source_fd, _rel(parent), source)
+        except OSError as exc:
+            raise _StepFailed(os.path.join(source, _rel(parent)), exc) from exc
+        with opened(source_parent):
+            _sync(source_parent, name, live_parent, name, path, written)
+        try:
+            os.fsync(live_parent)
         except OSError as exc:
             raise _StepFailed(parent, exc) from exc
-    finally:
-        os.close(parent_fd)
 
 
 def _uninstall(path: str, written: list[str]) -> None:
     """Remove the live ``path`` (a rollback to "did not exist")."""
     parent, name = posixpath.split(path)
     try:
-        parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        parent_fd = open_dir(parent)
     except (FileNotFoundError, NotADirectoryError):
         return
     except OSError as exc:
         raise _StepFailed(parent, exc) from exc
+    with opened(parent_fd):
+        try:
+            if lstat_at(parent_fd, name) is not None:
+                remove_tree(parent_fd, name)
+                written.append(path)
+                os.fsync(parent_fd)
+        except OSError as exc:
+            raise _StepFailed(path, exc) from exc
+
+
+def _sync(
+    source_dir: int, source_name: str, dir_fd: int, name: str, live: str, written: list[str]
+) -> None:
     try:
-        have = _lstat_at(parent_fd, name)
-        if have is not None:
-            _remove(parent_fd, name, have)
-            written.append(path)
-            os.fsync(parent_fd)
-    except OSError as exc:
-        raise _StepFailed(path, exc) from exc
-    finally:
-        os.close(parent_fd)
-
-
-def _remove(dir_fd: int, name: str, have: os.stat_result) -> None:
-    if stat.S_ISDIR(have.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)
-    else:
-        os.unlink(name, dir_fd=dir_fd)
-
-
-def _sync(source: str, dir_fd: int, name: str, live: str, written: list[str]) -> None:
-    try:
-        _sync_entry(source, dir_fd, name, live, written)
+        _sync_entry(source_dir, source_name, dir_fd, name, live, written)
     except OSError as exc:
         raise _StepFailed(live, exc) from exc
 
 
-def _sync_entry(source: str, dir_fd: int, name: str, live: str, written: list[str]) -> None:
-    want = os.lstat(source)
-    have = _lstat_at(dir_fd, name)
-    kind = _kind(want.st_mode)
-    if kind == "dir":
-        _sync_dir(source, dir_fd, name, live, want, have, written)
-    elif kind == "link":
-        target = os.readlink(source)
-        if (
-            have is not None
-            and stat.S_ISLNK(have.st_mode)
-            and (have.st_uid, have.st_gid) == (want.st_uid, want.st_gid)
-            and os.readlink(name, dir_fd=dir_fd) == target
-        ):
-            return
-        temp = temp_name(name)
-        os.symlink(target, temp, dir_fd=dir_fd)
-        with removed_on_error(temp, dir_fd=dir_fd):
-            os.chown(temp, want.st_uid, want.st_gid, dir_fd=dir_fd, follow_symlinks=False)
-            os.utime(
-                temp, ns=(want.st_atime_ns, want.st_mtime_ns), dir_fd=dir_fd, follow_symlinks=False
-            )
-            _replace(dir_fd, temp, name, have)
-        written.append(live)
-    elif kind == "file":
-        if _same_file(source, want, dir_fd, name, have):
-            return
-        _put_file(source, dir_fd, name, have)
-        written.append(live)
-    else:
-        raise _special(source, want.st_mode)
+def _sync_entry(
+    source_dir: int, source_name: str, dir_fd: int, name: str, live: str, written: list[str]
+) -> None:
+    entry = open_entry(source_dir, source_name, f"(source of {live})")
+    if entry is None:
+        st = lstat_at(source_dir, source_name)
+        if st is not None:
+            raise _special(f"the source of {live}", st.st_mode)
+        raise OSError(errno.ENOENT, "vanished from the source", live)
+    with entry:
+        have = lstat_at(dir_fd, name)
+        if entry.kind == "dir":
+            _sync_dir(entry, dir_fd, name, live, have, written)
+        elif entry.kind == "link":
+            want = entry_xattrs(entry)
+            if (
+                have is not None
+                and stat.S_ISLNK(have.st_mode)
+                and (have.st_uid, have.st_gid) == (entry.st.st_uid, entry.st.st_gid)
+                and os.readlink(name, dir_fd=dir_fd) == entry.target
+                and link_xattrs(dir_fd, name) == want
+            ):
+                return
+            temp = temp_name(name)
+            os.symlink(entry.target, temp, dir_fd=dir_fd)
+            with removed_on_error(temp, dir_fd=dir_fd):
+                set_link_meta(dir_fd, temp, entry.st, want)
+                _replace(dir_fd, temp, name, have)
+            written.append(live)
+        else:
+            if _same_file(entry, dir_fd, name, have):
+                return
+            _put_file(entry, dir_fd, name, have)
+            written.append(live)
 
 
-def _same_file(
-    source: str, want: os.stat_result, dir_fd: int, name: str, have: os.stat_result | None
-) -> bool:
+def _same_file(entry: Entry, dir_fd: int, name: str, have: os.stat_result | None) -> bool:
     if have is None or not stat.S_ISREG(have.st_mode):
         return False
+    want = entry.st
     if (have.st_mode, have.st_uid, have.st_gid) != (want.st_mode, want.st_uid, want.st_gid):
         return False
-    first = _open_regular(source)
-    try:
-        second = _open_regular(name, dir_fd=dir_fd)
-        try:
-            return _same_data(first, second)
-        finally:
-            os.close(second)
-    finally:
-        os.close(first)
+    live = open_entry(dir_fd, name, name)
+    if live is None:
+        return False
+    with live:
+        if live.kind != "file" or entry_xattrs(live) != entry_xattrs(entry):
+            return False
+        assert live.fd is not None and entry.fd is not None
+        return same_data(entry.fd, live.fd)
 
 
-def _put_file(source: str, dir_fd: int, name: str, have: os.stat_result | None) -> None:
-    """Write ``source`` to a temporary name beside ``name``, fsync it, rename it over."""
-    source_fd = _open_regular(source)
-    try:
-        replace_at(
-            dir_fd,
-            name,
-            lambda fd: _copy_into(source_fd, fd),
-            rename=lambda dir_fd, temp, name: _replace(dir_fd, temp, name, have),
-        )
-    finally:
-        os.close(source_fd)
+def _put_file(entry: Entry, dir_fd: int, name: str, have: os.stat_result | None) -> None:
+    """Write the source file to a temporary name beside ``name``, fsync it, rename it over."""
+    source = entry.fd
+    assert source is not None
+
+    def fill(fd: int) -> None:
+        copy_data(source, fd)
+        set_meta(fd, entry.st, entry_xattrs(entry))
+
+    replace_at(
+        dir_fd,
+        name,
+        fill,
+        rename=lambda dir_fd, temp, name: _replace(dir_fd, temp, name, have),
+    )
 
 
 def _replace(dir_fd: int, temp: str, name: str, have: os.stat_result | None) -> None:
-    if have is not None and stat.S_ISDIR(have.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)  # a file or symlink cannot be renamed over it
+    current = lstat_at(dir_fd, name)
+    if current is not None and stat.S_ISDIR(current.st_mode):
+        remove_tree(dir_fd, name)  # a file or symlink cannot be renamed over it
     os.rename(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _sync_dir(
-    source: str,
+    entry: Entry,
     dir_fd: int,
     name: str,
     live: str,
-    want: os.stat_result,
     have: os.stat_result | None,
     written: list[str],
 ) -> None:
     """Make the live directory match: each entry synced, extra entries removed (special
-    files are left alone), then its mode, owner and (if anything changed) times."""
+    files are left alone), then its owner, xattrs, mode and (if anything changed) times."""
+    assert entry.fd is not None
+    want = entry.st
     changed = False
     if have is not None and not stat.S_ISDIR(have.st_mode):
         os.unlink(name, dir_fd=dir_fd)
@@ -195,22 +191,18 @@ def _sync_dir(
     if have is None:
         os.mkdir(name, 0o700, dir_fd=dir_fd)
         changed = True
-    fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
-    try:
+    with opened(os.open(name, OPEN_DIR, dir_fd=dir_fd)) as fd:
         before = len(written)
-        wanted = sorted(os.listdir(source))
+        wanted = sorted(os.listdir(entry.fd))
         for child in wanted:
-            mode = os.lstat(os.path.join(source, child)).st_mode
-            if _kind(mode) is None:
-                raise _special(os.path.join(source, child), mode)
-            _sync(os.path.join(source, child), fd, child, f"{live}/{child}", written)
+            _sync(entry.fd, child, fd, child, f"{live}/{child}", written)
         keep = set(wanted)
         for child in sorted(os.listdir(fd)):
-            child_st = _lstat_at(fd, child)
-            if child in keep or child_st is None or _kind(child_st.st_mode) is None:
+            child_st = lstat_at(fd, child)
+            if child in keep or child_st is None or kind_of(child_st.st_mode) is None:
                 continue
             try:
-                _remove(fd, child, child_st)
+                remove_tree(fd, child)
             except OSError as exc:
                 raise _StepFailed(f"{live}/{child}", exc) from exc
             written.append(f"{live}/{child}")
@@ -219,7 +211,10 @@ def _sync_dir(
         if (current.st_uid, current.st_gid) != (want.st_uid, want.st_gid):
             os.fchown(fd, want.st_uid, want.st_gid)
             changed = True
-        if stat.S_IMODE(current.st_mode) != stat.S_IMODE(want.st_mode):
+        if read_xattrs(fd) != entry_xattrs(entry):
+            set_xattrs(fd, entry_xattrs(entry))
+            changed = True
+        if stat.S_IMODE(os.fstat(fd).st_mode) != stat.S_IMODE(want.st_mode):
             os.fchmod(fd, stat.S_IMODE(want.st_mode))
             changed = True
         if changed:
@@ -227,5 +222,3 @@ def _sync_dir(
             if len(written) == before:
                 written.append(live)
         os.fsync(fd)
-    finally:
-        os.close(fd)

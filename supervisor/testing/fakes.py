@@ -231,7 +231,14 @@ class FakeRepairs(Repairs):
         restarted = await self.restart(policy.unit, unit_failed)
         return Outcome(restarted.result, f"restored (fake); restart {restarted.detail}")
 
-    async def snapshot(self, policy: Policy, now: float) -> Path | None:
+    async def snapshot(
+        self,
+        policy: Policy,
+        now: float,
+        *,
+        applied_at: float | None = None,
+        healthy_since: float | None = None,
+    ) -> Path | None:
         return None
 
 
