@@ -26,6 +26,8 @@ def validate_command(config_dir: Path, out: TextIO) -> int:
     errors = [*loaded.errors, *_unit_issues(loaded)]
     for issue in errors:
         print(issue, file=out)
+    for warning in restore_warnings(loaded):
+        print(warning, file=out)
     policies = len(loaded.policies)
     if errors:
         valid = _count(policies, "policy", "policies")
@@ -49,3 +51,30 @@ def _unit_issues(loaded: LoadedConfig) -> list[ConfigIssue]:
     except BusError as exc:
         print(f"note: backup units not checked ({exc})", file=sys.stderr)
         return []
+
+
+def restore_warnings(loaded: LoadedConfig) -> list[str]:
+    """Restore paths that a snapshot and a restore would refuse on this host (a symlink
+    above a named path, a named fifo or device), one warning with a hint each. They
+    are warnings, not errors: the policy is valid, its restore step would not run."""
+    from supervisor.restore import RestoreError, check_paths, live_problems
+
+    warnings: list[str] = []
+    for unit, policy in sorted(loaded.policies.items()):
+        spec = policy.recovery.restore
+        if spec is None:
+            continue
+        where = loaded.sources.get(unit, Path(unit))
+        try:
+            problems = live_problems(spec.paths)
+            if not problems and spec.source != "last-known-good":
+                check_paths(spec.paths, Path(spec.source))
+        except RestoreError as exc:
+            problems = [str(exc)]
+        for problem in problems:
+            warnings.append(
+                f"{where}: recovery.restore: warning: {problem} (hint: snapshots and "
+                "restores never follow a symlink on the way to a named path; "
+                "until this is fixed the restore step is refused)"
+            )
+    return warnings

@@ -139,3 +139,25 @@ def test_schema_refuses_an_unknown_key_in_a_check() -> None:
     bad = {**good, "checks": [{**good["checks"][0], "intervall": "5s"}]}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema)
+
+
+def test_validate_warns_about_a_restore_path_below_a_symlink(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "conf.d").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(real)
+    policy = write(
+        tmp_path / "cfg" / "policies.d" / "a.yaml",
+        f"""
+        unit: a.service
+        recovery:
+          restore:
+            paths: [{tmp_path}/alias/conf.d, {real}/conf.d/x.conf]
+        """,
+    )
+    code, lines = run(tmp_path / "cfg")
+    assert code == 0  # a warning, not an error
+    assert lines[-1] == "OK: 1 policy for 1 unit"
+    (warning,) = lines[:-1]
+    assert warning.startswith(f"{policy}: recovery.restore: warning: {tmp_path}/alias/conf.d:")
+    assert f"{tmp_path}/alias: is a symlink" in warning
+    assert f"name the real path {real}/conf.d" in warning
