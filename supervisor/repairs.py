@@ -153,6 +153,10 @@ class Repairs:
             log.info("known-good snapshot skipped", unit=policy.unit, reason=attempt.reason)
         return attempt.path
 
+    async def known_good(self, policy: Policy) -> str:
+        """`describe_last_known_good`, off the event loop."""
+        return await asyncio.to_thread(self.describe_last_known_good, policy)
+
     def describe_last_known_good(self, policy: Policy) -> str:
         """Which snapshot a restore of the unit would use and why (for status and
         history), or how it restores without one. Reads the disk: call it in a thread."""

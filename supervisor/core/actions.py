@@ -127,11 +127,13 @@ class CanRecoverDone:
 
 @dataclass(frozen=True)
 class SnapshotDone:
-    """The answer to `TakeSnapshot`: the snapshot's path, "" when nothing changed."""
+    """The answer to `TakeSnapshot`: the snapshot's path, "" when none was taken;
+    `known_good` says which snapshot a restore would use now, and why."""
 
     unit: str
     path: str
     error: str = ""
+    known_good: str = ""
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,12 @@ class RunCanRecover:
 
 @dataclass(frozen=True)
 class TakeSnapshot:
+    """Snapshot the unit's restore paths as last-known-good: proven if no file changed
+    since `applied_at` (its last successful start or reload began; None: unknown)."""
+
     unit: str
+    applied_at: float | None
+    healthy_since: float | None
 
 
 @dataclass(frozen=True)

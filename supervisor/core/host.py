@@ -126,8 +126,8 @@ def _handle(tx: Tx, event: Event) -> None:
         case ev.SaveFailed(unit):
             if (state := tx.unit(unit)) is not None:
                 state.saved = None
-        case ev.SnapshotDone(unit, path, error):
-            _snapshot_done(tx, unit, path, error)
+        case ev.SnapshotDone(unit, path, error, known_good):
+            _snapshot_done(tx, unit, path, error, known_good)
         case ev.Starting(observe_until):
             tx.observe_until = observe_until
         case ev.Started():
@@ -214,16 +214,18 @@ def _snapshot_due(tx: Tx, unit: str) -> None:
     if restore is None or not healthy or since is None:
         return  # armed again when it is healthy again
     if tx.now - since >= restore.snapshot_after:
-        tx.actions.append(ev.TakeSnapshot(unit))
+        tx.actions.append(ev.TakeSnapshot(unit, state.applied_at, since))
     arm_snapshot(tx, state)  # files may change later: look again
 
 
-def _snapshot_done(tx: Tx, unit: str, path: str, error: str) -> None:
+def _snapshot_done(tx: Tx, unit: str, path: str, error: str, known_good: str) -> None:
+    if (state := tx.unit(unit)) is not None and known_good:
+        state.known_good = known_good
     if error:
         tx.log("error", "cannot snapshot the configuration", unit=unit, error=error)
     elif path:
         tx.log("info", "known-good configuration saved", unit=unit, snapshot=path)
-        tx.history(unit, "restore", f"snapshot taken: {path}")
+        tx.history(unit, "restore", f"snapshot taken: {path}; {known_good}")
 
 
 # -- reload --------------------------------------------------------------------------------

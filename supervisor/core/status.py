@@ -50,6 +50,7 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
                 "last_event": sup.last_event,
                 "failover": failover_host.status(state.failovers, unit, now),
                 "policy": str(state.loaded.sources.get(unit, "")),
+                "last_known_good": sup.known_good,
                 "checks": [
                     {
                         "name": check.name,

@@ -71,6 +71,9 @@ class UnitState:
     allowed_at: float | None = None  # when the guard allowed the action in flight
     held_by: str = ""  # the hold rule that held the last repair asked for
     recovered_pending: bool = False  # healthy again while its repair was in flight
+    applying_since: float | None = None  # a start or reload under way began then
+    applied_at: float | None = None  # the last successful start or reload began then
+    known_good: str = ""  # which snapshot a restore would use, and why
     _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -105,6 +108,7 @@ class UnitState:
     def observe(self, view: UnitView, now: float) -> Update:
         """Record a new systemd view of the unit."""
         was_running = self.running
+        self._track_applied(view.active_state, now)
         self.view = view
         if self.running and not was_running:
             # A (re)started unit is judged afresh, from its start period on.
@@ -131,6 +135,22 @@ class UnitState:
         update.check_changes = [change]
         self.last_event = f"check {change.check.name}: {change.after.value}: {result.message}"
         return update
+
+    def _track_applied(self, active: str, now: float) -> None:
+        """When the files the unit runs with were last applied: a start or reload that
+        began at `applying_since` and succeeded. Unknown (None) for a unit first seen
+        already running: it may run with files older than those on disk."""
+        before = self.view.active_state if self.view is not None else None
+        if active == before:
+            return
+        if active in ("activating", "reloading"):
+            self.applying_since = now
+        elif active == "active" and before is not None:
+            began = self.applying_since if before in ("activating", "reloading") else None
+            self.applied_at = began if began is not None else now
+            self.applying_since = None
+        elif active in ("failed", "inactive"):
+            self.applying_since = None
 
     @property
     def context(self) -> ProbeContext:

@@ -97,8 +97,8 @@ class Performer:
                 self.spawn(self._failover_job(action))
             case act.RunCanRecover(unit, argv):
                 self.spawn(self._can_recover(unit, argv))
-            case act.TakeSnapshot(unit):
-                self.spawn(self._snapshot(unit))
+            case act.TakeSnapshot():
+                self.spawn(self._snapshot(action))
             case act.WatchBackup(unit):
                 self.spawn(self.watch_backup(unit))
             case act.Unwatch(unit):
@@ -202,13 +202,21 @@ class Performer:
             return
         self._feed(act.BackupWatched(snapshot, unit))
 
-    async def _snapshot(self, unit: str) -> None:
-        state = self._state().units.get(unit)
+    async def _snapshot(self, take: act.TakeSnapshot) -> None:
+        state = self._state().units.get(take.unit)
         if state is None:
             return
+        repairs = self.ports.repairs
         try:
-            taken = await self.ports.repairs.snapshot(state.policy, self.ports.clock())
+            taken = await repairs.snapshot(
+                state.policy,
+                self.ports.clock(),
+                applied_at=take.applied_at,
+                healthy_since=take.healthy_since,
+            )
+            known_good = await repairs.known_good(state.policy)
         except (OSError, SupervisorError) as exc:
-            self._feed(act.SnapshotDone(unit, "", str(exc)))
+            self._feed(act.SnapshotDone(take.unit, "", str(exc)))
             return
-        self._feed(act.SnapshotDone(unit, str(taken) if taken is not None else ""))
+        path = str(taken) if taken is not None else ""
+        self._feed(act.SnapshotDone(take.unit, path, known_good=known_good))

@@ -45,7 +45,15 @@ class RepairPort(Protocol):
     async def perform(
         self, policy: Policy, rung: Rung, unit_failed: bool, now: float
     ) -> Outcome: ...
-    async def snapshot(self, policy: Policy, now: float) -> Path | None: ...
+    async def snapshot(
+        self,
+        policy: Policy,
+        now: float,
+        *,
+        applied_at: float | None = None,
+        healthy_since: float | None = None,
+    ) -> Path | None: ...
+    async def known_good(self, policy: Policy) -> str: ...
 
 
 class Probes(Protocol):

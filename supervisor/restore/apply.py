@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.config.trust import path_refusal
 from supervisor.procs import MINIMAL_PATH, run_program, signal_name
 from supervisor.restore.files import (
     RestoreError,
@@ -57,6 +58,9 @@ def _validate(argv: Sequence[str], timeout: float) -> str | None:
     """Run the validator; None when it exits 0, else why not, with its output's tail."""
     command = shlex.join(argv)
     program = argv[0]
+    if os.path.lexists(program) and (refusal := path_refusal(program, name="it")) is not None:
+        # Checked at load too; again now: root is about to run it.
+        return f"validator {program} is not run: {refusal}"
     try:
         done = asyncio.run(
             run_program(

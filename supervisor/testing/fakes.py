@@ -219,6 +219,7 @@ class FakeRepairs(Repairs):
     def __init__(self, systemd: FakeSystemd, timeline: Timeline) -> None:
         super().__init__(systemd, Path("/nonexistent"))  # type: ignore[arg-type]
         self.timeline = timeline
+        self.origin = timeline.origin
         self.restore_ok = True
 
     async def restore(self, policy: Policy, unit_failed: bool, now: float) -> Outcome:
@@ -239,7 +240,12 @@ class FakeRepairs(Repairs):
         applied_at: float | None = None,
         healthy_since: float | None = None,
     ) -> Path | None:
+        applied = "unknown" if applied_at is None else f"{applied_at - self.origin:g}"
+        self.timeline.add(f"snapshot {policy.unit}: applied at {applied}")
         return None
+
+    async def known_good(self, policy: Policy) -> str:
+        return "no known-good snapshot (fake)"
 
 
 class FakeProbes:

@@ -762,3 +762,16 @@ def test_a_fifo_in_the_source_is_refused(host: Host) -> None:
     defaults = _defaults_with_link(host, "a.conf", name="fine")
     os.mkfifo(host.mirror(defaults, host.confd) / "pipe")
     _assert_refused(host, defaults, "not a regular file, directory or symlink")
+
+
+def test_a_validator_others_may_write_is_not_run_and_the_restore_rolls_back(host: Host) -> None:
+    snap, broken, _ = _broken(host)
+    marker = host.tmp / "ran"
+    validator = host.script("writable", f"touch {marker}\nexit 0\n", mode=0o777)
+
+    result = restore(host.paths, snap, host.backups, NOW + 60, [validator])
+
+    assert not result.ok
+    assert "is not run" in result.detail and "writable" in result.detail
+    assert not marker.exists()
+    assert fingerprint(host.paths) == broken
