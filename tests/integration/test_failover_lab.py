@@ -160,8 +160,9 @@ def test_manual_failover_is_guarded_and_recorded(lab: Lab, root: Path) -> None:
     said = json.loads(hs(lab, "history", "app.service", "--json"))["entries"]
     operator = [e["message"] for e in said if e["kind"] == "operator"]
     assert any(m.startswith("failover (to the first backup) refused") for m in operator)
-    assert "failover (to the first backup) requested" in operator
-    assert "failback requested" in operator
+    # Each names who asked, as the control socket saw it.
+    assert "failover (to the first backup) requested (by uid 0 (root))" in operator
+    assert "failback requested (by uid 0 (root))" in operator
 
 
 def test_when_no_backup_works_a_critical_alert_lists_what_was_tried(lab: Lab, root: Path) -> None:
