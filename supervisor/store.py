@@ -33,14 +33,12 @@ contents (a directory that cannot be created or written, a full disk, a lock hel
 long) are not corruption: they raise `SupervisorError` naming the path, and the file
 is left alone.
 
-Contents. A database can pass `quick_check` and still hold a row that is not what we
-wrote (a flipped byte). Loading never raises for contents: a unit state or document
-that is not UTF-8, holds a NUL byte, is not JSON or is not a JSON object is dropped:
-logged naming the unit or key, recorded in `discarded` and in the history ("state of X
-unreadable; starting it fresh", with the stored text in the entry's data), and deleted.
-`load_units_checked` and `load_doc_checked` do the same for a row the caller's parser
-rejects (ValueError, TypeError, KeyError, AttributeError, IndexError). A history entry
-whose data is not JSON reads back as `{"unreadable": <text>}`.
+Contents. A row that is not what we wrote (a flipped byte) never makes loading raise:
+a unit state or document that cannot be read (`supervisor.store_rows` says when) is
+dropped: logged naming the unit or key, recorded in `discarded` and in the history
+("state of X unreadable; starting it fresh", with the stored text in the entry's data),
+and deleted. `load_units_checked` and `load_doc_checked` do the same for a row the
+caller's parser rejects (one of `PARSE_ERRORS`).
 
 Secrets. The store writes what it is given, verbatim: callers mask secrets (alert
 URLs, passwords, tokens) before they pass them in. The database and the directory it
@@ -60,14 +58,12 @@ lock held by another process (an operator's `sqlite3` shell, say).
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time as _time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -75,6 +71,18 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from supervisor.errors import SupervisorError
+from supervisor.store_rows import PARSE_ERRORS as PARSE_ERRORS
+from supervisor.store_rows import HistoryEntry as HistoryEntry
+from supervisor.store_rows import (
+    Row,
+    UnusableRow,
+    check_doc,
+    check_units,
+    encode_object,
+    history_entries,
+    history_query,
+    stored_text,
+)
 from supervisor.store_schema import BUSY_TIMEOUT_MS as BUSY_TIMEOUT_MS
 from supervisor.store_schema import SCHEMA_VERSION as SCHEMA_VERSION
 from supervisor.store_schema import (
@@ -95,85 +103,10 @@ FLUSH_AT: Final = 500
 #: Most entries kept in memory while the database cannot be written; beyond it the
 #: oldest are dropped, and one entry says how many once writing works again.
 MAX_BUFFER: Final = 50_000
-#: Errors a caller's parser raises for a stored document of the wrong shape.
-PARSE_ERRORS: Final = (ValueError, TypeError, KeyError, AttributeError, IndexError)
-#: Most characters of an unreadable row kept in the history entry that reports it.
-KEEP_UNREADABLE: Final = 65_536
 
 
 class StoreUnavailable(SupervisorError):
     """What was asked of the state database was not done in time; the message says why."""
-
-
-@dataclass(frozen=True)
-class HistoryEntry:
-    """One event of the history, as stored."""
-
-    id: int
-    time: float  # wall clock, seconds since the epoch
-    unit: str | None  # None for host-wide events (guard frozen, daemon started, ...)
-    kind: str  # short machine word: check, action, result, alert, operator, guard, ...
-    message: str  # one human line
-    data: dict[str, Any]  # extra JSON fields (may be {})
-
-
-# (time, unit, kind, message, data as JSON), as inserted.
-_Row = tuple[float, str | None, str, str, str]
-
-
-def _loads(raw: object) -> tuple[dict[str, Any] | None, str]:
-    """A stored document (read as bytes) and "", or None and why it is unreadable."""
-    if raw is None:
-        return None, "it is NULL"
-    if isinstance(raw, int | float):
-        return None, f"a number ({raw!r}) where a JSON object was expected"
-    if isinstance(raw, str):  # a history entry's data (text already decoded)
-        data = raw.encode("utf-8", "surrogatepass")
-    elif isinstance(raw, bytes):
-        data = raw
-    else:
-        return None, f"a {type(raw).__name__} where a JSON object was expected"
-    if (nul := data.find(b"\0")) >= 0:
-        return None, f"a NUL byte at offset {nul}"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return None, f"not UTF-8 ({e.reason} at offset {e.start})"
-    try:
-        value = json.loads(text, parse_constant=_no_constant)
-    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        return None, f"not JSON ({e})"
-    if not isinstance(value, dict):
-        return None, f"a JSON {type(value).__name__} where a JSON object was expected"
-    return value, ""
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
-
-
-def _entry_data(raw: object) -> dict[str, Any]:
-    data, _ = _loads(raw)
-    return {"unreadable": _text(raw)} if data is None else data
-
-
-def _text(raw: object) -> str:
-    """What a stored row held, for the operator (not UTF-8: with U+FFFD)."""
-    if isinstance(raw, bytes):
-        text = raw.decode("utf-8", "replace")
-    else:
-        text = "NULL" if raw is None else str(raw)
-    return text[:KEEP_UNREADABLE]
-
-
-def _dumps(value: dict[str, Any], what: str) -> str:
-    """Canonical JSON for `value`; TypeError naming `what` if it is not JSON."""
-    if not isinstance(value, dict):
-        raise TypeError(f"{what}: expected a dict, got {type(value).__name__}")
-    try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as e:  # ValueError: NaN/inf, circular reference
-        raise TypeError(f"{what} is not JSON-serialisable: {e}") from e
 
 
 class Store:
@@ -197,7 +130,7 @@ class Store:
         self.moved_aside = None
         self.moved_aside_reason = None
         self.discarded = []
-        self._buffer: deque[_Row] = deque()
+        self._buffer: deque[Row] = deque()
         self._dropped = 0  # entries dropped from a full buffer, not yet reported
         self._flush_at = FLUSH_AT
         try:
@@ -310,12 +243,18 @@ class Store:
         self._dropped = 0
         self._flush_at = FLUSH_AT
 
-    def _dropped_row(self) -> _Row:
+    def _dropped_row(self) -> Row:
         message = (
             f"{self._dropped} history entries were lost while the state database"
             " could not be written"
         )
-        return (_time.time(), None, "daemon", message, _dumps({"lost": self._dropped}, "data"))
+        return (
+            _time.time(),
+            None,
+            "daemon",
+            message,
+            encode_object({"lost": self._dropped}, "data"),
+        )
 
     # -- per-unit state ----------------------------------------------------------------
 
@@ -340,22 +279,12 @@ class Store:
             )
         except sqlite3.Error as e:
             raise self._error("loading unit states", e) from e
-        parsed: dict[str, T] = {}
-        bad: list[tuple[int, str, str, object]] = []
-        for rowid, raw_unit, raw in rows:
-            unit = _text(raw_unit)
-            doc, why = _loads(raw)
-            if doc is not None:
-                try:
-                    parsed[unit] = parse(unit, doc)
-                    continue
-                except PARSE_ERRORS as e:
-                    why = f"{type(e).__name__}: {e}"
-            bad.append((rowid, unit, why, raw))
-        return parsed, [self._drop("units", rowid, unit, why, raw) for rowid, unit, why, raw in bad]
+        parsed, bad = check_units(rows, parse)
+        return parsed, [self._drop("units", row) for row in bad]
 
-    def _drop(self, table: str, rowid: int, name: str, why: str, raw: object) -> str:
+    def _drop(self, table: str, row: UnusableRow) -> str:
         """Report a row that cannot be used, and delete it; the message said."""
+        rowid, name, why, raw = row
         what = f"state of {name}" if table == "units" else f"stored document {name}"
         message = f"{what} unreadable ({why}); starting it fresh"
         unit = name if table == "units" else None
@@ -363,7 +292,7 @@ class Store:
             unit,
             message,
             f"{what} unreadable; starting it fresh",
-            {"reason": why, "stored": _text(raw)},
+            {"reason": why, "stored": stored_text(raw)},
         )
         try:
             with self._write(f"dropping the {what}") as db:
@@ -374,7 +303,7 @@ class Store:
 
     def save_unit(self, unit: str, state: dict[str, Any]) -> None:
         """Insert or replace `unit`'s state and commit (with the buffered history)."""
-        encoded = _dumps(state, f"state of {unit}")
+        encoded = encode_object(state, f"state of {unit}")
         with self._write(f"saving the state of {unit}") as db:
             db.execute(
                 "INSERT INTO units (unit, state, updated) VALUES (?, ?, ?)"
@@ -410,18 +339,12 @@ class Store:
             raise self._error(f"loading document {key}", e) from e
         if row is None:
             return None, []
-        rowid, raw = row
-        doc, why = _loads(raw)
-        if doc is not None:
-            try:
-                return parse(doc), []
-            except PARSE_ERRORS as e:
-                why = f"{type(e).__name__}: {e}"
-        return None, [self._drop("docs", rowid, key, why, raw)]
+        parsed, bad = check_doc(row[0], key, row[1], parse)
+        return parsed, [] if bad is None else [self._drop("docs", bad)]
 
     def save_doc(self, key: str, doc: dict[str, Any]) -> None:
         """Insert or replace the document `key` and commit (with the buffered history)."""
-        encoded = _dumps(doc, f"document {key}")
+        encoded = encode_object(doc, f"document {key}")
         with self._write(f"saving document {key}") as db:
             db.execute(
                 "INSERT INTO docs (key, doc, updated) VALUES (?, ?, ?)"
@@ -449,7 +372,7 @@ class Store:
         any flush or save). Past `MAX_BUFFER` the oldest are dropped, and counted in an
         entry written once the database takes writes again.
         """
-        encoded = _dumps({} if data is None else data, f"data of {kind} event")
+        encoded = encode_object({} if data is None else data, f"data of {kind} event")
         when = _time.time() if time is None else float(time)
         self._buffer.append((when, unit, kind, message, encoded))
         if len(self._buffer) > MAX_BUFFER:
@@ -467,7 +390,7 @@ class Store:
 
     def commit_encoded(
         self,
-        rows: Sequence[_Row],
+        rows: Sequence[Row],
         units: Mapping[str, str | None],
         docs: Mapping[str, str],
     ) -> None:
@@ -520,37 +443,12 @@ class Store:
         if limit == 0 or (kinds is not None and not kinds):
             return []
         self.flush()
-        where: list[str] = []
-        params: list[Any] = []
-        if unit is not None:
-            where.append("unit = ?")
-            params.append(unit)
-        if since is not None:
-            where.append("time >= ?")
-            params.append(since)
-        if kinds is not None:
-            where.append(f"kind IN ({', '.join('?' * len(kinds))})")
-            params.extend(kinds)
-        sql = "SELECT id, time, unit, kind, message, data FROM history"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY time DESC, id DESC LIMIT ?"
-        params.append(limit)
+        sql, params = history_query(unit, since, limit, kinds)
         try:
             rows = self._db().execute(sql, params).fetchall()
         except sqlite3.Error as e:
             raise self._error("reading the history", e) from e
-        return [
-            HistoryEntry(
-                id=i,
-                time=t if isinstance(t, int | float) else 0.0,
-                unit=u,
-                kind=str(k),
-                message=str(m),
-                data=_entry_data(d),
-            )
-            for i, t, u, k, m, d in reversed(rows)
-        ]
+        return history_entries(rows)
 
     def prune(
         self, keep_days: float = 90, keep_max: int = 200_000, *, now: float | None = None

@@ -42,7 +42,9 @@ from typing import Any, Final, TypeVar
 import structlog
 
 from supervisor.errors import SupervisorError
-from supervisor.store import HistoryEntry, Store, StoreUnavailable, _dumps, _Row
+from supervisor.store import HistoryEntry, Store, StoreUnavailable
+from supervisor.store_rows import Row as _Row
+from supervisor.store_rows import encode_object as _dumps
 
 log = structlog.get_logger("host-supervisor")
 
