@@ -1,6 +1,7 @@
 """Snapshots and backups: mirrors of the named paths built in a ``.tmp-*`` directory,
-fsync'd and renamed into place under a lock, the oldest pruned; and which snapshot is
-the last known good one.
+fsync'd and renamed into place under a lock, the oldest pruned; and what makes a new
+snapshot proven. Reading them back (complete snapshots, manifests, which one is last
+known good) is `supervisor.restore.manifests`, whose public names are re-exported here.
 
 **Proven, not just healthy.** A snapshot is last-known-good only if the files it holds
 are the ones the unit is running with. The caller passes ``applied_at``, the wall-clock
@@ -22,7 +23,6 @@ import fcntl
 import json
 import os
 import posixpath
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -41,12 +41,22 @@ from supervisor.restore.files import (
     _special,
 )
 from supervisor.restore.fingerprinting import _fingerprint_under
+from supervisor.restore.manifests import (
+    LAST_ATTEMPT,
+    SNAPSHOT_NAME,
+    KnownGood,
+    complete_mirrors,
+    describe_last_known_good,
+    known_good,
+    latest_snapshot,
+    read_manifest,
+    utc_time,
+)
 from supervisor.restore.walk import (
     OPEN_DIR,
     Entry,
     copy_data,
     entry_xattrs,
-    kind_of,
     lstat_at,
     open_below,
     open_dir,
@@ -68,11 +78,9 @@ __all__ = [
 ]
 
 
-_NAME = re.compile(r"(\d{8}T\d{6}Z)(?:\.(\d+))?")
 _LOCK = ".lock"
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
-LAST_ATTEMPT = ".last-attempt.json"
 _MANIFEST_VERSION = 2
 
 Check = Callable[[str, os.stat_result], None]
@@ -90,24 +98,8 @@ class SnapshotAttempt:
     reason: str
 
 
-@dataclass(frozen=True)
-class KnownGood:
-    """The snapshot a restore from last-known-good would use, and why it is trusted."""
-
-    path: Path
-    proven: bool
-    taken_at: float
-    applied_at: float | None
-    healthy_since: float | None
-    why: str
-
-
 def _stamp(now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-
-
-def _when(moment: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 @contextlib.contextmanager
@@ -129,141 +121,6 @@ def _locked(directory: Path) -> Iterator[int]:
             os.close(lock)
     finally:
         os.close(dir_fd)
-
-
-def _open_existing(directory: Path) -> int | None:
-    """The snapshot directory's fd, or None when it does not exist. A symlink on the way
-    raises RestoreError: it is never followed."""
-    try:
-        return open_dir(directory)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except OSError as exc:
-        raise RestoreError(f"cannot read {directory}: {_os_message(exc)}") from exc
-
-
-def _mirrors(dir_fd: int) -> list[str]:
-    """The names of the complete snapshots (or backups) in ``dir_fd``, oldest first."""
-    found: list[tuple[tuple[str, int], str]] = []
-    for name in os.listdir(dir_fd):
-        match = _NAME.fullmatch(name)
-        if match is None:
-            continue
-        st = lstat_at(dir_fd, name)
-        if st is None or kind_of(st.st_mode) != "dir":
-            continue
-        try:
-            with opened(os.open(name, OPEN_DIR, dir_fd=dir_fd)) as fd:
-                manifest = lstat_at(fd, MANIFEST)
-        except OSError:
-            continue
-        if manifest is None or kind_of(manifest.st_mode) != "file":
-            continue
-        found.append(((match[1], int(match[2] or 0)), name))
-    return [name for _, name in sorted(found)]
-
-
-def _read_json(dir_fd: int, name: str) -> dict[str, Any]:
-    try:
-        fd = os.open(
-            name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd
-        )
-    except OSError:
-        return {}
-    try:
-        chunks = []
-        while chunk := os.read(fd, 1 << 16):
-            chunks.append(chunk)
-        data = json.loads(b"".join(chunks).decode("utf-8"))
-    except (OSError, ValueError):
-        return {}
-    finally:
-        os.close(fd)
-    return data if isinstance(data, dict) else {}
-
-
-def _manifest(dir_fd: int, name: str) -> dict[str, Any]:
-    try:
-        with opened(os.open(name, OPEN_DIR, dir_fd=dir_fd)) as fd:
-            return _read_json(fd, MANIFEST)
-    except OSError:
-        return {}
-
-
-def latest_snapshot(snapshots_dir: Path) -> Path | None:
-    """The newest complete snapshot in ``snapshots_dir``, proven or not, or None (also when
-    it does not exist). Only ``<UTC time>[.N]`` directories with a manifest count: a
-    ``.tmp-*`` left by a crash never does. A restore uses `known_good` instead."""
-    dir_fd = _open_existing(snapshots_dir)
-    if dir_fd is None:
-        return None
-    with opened(dir_fd):
-        found = _mirrors(dir_fd)
-    return snapshots_dir / found[-1] if found else None
-
-
-def _trust(manifest: dict[str, Any]) -> str:
-    if manifest.get("trust"):
-        return str(manifest["trust"])
-    return "taken while the unit was healthy, by a version that did not prove it"
-
-
-def known_good(snapshots_dir: Path) -> KnownGood | None:
-    """The snapshot a restore from last-known-good uses: the newest proven one; without
-    any, the newest snapshot (taken while healthy, but without the time the unit last
-    applied its configuration). None when there is none."""
-    dir_fd = _open_existing(snapshots_dir)
-    if dir_fd is None:
-        return None
-    with opened(dir_fd):
-        names = _mirrors(dir_fd)
-        manifests = {name: _manifest(dir_fd, name) for name in names}
-    if not names:
-        return None
-    proven = [name for name in names if manifests[name].get("proven") is True]
-    chosen = proven[-1] if proven else names[-1]
-    manifest = manifests[chosen]
-    newer = len(names) - 1 - names.index(chosen)
-    if proven:
-        why = f"the newest proven snapshot: {_trust(manifest)}"
-        if newer:
-            why += f" ({newer} newer unproven snapshot{'s' if newer > 1 else ''} not used)"
-    else:
-        why = f"no proven snapshot; the newest one: {_trust(manifest)}"
-
-    def number(key: str) -> float | None:
-        value = manifest.get(key)
-        return float(value) if isinstance(value, (int, float)) else None
-
-    return KnownGood(
-        path=snapshots_dir / chosen,
-        proven=bool(proven),
-        taken_at=number("time") or 0.0,
-        applied_at=number("applied_at"),
-        healthy_since=number("healthy_since"),
-        why=why,
-    )
-
-
-def describe_last_known_good(snapshots_dir: Path) -> str:
-    """One paragraph for `status` and `history`: which snapshot a restore would use and
-    why, and what the last snapshot attempt did."""
-    try:
-        chosen = known_good(snapshots_dir)
-    except RestoreError as exc:
-        return f"no usable snapshot: {exc}"
-    if chosen is None:
-        text = "no known-good snapshot yet: a restore from last-known-good would be skipped"
-    else:
-        taken = f"taken {_when(chosen.taken_at)}" if chosen.taken_at else "taken at an unknown time"
-        text = f"restore would use {chosen.path} ({taken}), {chosen.why}"
-    dir_fd = _open_existing(snapshots_dir)
-    if dir_fd is not None:
-        with opened(dir_fd):
-            last = _read_json(dir_fd, LAST_ATTEMPT)
-        if last and isinstance(last.get("time"), (int, float)):
-            text += f". Last snapshot attempt {_when(last['time'])}: {last.get('reason', '')}"
-    return text
 
 
 def take_snapshot(
@@ -344,19 +201,19 @@ def _attempt(
     healthy_since: float | None,
 ) -> SnapshotAttempt:
     current = _live_fingerprint(named)
-    names = _mirrors(dir_fd)
+    names = complete_mirrors(dir_fd)
     if names:
-        newest = _manifest(dir_fd, names[-1])
+        newest = read_manifest(dir_fd, names[-1])
         if newest.get("fingerprint") == current and (applied_at is None or newest.get("proven")):
             return SnapshotAttempt(None, f"unchanged since {directory / names[-1]}")
     check: Check | None = None
     if applied_at is not None:
         trust = (
             "its files were unchanged (ctime and mtime, then content read twice) since the "
-            f"unit's last (re)start or reload at {_when(applied_at)}"
+            f"unit's last (re)start or reload at {utc_time(applied_at)}"
         )
         if healthy_since is not None:
-            trust += f", and it was healthy from {_when(healthy_since)} to {_when(now)}"
+            trust += f", and it was healthy from {utc_time(healthy_since)} to {utc_time(now)}"
         check = _prover(applied_at)
     else:
         trust = (
@@ -388,18 +245,18 @@ def _prover(applied_at: float) -> Check:
         changed = max(st.st_ctime, st.st_mtime)
         if changed > applied_at:
             raise _NotProven(
-                f"{shown} changed at {_when(changed)}, after the unit's last (re)start or "
-                f"reload at {_when(applied_at)}: not applied yet (reload or restart it)"
+                f"{shown} changed at {utc_time(changed)}, after the unit's last (re)start or "
+                f"reload at {utc_time(applied_at)}: not applied yet (reload or restart it)"
             )
 
     return check
 
 
 def _prune(dir_fd: int, keep: int, *, protect_proven: bool = False) -> None:
-    names = _mirrors(dir_fd)
+    names = complete_mirrors(dir_fd)
     old = names[:-keep]
     if protect_proven:
-        proven = [name for name in names if _manifest(dir_fd, name).get("proven") is True]
+        proven = [name for name in names if read_manifest(dir_fd, name).get("proven") is True]
         if proven and proven[-1] in old:
             old.remove(proven[-1])
     for name in old:
@@ -459,7 +316,7 @@ def _publish(
 def _next_name(dir_fd: int, stamp: str) -> str:
     """``stamp``, or ``<stamp>.N`` after one of the same second: a name that sorts after
     every existing one, so the newest stays last even when the clock stepped back."""
-    taken = [(m[1], int(m[2] or 0)) for m in map(_NAME.fullmatch, os.listdir(dir_fd)) if m]
+    taken = [(m[1], int(m[2] or 0)) for m in map(SNAPSHOT_NAME.fullmatch, os.listdir(dir_fd)) if m]
     if not taken or stamp > max(taken)[0]:
         return stamp
     last, number = max(taken)
