@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from supervisor import store_async
+from supervisor import store_writer
 from supervisor.core.recovery import RecoveryState
 from supervisor.errors import SupervisorError
 from supervisor.store import Store, StoreUnavailable
@@ -111,7 +111,7 @@ async def test_writes_return_at_once_and_durable_means_on_disk(
 async def test_history_alone_reaches_the_disk_within_flush_every(
     store: AsyncStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_async, "FLUSH_EVERY", 0.2)
+    monkeypatch.setattr(store_writer, "FLUSH_EVERY", 0.2)
     store.append(None, "check", "one")
     await asyncio.sleep(0.05)
     assert history_on_disk(db_path) == []  # not at every append: batched
@@ -181,7 +181,7 @@ async def test_durable_says_why_when_the_lock_outlasts_it(
 async def test_history_is_bounded_and_documents_never_dropped(
     store: AsyncStore, db_path: Path, locks: list[OutsideLock], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_async, "MAX_HISTORY", 10)
+    monkeypatch.setattr(store_writer, "MAX_HISTORY", 10)
     lock = await OutsideLock.hold(db_path, 1.0)
     locks.append(lock)
     for n in range(25):
