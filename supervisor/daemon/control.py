@@ -22,22 +22,16 @@ request head within `REQUEST_TIMEOUT`, or it is closed; one request per connecti
 oldest connection still sending its request is dropped for the new one, so a flood of
 half-open connections never locks an operator out; a connection whose request is
 being served is never dropped.
+
+Those connections, the peers' credentials and their roles are
+:mod:`supervisor.daemon.control_connections`; the requests and their answers are here.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import enum
-import grp
 import math
-import os
-import pwd
-import socket
-import struct
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -45,17 +39,33 @@ import structlog
 from aiohttp import web
 
 from supervisor.config.main import ControlConfig
+from supervisor.daemon.control_connections import (
+    MAX_CONNECTIONS,
+    REQUEST_TIMEOUT,
+    Connections,
+    Groups,
+    Peer,
+    Role,
+    Roles,
+    role_for,
+)
 
 log = structlog.get_logger("host-supervisor")
 
-REQUEST_TIMEOUT = 5.0
-"""Seconds from accept until the request head must be complete."""
-MAX_CONNECTIONS = 64
-"""Open connections at once."""
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_HISTORY",
+    "REQUEST_TIMEOUT",
+    "Control",
+    "ControlServer",
+    "Groups",
+    "Peer",
+    "Role",
+    "role_for",
+]
+
 MAX_HISTORY = 100_000
 """The most history entries one request may ask for."""
-GROUPS_TTL = 10.0
-"""How long a uid's group membership is cached, in seconds."""
 
 
 class Control(Protocol):
@@ -84,94 +94,6 @@ class Control(Protocol):
     def reset_lateness(self) -> None: ...
 
 
-class Role(enum.IntEnum):
-    """What a peer may do; each role includes the ones below it."""
-
-    NONE = 0
-    READ = 1
-    ACT = 2
-
-
-@dataclass(frozen=True)
-class Peer:
-    """The process at the other end of a connection."""
-
-    pid: int
-    uid: int
-    gid: int
-
-    @property
-    def caller(self) -> str:
-        """Who asked, for logs and history: uid 1000 (alice), or uid 1234 if unnamed."""
-        try:
-            return f"uid {self.uid} ({pwd.getpwuid(self.uid).pw_name})"
-        except KeyError:
-            return f"uid {self.uid}"
-
-
-def peer_credentials(sock: Any) -> Peer:
-    """SO_PEERCRED of a connected unix socket."""
-    size = struct.calcsize("3i")
-    pid, uid, gid = struct.unpack(
-        "3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, size)
-    )
-    return Peer(pid, uid, gid)
-
-
-def groups_of(uid: int, gid: int) -> frozenset[int]:
-    """The gids a uid belongs to by the user database, and `gid` (the peer's own)."""
-    try:
-        entry = pwd.getpwuid(uid)
-    except KeyError:
-        return frozenset({gid})
-    return frozenset({gid, *os.getgrouplist(entry.pw_name, entry.pw_gid)})
-
-
-def role_for(uid: int, groups: frozenset[int], read_gid: int | None, act_gid: int | None) -> Role:
-    """The role of a peer: the pure rule, apart from any lookup."""
-    if uid == 0:
-        return Role.ACT
-    if act_gid is not None and act_gid in groups:
-        return Role.ACT
-    if read_gid is not None and read_gid in groups:
-        return Role.READ
-    return Role.NONE
-
-
-@dataclass(frozen=True)
-class Groups:
-    """The groups of ControlConfig with their defaults applied, by name."""
-
-    socket: str | None
-    read: str | None
-    act: str | None
-
-    @classmethod
-    def of(cls, config: ControlConfig) -> Groups:
-        read = config.read_group or config.socket_group
-        return cls(
-            socket=config.socket_group or read or config.act_group, read=read, act=config.act_group
-        )
-
-
-def _gid(name: str | None) -> int | None:
-    if name is None:
-        return None
-    try:
-        return grp.getgrnam(name).gr_gid
-    except KeyError:
-        log.warning("control group does not exist; ignored", group=name)
-        return None
-
-
-@dataclass
-class _Connection:
-    transport: asyncio.Transport
-    peer: Peer
-    deadline: asyncio.TimerHandle
-    pending: bool = True  # still sending its request head
-
-
 Handler = Callable[[web.Request, Peer], Awaitable[web.Response]]
 
 
@@ -188,17 +110,14 @@ class ControlServer:
         self.daemon = daemon
         self.path = path
         self.groups = Groups.of(config or ControlConfig())
-        self.request_timeout = request_timeout
-        self.max_connections = max_connections
-        self.dropped = 0
-        """Connections closed for taking too long or to make room; for tests and metrics."""
-        self._read_gid: int | None = None
-        self._act_gid: int | None = None
-        self._membership: dict[int, tuple[float, frozenset[int]]] = {}
-        self._connections: dict[object, _Connection] = {}
+        self._roles = Roles(self.groups)
+        self._connections = Connections(request_timeout, max_connections)
         self._runner: web.AppRunner | None = None
-        self._listener: socket.socket | None = None
-        self._accepting: asyncio.Task[None] | None = None
+
+    @property
+    def dropped(self) -> int:
+        """Connections closed for taking too long or to make room; for tests and metrics."""
+        return self._connections.dropped
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -220,125 +139,29 @@ class ControlServer:
                 self._route("POST", "/v1/metrics/reset", act, "reset metrics", self._metrics_reset),
             ]
         )
-        self._read_gid, self._act_gid = _gid(self.groups.read), _gid(self.groups.act)
+        self._roles.resolve()
         self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=1.0)
         await self._runner.setup()
-        self._listener = self._listen()
-        self._accepting = asyncio.create_task(self._accept_loop(self._listener))
-
-    def _listen(self) -> socket.socket:
-        """Bind the socket with its final owner and mode before anyone can connect."""
-        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        if self.path.is_socket():
-            self.path.unlink()  # stale: the state-dir lock proves no other daemon runs
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_umask = os.umask(0o177)
-        try:
-            listener.bind(str(self.path))
-        finally:
-            os.umask(old_umask)
-        gid = _gid(self.groups.socket)
-        if gid is not None:
-            os.chown(self.path, -1, gid)
-            os.chmod(self.path, 0o660)
-        else:
-            os.chmod(self.path, 0o600)  # root only rather than fail: the daemon must run
-        listener.listen(128)
-        listener.setblocking(False)
-        return listener
+        assert self._runner.server is not None
+        self._connections.start(self.path, self.groups.socket, self._runner.server)
 
     async def stop(self) -> None:
-        if self._accepting is not None:
-            self._accepting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._accepting
-        if self._listener is not None:
-            self._listener.close()
-        for connection in self._connections.values():
-            connection.deadline.cancel()
+        await self._connections.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.path.is_socket():
             self.path.unlink()
 
-    # -- connections --------------------------------------------------------------------------
-
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._runner is not None and self._runner.server is not None
-        factory = self._runner.server
-        while True:
-            try:
-                conn, _ = await loop.sock_accept(listener)
-            except OSError as exc:  # EMFILE and the like: wait, never spin
-                log.error("control socket cannot accept", error=str(exc))
-                await asyncio.sleep(0.5)
-                continue
-            try:
-                peer = peer_credentials(conn)
-                if not self._make_room():
-                    conn.close()  # every slot is serving a request
-                    continue
-                transport, _ = await loop.connect_accepted_socket(factory, conn)
-            except OSError as exc:
-                log.warning("control connection dropped", error=str(exc))
-                conn.close()
-                continue
-            deadline = loop.call_later(self.request_timeout, self._expire, transport)
-            self._connections[transport] = _Connection(transport, peer, deadline)
-
-    def _make_room(self) -> bool:
-        """Forget closed connections; when full, drop the oldest one still sending."""
-        for closed in [c for c in self._connections.values() if c.transport.is_closing()]:
-            self._connections.pop(closed.transport).deadline.cancel()
-        if len(self._connections) < self.max_connections:
-            return True
-        oldest = next((c for c in self._connections.values() if c.pending), None)
-        if oldest is None:
-            return False
-        self._drop(oldest)
-        return True
-
-    def _expire(self, transport: asyncio.Transport) -> None:
-        connection = self._connections.get(transport)
-        if connection is not None and connection.pending:
-            self._drop(connection)
-
-    def _drop(self, connection: _Connection) -> None:
-        connection.deadline.cancel()
-        connection.transport.abort()
-        self._connections.pop(connection.transport, None)
-        self.dropped += 1
-
     # -- requests -----------------------------------------------------------------------------
-
-    def _peer(self, request: web.Request) -> Peer:
-        connection = self._connections.get(request.transport)
-        if connection is not None:
-            return connection.peer
-        assert request.transport is not None
-        return peer_credentials(request.transport.get_extra_info("socket"))
-
-    def _role(self, peer: Peer) -> Role:
-        if peer.uid == 0:
-            return Role.ACT
-        now = time.monotonic()
-        cached = self._membership.get(peer.uid)
-        if cached is None or cached[0] < now:
-            if len(self._membership) > 1024:
-                self._membership.clear()
-            cached = (now + GROUPS_TTL, groups_of(peer.uid, peer.gid))
-            self._membership[peer.uid] = cached
-        return role_for(peer.uid, cached[1] | {peer.gid}, self._read_gid, self._act_gid)
 
     def _route(
         self, method: str, path: str, role: Role, verb: str, handler: Handler
     ) -> web.RouteDef:
         async def guarded(request: web.Request) -> web.Response:
-            peer = self._peer(request)
+            peer = self._connections.peer(request)
             unit = request.match_info.get("unit")
             what = f"{verb} {unit}" if unit else verb
-            if self._role(peer) < role:
+            if self._roles.of(peer) < role:
                 group = self.groups.read if role is Role.READ else self.groups.act
                 where = f"control.{'read' if role is Role.READ else 'act'}_group"
                 hint = f" (group {group})" if group else f" ({where} is not set)"
@@ -363,10 +186,7 @@ class ControlServer:
     async def _middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        connection = self._connections.get(request.transport)
-        if connection is not None:  # the head is in: from now on it is served, not dropped
-            connection.pending = False
-            connection.deadline.cancel()
+        self._connections.served(request)
         try:
             response = await handler(request)
         except web.HTTPException as exc:  # aiohttp's own: no route, wrong method

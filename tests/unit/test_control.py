@@ -22,7 +22,7 @@ import structlog
 
 from supervisor.commands.client import call
 from supervisor.config.main import ControlConfig
-from supervisor.daemon import control
+from supervisor.daemon import control, control_connections
 from supervisor.daemon.control import ControlServer, Groups, Peer, Role, role_for
 
 ROOT = Peer(pid=1, uid=0, gid=0)
@@ -118,8 +118,8 @@ async def _started(
     path = tmp_path / "c.sock"
     server = ControlServer(daemon, path, config, **kwargs)
     harness = Harness(server, daemon, path)
-    monkeypatch.setattr(control, "peer_credentials", lambda _sock: harness.peer)
-    monkeypatch.setattr(control, "groups_of", lambda _uid, _gid: harness.groups)
+    monkeypatch.setattr(control_connections, "peer_credentials", lambda _sock: harness.peer)
+    monkeypatch.setattr(control_connections, "groups_of", lambda _uid, _gid: harness.groups)
     await server.start()
     return harness
 
@@ -211,7 +211,7 @@ async def test_the_socket_file_is_group_connectable(h: Harness) -> None:
 def test_peer_credentials_are_the_real_ones() -> None:
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with left, right:
-        peer = control.peer_credentials(left)
+        peer = control_connections.peer_credentials(left)
     assert (peer.pid, peer.uid, peer.gid) == (os.getpid(), os.getuid(), os.getgid())
 
 
