@@ -109,10 +109,17 @@ class Daemon:
             return []
         actions: list[Action] = []
         while self._queue:
-            self.state, done = host.step(self.state, self._queue[0], self.clock())
-            self.performer.perform(done)
-            actions += done
-            self._queue.popleft()
+            event = self._queue[0]
+            try:
+                self.state, done = host.step(self.state, event, self.clock())
+                self.performer.perform(done)
+                actions += done
+            except Exception:
+                # A bug in one decision must not deafen the daemon: the state stays as it
+                # was before this event, and the next events are decided as usual.
+                log.exception("an event could not be handled; it is dropped", what=repr(event))
+            finally:
+                self._queue.popleft()
         return actions
 
     def _on_unit_change(self, snapshot: UnitSnapshot) -> None:

@@ -47,3 +47,35 @@ def test_an_unexpected_loader_error_is_refused_and_ends_in_ready(
     assert ready.startswith("sd_notify READY=1 STATUS=1 unit: 1 healthy")
     assert "reload refused: unexpected error while loading: OverflowError" in ready
     assert "web.service" in {unit for unit in daemon.state.units}
+
+
+def test_a_decision_that_raises_drops_that_event_and_the_daemon_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = World(SPEC, tmp_path)
+    loop = VirtualTimeLoop()
+    world.loop = loop
+    daemon = world.daemon()
+    real_step = daemon_loop.host.step
+
+    def step(state: object, event: object, now: float) -> object:
+        if getattr(event, "unit", None) == "boom":
+            raise RuntimeError("a bug in a decision")
+        return real_step(state, event, now)  # type: ignore[arg-type]
+
+    async def scenario() -> None:
+        runner = asyncio.create_task(daemon.run())
+        await asyncio.sleep(5)
+        monkeypatch.setattr(daemon_loop.host, "step", step)
+        assert daemon.pause("boom") is True  # dropped: no answer, so no refusal
+        world.systemd.set_state("web.service", "failed", "failed", "exit-code")
+        await asyncio.sleep(5)
+        daemon.request_stop()
+        await runner
+
+    try:
+        loop.run_until_complete(scenario())
+    finally:
+        loop.close()
+    lines = [text for _, text in world.timeline.lines]
+    assert "systemd restart web.service: done" in lines  # still deciding after the bug
