@@ -48,10 +48,10 @@ def init(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
         tx.failovers[unit] = FailoverState.from_dict(doc) if doc else FailoverState(primary=unit)
 
 
-def policies_changed(tx: Tx) -> None:
+def policies_changed(tx: Tx, watched_backups: set[str]) -> None:
     """After a reload: a machine for every policy that has a `failover:` section now,
-    none for the others, and every backup watched (and none that no policy names)."""
-    watched_backups = backups(tx)
+    none for the others, and every backup watched (and none that no policy names).
+    `watched_backups` are the backups named before the reload."""
     for unit in list(tx.failovers):
         state = tx.units.get(unit)
         if state is not None and state.policy.failover is not None:

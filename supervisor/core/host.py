@@ -244,6 +244,7 @@ def _reload_refused(tx: Tx, problems: tuple[str, ...], caller: str) -> None:
 
 def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
     old, new = set(tx.units), set(loaded.policies)
+    watched_backups = failover_host.backups(tx)
     for unit in sorted(old - new):
         tx.actions.append(ev.Unwatch(unit))
         tx.actions.append(ev.StopChecks(unit))
@@ -270,7 +271,7 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
     for unit in added:
         tx.actions.append(ev.StartChecks(unit))
         tx.log("info", "now supervising", unit=unit)
-    failover_host.policies_changed(tx)
+    failover_host.policies_changed(tx, watched_backups)
     tx.log("info", "policies reloaded", units=len(tx.units))
 
 
