@@ -37,6 +37,7 @@ import os
 import random
 import re
 import sqlite3
+import subprocess
 import sys
 import time
 import traceback
@@ -65,7 +66,10 @@ FIGURES = (
     "wrong_end",  # the unit did not end where expected (healthy / served / state kept)
 )
 #: Figures reported but not targets (the design allows them; see the report).
-INFO = ("unspooled",)  # alerts queued but neither sent nor spooled when the daemon was killed
+INFO = (
+    "unspooled",  # alerts queued but neither sent nor spooled when the daemon was killed
+    "late_repairs",  # store: a repair that waited for the fault to end
+)
 
 
 @dataclass
@@ -103,12 +107,7 @@ class Rig:
         self.config = self.root / "etc"
         self.state = self.root / "state"
         self.log_dir = log_dir
-
-    @property
-    def state_db(self) -> Path:
-        """The database as the host reaches it (through the lab's root: a tmpfs state
-        dir mounted inside the lab is seen too)."""
-        return self.lab.root / str(self.state / "state.db").lstrip("/")
+        self.evidence: dict[str, str] = {}  # file suffix -> text, kept with the logs
 
     def script(self, name: str, text: str) -> Path:
         path = self.root / name
@@ -147,21 +146,21 @@ class Rig:
         self.lab.wait_for(back, timeout=timeout, what="the daemon restarted by systemd")
 
     def history(self, unit: str | None = None) -> list[dict[str, Any]]:
-        """The daemon's history, read-only from its database (works while it is down)."""
-        if not self.state_db.exists():
-            return []
-        uri = f"file:{self.state_db}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
-            sql = "SELECT id, time, unit, kind, message, data FROM history"
-            params: tuple[str, ...] = ()
-            if unit is not None:
-                sql += " WHERE unit = ?"
-                params = (unit,)
-            rows = db.execute(sql + " ORDER BY id", params).fetchall()
-        return [
-            {"id": r[0], "time": r[1], "unit": r[2], "kind": r[3], "message": r[4], "data": r[5]}
-            for r in rows
-        ]
+        """The daemon's history, read-only from its database (works while it is down).
+
+        Read inside the lab: SQLite resolves /proc/PID/root to the host's /, where a
+        tmpfs mounted in the lab is not.
+        """
+        out = self.lab.run(
+            sys.executable,
+            "-c",
+            READ_HISTORY,
+            str(self.state / "state.db"),
+            unit or "",
+            timeout=60,
+        ).stdout
+        rows: list[dict[str, Any]] = json.loads(out)
+        return rows
 
     def journal(self, *match: str) -> list[dict[str, Any]]:
         out = self.lab.run(
@@ -199,6 +198,78 @@ class Rig:
             ).stdout
             Path(f"{stem}.journal").write_text(out)
             Path(f"{stem}.history.json").write_text(json.dumps(self.history(), indent=1))
+            for name, text in self.evidence.items():
+                Path(f"{stem}.{name}").write_text(text)
+            mails = sorted((self.root / "mail").glob("*.eml"))
+            if mails:
+                Path(f"{stem}.mail").write_text(
+                    "\n\n".join(f"==> {m.name}\n{m.read_text(errors='replace')}" for m in mails)
+                )
+
+
+READ_HISTORY = """
+import json, os, sqlite3, sys
+path, unit = sys.argv[1], sys.argv[2]
+rows = []
+if os.path.exists(path):
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    sql = "SELECT id, time, unit, kind, message, data FROM history"
+    args = ()
+    if unit:
+        sql, args = sql + " WHERE unit = ?", (unit,)
+    for r in db.execute(sql + " ORDER BY id", args):
+        rows.append(dict(zip(("id", "time", "unit", "kind", "message", "data"), r)))
+print(json.dumps(rows))
+"""
+
+
+def daemon_env() -> dict[str, str]:
+    """The environment of the daemon's CLI in the lab: the same source tree as the daemon
+    (tests.lab_units.daemon_unit passes PYTHONPATH on to the daemon's unit)."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": path} if path else {}
+
+
+def daemon_source(src: Path | None, rev: str | None) -> Path | None:
+    """The tree whose `supervisor` package the lab's daemon runs.
+
+    `src`: that directory; `rev`: a commit of this repository, exported once to
+    .cache/daemon/SHA; neither: the PYTHONPATH of this process (a worktree), else the
+    venv's editable install.
+    """
+    if rev is not None:
+        repo = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        src = repo / ".cache" / "daemon" / sha
+        if not (src / "supervisor").is_dir():
+            src.mkdir(parents=True, exist_ok=True)
+            archive = subprocess.run(
+                ["git", "-C", str(repo), "archive", sha, "supervisor"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+    if src is not None:
+        os.environ["PYTHONPATH"] = str(src.resolve())
+    path = os.environ.get("PYTHONPATH")
+    return Path(path.split(":")[0]) if path else None
+
+
+def describe(src: Path | None) -> str:
+    if src is None:
+        return "the venv's install of host-supervisor"
+    head = subprocess.run(
+        ["git", "-C", str(src), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return f"{src}" + (f" (git {head})" if head else "")
 
 
 def actions(history: Sequence[dict[str, Any]], unit: str) -> list[dict[str, Any]]:
@@ -256,7 +327,9 @@ exit 0
 """
 
 
-def gated_unit(rig: Rig, name: str, port: int, *, delay: float, fail: int, restart: str = "no") -> str:
+def gated_unit(
+    rig: Rig, name: str, port: int, *, delay: float, fail: int, restart: str = "no"
+) -> str:
     gate = rig.root / "gate.sh"
     if not gate.exists():
         rig.script("gate.sh", GATE)
@@ -269,7 +342,9 @@ def starts(rig: Rig, name: str) -> list[float]:
     path = rig.root / f"{name}.starts"
     if not path.exists():
         return []
-    return [float(line.split()[1]) for line in path.read_text().splitlines() if line.startswith("start")]
+    return [
+        float(line.split()[1]) for line in path.read_text().splitlines() if line.startswith("start")
+    ]
 
 
 def reset_starts(rig: Rig, name: str, fail: int) -> None:
@@ -281,7 +356,9 @@ def reset_starts(rig: Rig, name: str, fail: int) -> None:
 # -- kind 1: the daemon killed during a ladder or a failover ----------------------------
 
 KILL_COOLDOWN, KILL_BACKOFF, KILL_SETTLE, KILL_DELAY = 2.0, 1.5, 1.5, 0.8
-KILL_MAIN = "guard:\n  repair_budget: {max: 1000, window: 15m}\n  breaker: {failures: 1000, open_for: 1m}\n"
+KILL_MAIN = (
+    "guard:\n  repair_budget: {max: 1000, window: 15m}\n  breaker: {failures: 1000, open_for: 1m}\n"
+)
 KILL_POLICY = f"""\
 unit: web.service
 recovery:
@@ -303,8 +380,12 @@ def trial_kill(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     # How many restarts fail: 0-2 recover on the ladder; 3 exhaust it and fail over
     # (then the 4th start, the failback, succeeds).
     fail = rnd.choice([0, 1, 2, 3, 3])
-    lab.install_unit("web.service", gated_unit(rig, "web", 8701, delay=KILL_DELAY, fail=0), reload=False)
-    lab.install_unit("web-backup.service", gated_unit(rig, "web-backup", 8701, delay=KILL_DELAY, fail=0))
+    lab.install_unit(
+        "web.service", gated_unit(rig, "web", 8701, delay=KILL_DELAY, fail=0), reload=False
+    )
+    lab.install_unit(
+        "web-backup.service", gated_unit(rig, "web-backup", 8701, delay=KILL_DELAY, fail=0)
+    )
     lab.run("systemctl", "start", "web.service")
     rig.start_daemon(KILL_MAIN, {"web.yaml": KILL_POLICY})
     time.sleep(1.0)  # past the daemon's observation after start
@@ -365,16 +446,25 @@ def trial_kill(rig: Rig, rnd: random.Random, trial: Trial) -> None:
             want = KILL_COOLDOWN * KILL_BACKOFF ** (n - 1)
             gap = times[n + 1] - times[n]
             if gap < want - 0.05:
-                trial.count("skipped", 1, f"cooldown before attempt {n + 1} was {gap:.2f}s < {want:.2f}s")
+                trial.count(
+                    "skipped", 1, f"cooldown before attempt {n + 1} was {gap:.2f}s < {want:.2f}s"
+                )
     # The unit's own evidence: how many start jobs really ran.
     web_starts, backup_starts = starts(rig, "web"), starts(rig, "web-backup")
     want_web = len(expected) + (1 if fail >= 3 else 0)  # + the failback
     want_backup = 1 if fail >= 3 else 0
-    for name, saw, want_n in (("web", web_starts, want_web), ("web-backup", backup_starts, want_backup)):
+    for name, saw, want_n in (
+        ("web", web_starts, want_web),
+        ("web-backup", backup_starts, want_backup),
+    ):
         if len(saw) > want_n:
-            trial.count("repeated", len(saw) - want_n, f"{name} started {len(saw)} times, plan {want_n}")
+            trial.count(
+                "repeated", len(saw) - want_n, f"{name} started {len(saw)} times, plan {want_n}"
+            )
         elif len(saw) < want_n:
-            trial.count("skipped", want_n - len(saw), f"{name} started {len(saw)} times, plan {want_n}")
+            trial.count(
+                "skipped", want_n - len(saw), f"{name} started {len(saw)} times, plan {want_n}"
+            )
     if rig.daemon_restarts() - restarts_before != 1:
         trial.notes.append(f"daemon NRestarts went {restarts_before} -> {rig.daemon_restarts()}")
     trial.count("watchdog_misses", rig.watchdog_misses(), "systemd: Watchdog timeout")
@@ -410,7 +500,9 @@ def phase_at(hist: Sequence[dict[str, Any]], wall: float) -> str:
 def status(rig: Rig, unit: str) -> dict[str, Any]:
     from tests.lab_units import SOCKET, daemon_cli
 
-    out = rig.lab.run(*daemon_cli(), "status", unit, "--socket", SOCKET, "--json", check=False)
+    out = rig.lab.run(
+        *daemon_cli(), "status", unit, "--socket", SOCKET, "--json", check=False, env=daemon_env()
+    )
     if out.returncode != 0:
         return {"error": out.stderr.strip()[-200:]}
     row: dict[str, Any] = json.loads(out.stdout)["units"][0]
@@ -428,7 +520,9 @@ def trial_reexec(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     lab = rig.lab
     for port, unit in enumerate(HEALTHY, start=8711):
         lab.install_unit(unit, web_unit(port), reload=False)
-    lab.install_unit("coop.service", web_unit(8714, restart="on-failure", extra="RestartSec=1s"), reload=False)
+    lab.install_unit(
+        "coop.service", web_unit(8714, restart="on-failure", extra="RestartSec=1s"), reload=False
+    )
     lab.install_unit("real.service", web_unit(8715))
     units = [*HEALTHY, "coop.service", "real.service"]
     lab.run("systemctl", "start", *units)
@@ -460,7 +554,8 @@ def trial_reexec(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     sleep_until(t0 + 14.0)
     # coop is back by systemd's hand; h1-h3 were never touched.
     if not wait_until(lambda: rig.active("coop.service"), timeout=15):
-        trial.notes.append(f"coop.service not active after the storm: {lab.show('coop.service', 'ActiveState', 'Result')}")
+        state = lab.show("coop.service", "ActiveState", "Result")
+        trial.notes.append(f"coop.service not active after the storm: {state}")
     # Then a real crash: the daemon must still see it and repair it.
     time.sleep(2.0)
     real_pid = lab.show("real.service", "MainPID")["MainPID"]
@@ -485,15 +580,14 @@ def trial_reexec(rig: Rig, rnd: random.Random, trial: Trial) -> None:
         trial.count(
             "false_repairs",
             n,
-            f"{unit}: {[a['message'] for a in acted]}" + (f" (MainPID {pids[unit]} -> {pid_now})" if moved else ""),
+            f"{unit}: {[a['message'] for a in acted]}"
+            + (f" (MainPID {pids[unit]} -> {pid_now})" if moved else ""),
         )
     got = int(lab.show("coop.service", "NRestarts")["NRestarts"]) - coop_restarts
     if got != len(crashes):
         trial.notes.append(f"coop: {len(crashes)} crashes, systemd's NRestarts +{got}")
     trial.count("watchdog_misses", rig.watchdog_misses(), "systemd: Watchdog timeout")
-    said = Counter(
-        str(e.get("MESSAGE", "")) for e in rig.journal(f"_SYSTEMD_UNIT={DAEMON_UNIT}")
-    )
+    said = Counter(str(e.get("MESSAGE", "")) for e in rig.journal(f"_SYSTEMD_UNIT={DAEMON_UNIT}"))
     trial.notes.append(
         f"daemon: lost the bus x{said['lost the system bus; reconnecting']},"
         f" connected x{said['connected to the system bus']}"
@@ -521,11 +615,21 @@ def trial_store(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     rig.start_daemon(KILL_MAIN, {"web.yaml": STORE_POLICY})
     time.sleep(2.0)  # the start's history is on disk
     restarts_before = rig.daemon_restarts()
-    lock: sqlite3.Connection | None = None
+    lock: subprocess.Popen[str] | None = None
     filler = rig.lab.root / str(rig.state / "filler").lstrip("/")
-    if variant == "lock":
-        lock = sqlite3.connect(rig.state_db, isolation_level=None, timeout=10)
-        lock.execute("BEGIN EXCLUSIVE")
+    if variant == "lock":  # another process, as an operator's sqlite3 shell would
+        lock = lab.spawn(
+            sys.executable,
+            "-c",
+            HOLDER,
+            str(rig.state / "state.db"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert lock.stdout is not None
+        if lock.stdout.readline().strip() != "locked":
+            raise TrialError("the outside lock could not be taken")
     else:
         fill(filler)
     t0 = time.monotonic()
@@ -545,13 +649,18 @@ def trial_store(rig: Rig, rnd: random.Random, trial: Trial) -> None:
         sleep_until(t0 + hold)
     finally:
         if lock is not None:
-            lock.execute("ROLLBACK")
-            lock.close()
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                lock.communicate("\n", timeout=10)
+            if lock.poll() is None:
+                lock.kill()
+                lock.wait()
         filler.unlink(missing_ok=True)
     released = time.time()
     if not during:
         if wait_until(repaired, timeout=20, interval=0.2):
-            trial.notes.append(f"repaired {time.time() - released:.2f}s after the fault ended")
+            trial.count(
+                "late_repairs", 1, f"repaired {time.time() - released:.2f}s after the fault ended"
+            )
         else:
             trial.count("wrong_end", 1, "web.service not repaired within 20s of the fault's end")
     time.sleep(3.0)  # history flushes every second; the daemon may be restarting
@@ -575,18 +684,31 @@ def trial_store(rig: Rig, rnd: random.Random, trial: Trial) -> None:
         trial.notes.append(f"{len(errors)} error lines, first: {errors[0]}")
 
 
-def fill(path: Path) -> None:
-    """Fill the file system of `path` (a small tmpfs) to the last byte."""
-    chunk = b"\0" * (64 * 1024)
-    with open(path, "wb") as f:
-        with contextlib.suppress(OSError):
-            for _ in range(10_000):  # 640 MiB at most: the tmpfs is 4 MiB
-                f.write(chunk)
-                f.flush()
-        with contextlib.suppress(OSError):
-            for _ in range(64 * 1024):
-                f.write(b"\0")
-                f.flush()
+# Holds BEGIN EXCLUSIVE on a database until a line arrives on stdin.
+HOLDER = """
+import sqlite3, sys
+conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+conn.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+conn.execute("ROLLBACK")
+"""
+
+
+def fill(path: Path) -> int:
+    """Fill the file system of `path` (a small tmpfs) to the last byte; bytes written."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    written = 0
+    try:
+        for size in (64 * 1024, 4096, 1):
+            for _ in range(100_000):  # bounded: the tmpfs is 4 MiB
+                try:
+                    written += os.write(fd, b"\0" * size)
+                except OSError:
+                    break
+    finally:
+        os.close(fd)
+    return written
 
 
 # -- kind 4: the SMTP sink down during a burst; the daemon killed meanwhile -------------
@@ -603,16 +725,54 @@ alerts:
     mail:
       url: "mailto://127.0.0.1:{SMTP_PORT}?from=hs@example.com&to=ops@example.com&mode=insecure"
 """
-SMTP_POLICY = "unit: {unit}\nrecovery: {{ladder: [restart], cooldown: 1s, settle: 1s}}\nalerts: [mail]\n"
+SMTP_POLICY = (
+    "unit: {unit}\nrecovery: {{ladder: [restart], cooldown: 1s, settle: 1s}}\nalerts: [mail]\n"
+)
 GROUP_LINE = re.compile(r"^\d+\. [A-Z]+(?: \[[^\]]+\])? (.*)$")
 GROUP_TITLE = re.compile(r"^\d+ alerts on ")
 
 
+DIGEST_TITLE = re.compile(r"^\d+ delayed alerts from ")
+DIGEST_SECTION = re.compile(r"^[A-Z]+  (.*)  \((?:(\d+) times, )?[^()]*\)$")
+DIGEST_GROUP_LINE = re.compile(r"^   \d+\. [A-Z]+(?: \[[^\]]+\])? (.*)$")
+
+
 def alert_titles(title: str, body: str) -> list[str]:
-    """The alerts in one message: its title, or each numbered line of a group."""
+    """The alerts one message tells of, by title.
+
+    A message is one alert (its title), a group ("N alerts on HOST": a numbered line
+    each), or a digest of a spooled backlog ("N delayed alerts from HOST": a section per
+    title with its count; a section of a group lists only the latest group's lines).
+    """
+    if DIGEST_TITLE.match(title):
+        titles: list[str] = []
+        in_group = False
+        for line in body.splitlines():
+            if m := DIGEST_SECTION.match(line):
+                inner, times = m.group(1), int(m.group(2) or 1)
+                in_group = bool(GROUP_TITLE.match(inner))
+                if not in_group:
+                    titles += [inner] * times
+            elif in_group and (m := DIGEST_GROUP_LINE.match(line)):
+                titles.append(m.group(1))
+        return titles
     if not GROUP_TITLE.match(title):
         return [title]
     return [m.group(1) for line in body.splitlines() if (m := GROUP_LINE.match(line))]
+
+
+def mail_texts(mail_dir: Path) -> list[tuple[str, str]]:
+    """(file name, plain-text body) of each mail the sink kept."""
+    out = []
+    for path in sorted(mail_dir.glob("*.eml")):
+        msg = email.message_from_bytes(path.read_bytes())
+        for part in msg.walk() if msg.is_multipart() else [msg]:
+            payload = (
+                part.get_payload(decode=True) if part.get_content_type() == "text/plain" else None
+            )
+            if isinstance(payload, bytes):
+                out.append((path.name, payload.decode(errors="replace")))
+    return out
 
 
 def received(mail_dir: Path) -> list[tuple[str, list[str]]]:
@@ -646,7 +806,8 @@ def queued(rig: Rig, pid: str) -> list[str]:
     return [
         str(e.get("TITLE", ""))
         for e in entries
-        if e.get("MESSAGE") == "alert queued" and "mail" in str(e.get("CHANNELS", ""))
+        if str(e.get("MESSAGE", "")).startswith("alert queued ")
+        and "mail" in str(e.get("CHANNELS", ""))
     ]
 
 
@@ -680,6 +841,9 @@ def trial_smtp(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     old = rig.kill_daemon()
     spool_dir = rig.state / "alerts" / "mail"
     at_kill = Counter(spooled(spool_dir))
+    rig.evidence["spool-at-kill"] = "\n\n".join(
+        f"==> {p.name}\n{p.read_text(errors='replace')}" for p in sorted(spool_dir.glob("*"))
+    )
     rig.wait_daemon_back(old)
     pid2 = rig.daemon_pid()
     time.sleep(rnd.uniform(0.0, 3.0))
@@ -702,9 +866,21 @@ def trial_smtp(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     lost = expected - got
     dup = got - expected
     unspooled = q1 - before - at_kill
-    trial.count("alerts_lost", sum(lost.values()), f"not received: {sorted(lost.elements())}")
-    trial.count("alerts_duplicated", sum(dup.values()), f"received too often: {sorted(dup.elements())}")
-    trial.count("unspooled", sum(unspooled.values()), f"queued, unspooled at the kill: {sorted(unspooled.elements())}")
+    truncated = [n for n, text in mail_texts(mail_dir) if "more lines)" in text]
+    trial.count(
+        "alerts_lost",
+        sum(lost.values()),
+        f"not received: {sorted(lost.elements())}"
+        + (f" (digests with lines cut: {truncated})" if truncated else ""),
+    )
+    trial.count(
+        "alerts_duplicated", sum(dup.values()), f"received too often: {sorted(dup.elements())}"
+    )
+    trial.count(
+        "unspooled",
+        sum(unspooled.values()),
+        f"queued, unspooled at the kill: {sorted(unspooled.elements())}",
+    )
     trial.notes.append(
         f"daemon {pid1}: queued {sum(q1.values())}, spooled at kill {sum(at_kill.values())};"
         f" daemon {pid2}: queued {sum(q2.values())}; received after outage {sum(got.values())}"
@@ -794,6 +970,7 @@ HEADER = (
     "watchdog misses",
     "wrong end",
     "unspooled*",
+    "late repairs*",
     "harness failures",
     "s/trial",
 )
@@ -802,11 +979,25 @@ HEADER = (
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=20, help="trials per kind (default 20)")
-    parser.add_argument("--kinds", default=",".join(KINDS), help=f"comma-separated: {','.join(KINDS)}")
-    parser.add_argument("--seed", type=int, default=None, help="replay a run (printed at its start)")
-    parser.add_argument("--only", type=int, default=None, help="run only trial number N of each kind")
-    parser.add_argument("--log-dir", type=Path, default=Path(".cache/faults"), help="logs of trials with findings")
-    parser.add_argument("--json", type=Path, default=None, help="also write every trial's result here")
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help=f"comma-separated: {','.join(KINDS)}"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="replay a run (printed at its start)"
+    )
+    parser.add_argument(
+        "--daemon-src", type=Path, default=None, help="run the daemon from this tree"
+    )
+    parser.add_argument("--daemon-rev", default=None, help="run the daemon of this commit")
+    parser.add_argument(
+        "--only", type=int, default=None, help="run only trial number N of each kind"
+    )
+    parser.add_argument(
+        "--log-dir", type=Path, default=Path(".cache/faults"), help="logs of trials with findings"
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write every trial's result here"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every trial's notes")
     args = parser.parse_args(argv)
     kinds = [k.strip() for k in args.kinds.replace(" ", ",").split(",") if k.strip()]
@@ -817,8 +1008,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason := lab_unavailable_reason():
         print(f"faults: {reason}", file=sys.stderr)
         return 1
+    src = daemon_source(args.daemon_src, args.daemon_rev)
+    print(f"faults: daemon under test: {describe(src)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    print(f"faults: seed {seed} (replay with --seed {seed}); {args.trials} trials of {', '.join(kinds)}")
+    what = f"{args.trials} trials of {', '.join(kinds)}"
+    print(f"faults: seed {seed} (replay with --seed {seed}); {what}")
     sys.stdout.flush()
     results: list[Trial] = []
     for kind, number, trial_seed in trial_seeds(seed, kinds, args.trials):
@@ -839,15 +1033,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print()
     print_table(HEADER, summarise(results))
-    print("* unspooled: alerts queued but neither sent nor spooled when the daemon was killed (not a target)")
+    print(
+        "* not targets: unspooled = alerts queued but neither sent nor spooled when the"
+        " daemon was killed (the 3 s grouping window); late repairs = store trials whose"
+        " repair waited for the lock or the full disk to go"
+    )
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
-                [
-                    {**t.__dict__, "figures": dict(t.figures)}
-                    for t in results
-                ],
+                [{**t.__dict__, "figures": dict(t.figures)} for t in results],
                 indent=1,
             )
         )
