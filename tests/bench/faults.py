@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import email
 import email.header
+import functools
 import json
 import os
 import random
@@ -389,12 +390,7 @@ def trial_kill(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     lab.run("systemctl", "start", "web.service")
     rig.start_daemon(KILL_MAIN, {"web.yaml": KILL_POLICY})
     time.sleep(1.0)  # past the daemon's observation after start
-    # The timeline of the repair, roughly: when to kill is drawn from it.
-    ladder = sum(KILL_DELAY + KILL_COOLDOWN * KILL_BACKOFF ** (n - 1) for n in range(1, fail + 1))
-    span = ladder + KILL_DELAY + KILL_SETTLE
-    if fail >= 3:
-        span = ladder + 2 * KILL_DELAY + 3.0 + 3.0 + 2 * KILL_DELAY + 2.0  # over, backup, back
-    kill_at = rnd.uniform(0.0, span)
+    kill_at = rnd.uniform(0.0, kill_span(fail))
     trial.variant = f"fail={fail}"
     reset_starts(rig, "web", fail)
     reset_starts(rig, "web-backup", 0)
@@ -468,6 +464,19 @@ def trial_kill(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     if rig.daemon_restarts() - restarts_before != 1:
         trial.notes.append(f"daemon NRestarts went {restarts_before} -> {rig.daemon_restarts()}")
     trial.count("watchdog_misses", rig.watchdog_misses(), "systemd: Watchdog timeout")
+
+
+def kill_span(fail: int) -> float:
+    """Seconds from the crash to the end of the repair when `fail` restarts fail (as the
+    lab shows it: a failed attempt is judged after `settle`, the next waits for its
+    cooldown from the previous action); the daemon is killed at a uniform time in it."""
+    at = 0.0  # the start of the current attempt
+    for n in range(1, min(fail, 3) + 1):
+        failed = at + KILL_DELAY
+        if n == 3:  # exhausted: fail over (stop, start the backup), serve, fail back
+            return failed + KILL_SETTLE + KILL_DELAY + 3.0 + KILL_DELAY + 1.0
+        at = max(at + KILL_COOLDOWN * KILL_BACKOFF ** (n - 1), failed + KILL_SETTLE)
+    return at + KILL_DELAY + KILL_SETTLE
 
 
 def phase_at(hist: Sequence[dict[str, Any]], wall: float) -> str:
@@ -850,7 +859,7 @@ def trial_smtp(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     lab.run("systemctl", "start", "smtp-sink.service")
     # Drained: the spool is empty and nothing new arrives for a while.
     for unit in SMTP_UNITS:
-        wait_until(lambda unit=unit: rig.active(unit), timeout=20)
+        wait_until(functools.partial(rig.active, unit), timeout=20)
 
     def quiet() -> bool:
         n = len(list(mail_dir.glob("*.eml")))
