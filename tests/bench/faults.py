@@ -37,6 +37,7 @@ import json
 import os
 import random
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -985,6 +986,10 @@ HEADER = (
 )
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--trials", type=int, default=20, help="trials per kind (default 20)")
@@ -1024,19 +1029,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"faults: seed {seed} (replay with --seed {seed}); {what}")
     sys.stdout.flush()
     results: list[Trial] = []
-    for kind, number, trial_seed in trial_seeds(seed, kinds, args.trials):
-        if args.only is not None and number != args.only:
-            continue
-        trial = run_trial(kind, number, trial_seed, args.log_dir)
-        results.append(trial)
-        found = {f: n for f, n in trial.figures.items() if n}
-        line = f"  {kind} #{number} ({trial.seconds:.1f}s) {trial.variant}: "
-        line += f"HARNESS FAILED: {trial.error}" if trial.error else (str(found) if found else "ok")
-        print(line)
-        if args.verbose or found or trial.error:
-            for note in trial.notes:
-                print(f"      {note}")
-        sys.stdout.flush()
+    signal.signal(signal.SIGTERM, _interrupt)  # so that a stopped run powers its lab off
+    try:
+        for kind, number, trial_seed in trial_seeds(seed, kinds, args.trials):
+            if args.only is not None and number != args.only:
+                continue
+            trial = run_trial(kind, number, trial_seed, args.log_dir)
+            results.append(trial)
+            found = {f: n for f, n in trial.figures.items() if n}
+            line = f"  {kind} #{number} ({trial.seconds:.1f}s) {trial.variant}: "
+            line += f"HARNESS FAILED: {trial.error}" if trial.error else str(found or "ok")
+            print(line)
+            if args.verbose or found or trial.error:
+                for note in trial.notes:
+                    print(f"      {note}")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        print("faults: interrupted; the table covers the trials done", file=sys.stderr)
     if not results:
         print("faults: no trial selected", file=sys.stderr)
         return 1
