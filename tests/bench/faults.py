@@ -84,6 +84,7 @@ class Trial:
     variant: str = ""
     error: str | None = None  # the harness could not set it up / run it
     seconds: float = 0.0
+    plan: dict[str, float] = field(default_factory=dict)  # choices fixed instead of drawn
 
     def count(self, figure: str, n: int = 1, why: str = "") -> None:
         if n <= 0:
@@ -265,6 +266,8 @@ def daemon_source(src: Path | None, rev: str | None) -> Path | None:
 def describe(src: Path | None) -> str:
     if src is None:
         return "the venv's install of host-supervisor"
+    if src.parent.name == "daemon" and re.fullmatch(r"[0-9a-f]{40}", src.name):
+        return f"{src} (commit {src.name[:12]}, exported by --daemon-rev)"
     head = subprocess.run(
         ["git", "-C", str(src), "describe", "--always", "--dirty"],
         capture_output=True,
@@ -381,7 +384,7 @@ def trial_kill(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     lab = rig.lab
     # How many restarts fail: 0-2 recover on the ladder; 3 exhaust it and fail over
     # (then the 4th start, the failback, succeeds).
-    fail = rnd.choice([0, 1, 2, 3, 3])
+    fail = int(trial.plan["fail"]) if "fail" in trial.plan else rnd.choice([0, 1, 2, 3, 3])
     lab.install_unit(
         "web.service", gated_unit(rig, "web", 8701, delay=KILL_DELAY, fail=0), reload=False
     )
@@ -392,6 +395,7 @@ def trial_kill(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     rig.start_daemon(KILL_MAIN, {"web.yaml": KILL_POLICY})
     time.sleep(1.0)  # past the daemon's observation after start
     kill_at = rnd.uniform(0.0, kill_span(fail))
+    kill_at = trial.plan.get("kill_at", kill_at)
     trial.variant = f"fail={fail}"
     reset_starts(rig, "web", fail)
     reset_starts(rig, "web-backup", 0)
@@ -912,9 +916,17 @@ RUNNERS: dict[str, Callable[[Rig, random.Random, Trial], None]] = {
 # -- running trials ---------------------------------------------------------------------
 
 
-def run_trial(kind: str, number: int, seed: int, log_dir: Path | None = None) -> Trial:
-    """One trial of `kind` in a fresh lab; never raises (a harness failure is `error`)."""
-    trial = Trial(kind, number, seed)
+def run_trial(
+    kind: str,
+    number: int,
+    seed: int,
+    log_dir: Path | None = None,
+    plan: dict[str, float] | None = None,
+) -> Trial:
+    """One trial of `kind` in a fresh lab; never raises (a harness failure is `error`).
+
+    `plan` fixes some of the trial's random choices (kill: `fail`, `kill_at`)."""
+    trial = Trial(kind, number, seed, plan=dict(plan or {}))
     rnd = random.Random(seed)
     started = time.monotonic()
     lab = Lab()

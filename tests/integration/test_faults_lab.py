@@ -133,3 +133,20 @@ def test_smtp_no_alert_duplicated() -> None:
 
 def test_smtp_every_unit_is_repaired() -> None:
     assert_zero("smtp", "wrong_end")
+
+
+# -- fixed plans: a case the random trials found, replayed every run -----------------------
+
+# The daemon SIGKILLed while the backup serves, 1 s into failback.delay (3 s): systemd
+# restarts it (RestartSec=2s) after the failback was due. The failback must run once:
+# the backup started once, the primary once more. Found by `faults --seed 20261128`
+# (kill #7) against main 13fca9c.
+KILL_IN_BACKUP = {"fail": 3, "kill_at": 9.5}
+
+
+def test_kill_while_the_backup_serves_and_failback_falls_due_repeats_nothing() -> None:
+    skip_without_lab()
+    trial = run_trial("kill", 1, SEED, log_dir=LOGS, plan=KILL_IN_BACKUP)
+    assert trial.error is None, trial.error
+    found = {f: n for f, n in trial.figures.items() if n}
+    assert not found, report([trial], "*") + f"\n{found}\n" + "\n".join(trial.notes)
