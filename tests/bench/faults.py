@@ -1016,6 +1016,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--daemon-rev", default=None, help="run the daemon of this commit")
     parser.add_argument(
+        "--plan", default="", help="fix choices instead of drawing them, e.g. fail=3,kill_at=9.5"
+    )
+    parser.add_argument(
         "--only", type=int, default=None, help="run only trial number N of each kind"
     )
     parser.add_argument(
@@ -1034,6 +1037,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if reason := lab_unavailable_reason():
         print(f"faults: {reason}", file=sys.stderr)
         return 1
+    plan = {k: float(v) for k, _, v in (p.partition("=") for p in args.plan.split(",") if p)}
     src = daemon_source(args.daemon_src, args.daemon_rev)
     print(f"faults: daemon under test: {describe(src)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
@@ -1046,7 +1050,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for kind, number, trial_seed in trial_seeds(seed, kinds, args.trials):
             if args.only is not None and number != args.only:
                 continue
-            trial = run_trial(kind, number, trial_seed, args.log_dir)
+            trial = run_trial(kind, number, trial_seed, args.log_dir, plan)
             results.append(trial)
             found = {f: n for f, n in trial.figures.items() if n}
             line = f"  {kind} #{number} ({trial.seconds:.1f}s) {trial.variant}: "
