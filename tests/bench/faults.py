@@ -553,8 +553,11 @@ def trial_reexec(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     events = sorted([*ops, *((t + rnd.uniform(0, 1.5), "crash-coop") for t in crashes)])
     trial.variant = " ".join(op for _, op in events if op != "crash-coop")
     t0 = time.monotonic()
+    bus_pids = [lab.show("dbus.service", "MainPID")["MainPID"]]
     for at, op in events:
         sleep_until(t0 + at)
+        with contextlib.suppress(Exception):
+            bus_pids.append(lab.show("dbus.service", "MainPID")["MainPID"])
         if op == "daemon-reexec":
             lab.run("systemctl", "daemon-reexec", timeout=60)
         elif op == "daemon-reload":
@@ -566,6 +569,8 @@ def trial_reexec(rig: Rig, rnd: random.Random, trial: Trial) -> None:
         else:
             lab.run("systemctl", "kill", "-s", "KILL", "coop.service", check=False)
     sleep_until(t0 + 14.0)
+    with contextlib.suppress(Exception):
+        bus_pids.append(lab.show("dbus.service", "MainPID")["MainPID"])
     # coop is back by systemd's hand; h1-h3 were never touched.
     if not wait_until(lambda: rig.active("coop.service"), timeout=15):
         state = lab.show("coop.service", "ActiveState", "Result")
@@ -601,10 +606,12 @@ def trial_reexec(rig: Rig, rnd: random.Random, trial: Trial) -> None:
     if got != len(crashes):
         trial.notes.append(f"coop: {len(crashes)} crashes, systemd's NRestarts +{got}")
     trial.count("watchdog_misses", rig.watchdog_misses(), "systemd: Watchdog timeout")
-    said = Counter(str(e.get("MESSAGE", "")) for e in rig.journal(f"_SYSTEMD_UNIT={DAEMON_UNIT}"))
+    said = [str(e.get("MESSAGE", "")) for e in rig.journal(f"_SYSTEMD_UNIT={DAEMON_UNIT}")]
+    lost = sum(m.startswith("lost the system bus") for m in said)
+    connected = sum(m.startswith("connected to the system bus") for m in said)
     trial.notes.append(
-        f"daemon: lost the bus x{said['lost the system bus; reconnecting']},"
-        f" connected x{said['connected to the system bus']}"
+        f"dbus-daemon PIDs seen {len(set(bus_pids))}; the daemon lost the bus x{lost},"
+        f" connected x{connected}"
     )
     if not any(e["kind"] == "action" for e in actions(hist, "real.service")):
         trial.notes.append("no action recorded for real.service")
