@@ -18,13 +18,11 @@ from supervisor.alerts.spool import SpooledMessage
 from supervisor.core.alerting import Severity
 from supervisor.text import clip
 
-__all__ = ["DIGEST_MAX_CHARS", "GROUP_MAX_CHARS", "GROUP_MAX_LINES", "digest"]
+__all__ = ["DIGEST_MAX_CHARS", "GROUP_MAX_CHARS", "digest"]
 
 DIGEST_MAX_CHARS = 20_000
 """The body stops listing groups once it is this long (a mail, a Slack post)."""
-GROUP_MAX_LINES = 12
-"""Lines of one group's alert text shown at most."""
-GROUP_MAX_CHARS = 1_500
+GROUP_MAX_CHARS = 10_000
 """Characters of one group's alert text shown at most."""
 
 
@@ -52,34 +50,28 @@ def _text(message: SpooledMessage, hostname: str) -> str:
             lines = lines[1:]
     while lines and not lines[0].strip():
         lines = lines[1:]
-    shown = lines[:GROUP_MAX_LINES]
-    if len(lines) > len(shown):
-        shown.append(f"(and {len(lines) - len(shown)} more lines)")
-    return clip("\n".join(shown), GROUP_MAX_CHARS)
+    return clip("\n".join(lines), GROUP_MAX_CHARS)
 
 
 def digest(messages: Sequence[SpooledMessage], hostname: str, channel: str) -> SpooledMessage:
     """One message standing for `messages` (oldest first, at least one)."""
     if not messages:
         raise ValueError("a digest needs at least one message")
-    groups: dict[str, _Group] = {}
+    # Only true repeats (same title, same text) are counted together: a burst of other
+    # alerts under the same title keeps its own text, or its alerts would be lost.
+    groups: dict[tuple[str, str], _Group] = {}
     for message in messages:
-        group = groups.get(message.title)
+        text = _text(message, hostname)
+        group = groups.get((message.title, text))
         if group is None:
-            groups[message.title] = _Group(
-                message.title,
-                message.severity,
-                message.created,
-                message.created,
-                _text(message, hostname),
+            groups[(message.title, text)] = _Group(
+                message.title, message.severity, message.created, message.created, text
             )
             continue
         group.count += 1
         group.severity = max(group.severity, message.severity)
         group.first = min(group.first, message.created)
-        if message.created >= group.last:
-            group.last = message.created
-            group.body = _text(message, hostname)
+        group.last = max(group.last, message.created)
 
     count = len(messages)
     first = min(message.created for message in messages)

@@ -649,7 +649,7 @@ async def test_a_backlog_of_200_goes_out_as_one_digest_once(
     assert list((spool / "mail").iterdir()) == []
 
 
-async def test_a_backlog_repeating_one_title_is_one_group(
+async def test_a_backlog_keeps_every_alert_and_counts_true_repeats(
     receiver: Receiver, new_alerter: Callable[..., Alerter], tmp_path: Path
 ) -> None:
     from supervisor.alerts.spool import Spool, SpooledMessage
@@ -658,15 +658,19 @@ async def test_a_backlog_repeating_one_title_is_one_group(
     box = Spool(spool / "hook", 1000)
     box.prepare()
     for n in range(50):
-        box.write(SpooledMessage("db.service down (reminder)", f"attempt {n}", Severity.WARNING, n))
+        box.write(SpooledMessage("db.service down (reminder)", "still down", Severity.WARNING, n))
+    for n in range(3):
+        box.write(SpooledMessage("3 alerts on host1", f"burst line {n}", Severity.WARNING, 60 + n))
     box.write(SpooledMessage("db.service recovered", "back", Severity.INFO, 100.0))
     alerter = new_alerter({"hook": f"{receiver.base}/hook"}, spool=spool)
     await alerter.start()
     await eventually(lambda: len(receiver.posts) == 1)
     await eventually(lambda: spooled(spool, "hook") == [])
     (body,) = receiver.bodies("/hook")
-    assert receiver.titles("/hook") == [f"51 delayed alerts from {HOST}"]
-    assert "WARNING  db.service down (reminder)  (50 times, " in body
-    assert "attempt 49" in body and "attempt 48" not in body  # the latest text of a group
+    assert receiver.titles("/hook") == [f"54 delayed alerts from {HOST}"]
+    assert "WARNING  db.service down (reminder)  (50 times, " in body  # true repeats
+    assert body.count("still down") == 1
+    # Alerts under one title with other texts (bursts) are each kept, never merged away.
+    assert all(f"burst line {n}" in body for n in range(3))
     assert body.index("db.service down") < body.index("db.service recovered")
     assert receiver.posts[0][1]["type"] == "warning"  # the highest severity
