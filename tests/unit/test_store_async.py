@@ -130,11 +130,12 @@ async def test_not_json_raises_type_error_at_the_call(store: AsyncStore) -> None
 async def test_the_loop_keeps_ticking_through_an_outside_lock_and_nothing_is_lost(
     store: AsyncStore, db_path: Path, locks: list[OutsideLock]
 ) -> None:
-    """The issue's case, 3 s instead of 60: a write used to block the loop 5 s."""
+    """The issue's case, 4 s instead of 60: a write used to block the loop 5 s. The
+    bounds are halves of the lock, not timings: a loaded host must not fail them."""
     store.save_unit("unit-0.service", {"n": -1})
     await store.durable(2.0)
     async with measuring() as lag:
-        lock = await OutsideLock.hold(db_path, 3.0)
+        lock = await OutsideLock.hold(db_path, 4.0)
         locks.append(lock)
         saved: dict[str, dict[str, int]] = {}
         for n in range(40):  # 2 s of a busy daemon, while locked: states and history
@@ -143,15 +144,19 @@ async def test_the_loop_keeps_ticking_through_an_outside_lock_and_nothing_is_los
             store.append(unit, "action", f"entry {n}", {"n": n})
             store.save_unit(unit, saved[unit])
             await asyncio.sleep(TICK)
+        for _ in range(40):  # the writer has tried and failed by now, or soon will
+            if not store.healthy:
+                break
+            await asyncio.sleep(TICK)
         assert not store.healthy
         assert "is locked by another process for" in (store.last_error or "")
         assert store.pending[0] == 7  # one per unit, however often it was saved
         released = await lock.released()
         await store.durable(5.0)
         delay = time.time() - released
-    assert lag.worst < 1.0, f"the loop stalled {lag.worst:.3f} s"
-    assert lag.ticks > 40
-    assert delay < 1.5
+    assert lag.worst < 2.0, f"the loop stalled {lag.worst:.3f} s"
+    assert lag.ticks > 20
+    assert delay < 3.0
     assert units_on_disk(db_path) == saved
     assert history_on_disk(db_path) == [f"entry {n}" for n in range(40)]
     assert store.healthy and store.last_error is None
