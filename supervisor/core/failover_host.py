@@ -266,6 +266,11 @@ def _manual_guard(tx: Tx, unit: str, what: str, caller: str) -> str | None:
 
 
 def _feed(tx: Tx, unit: str, event: Any) -> None:
+    if not tx.started:
+        # Until `start` has taken each machine up where the last process left it, an
+        # event (a timer that fell due while the daemon was down, a unit's first
+        # signal) would act on a machine that does not know its own step in flight.
+        return
     state = tx.failovers.get(unit)
     spec = tx.units[unit].policy.failover if unit in tx.units else None
     if state is None or spec is None:

@@ -157,6 +157,7 @@ def _handle(tx: Tx, event: Event) -> None:
 
 
 def _started(tx: Tx) -> None:
+    tx.started = True
     failover_host.start(tx)
     for name in list(tx.units):
         state = tx.unit(name)

@@ -57,6 +57,8 @@ class HostState:
     problem_alerted: frozenset[str] = frozenset()
     """Units whose recovery people should hear of."""
     observe_until: float = 0.0
+    started: bool = False
+    """Every unit and backup is watched and the failover machines are taken up."""
     reload_note: str = ""
     repairs: int = 0
 
@@ -91,6 +93,7 @@ class Tx:
         self.waiting = list(state.waiting)
         self.problem_alerted = set(state.problem_alerted)
         self.observe_until = state.observe_until
+        self.started = state.started
         self.reload_note = state.reload_note
         self.repairs = state.repairs
         self.actions: list[Action] = []
@@ -111,6 +114,7 @@ class Tx:
             waiting=tuple(self.waiting),
             problem_alerted=frozenset(self.problem_alerted),
             observe_until=self.observe_until,
+            started=self.started,
             reload_note=self.reload_note,
             repairs=self.repairs,
         )

@@ -16,6 +16,7 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
                                                          # by: who asked (the socket's caller)
       - {at: 9s, reload: {policies: {...}, main: {...}}} # rewrite the files, reload
       - {at: 9s, daemon: kill}                           # SIGKILL and start again
+      - {at: 9s, daemon: kill, down: 3s}                 # ... 3 s later
       - {at: 9s, daemon: restart}                        # SIGTERM and start again
       - {at: 9s, bus: down}                              # or up
       - {at: 9s, store: full}                            # or locked; ok
@@ -133,8 +134,8 @@ def _sub(state: str) -> str:
 
 
 class _Restart(Exception):
-    def __init__(self, index: int, how: str) -> None:
-        self.index, self.how = index, how
+    def __init__(self, index: int, how: str, down: float) -> None:
+        self.index, self.how, self.down = index, how, down
 
 
 async def _drive(
@@ -149,7 +150,7 @@ async def _drive(
             if raw["daemon"] == "restart":
                 daemon.request_stop()
                 await runner
-            raise _Restart(index, raw["daemon"])
+            raise _Restart(index, raw["daemon"], parse_duration(raw.get("down", "0s")))
         await _apply(world, daemon, raw)
     await asyncio.sleep(max(0.0, until - loop.time()))
     final = _final(daemon, world)
@@ -265,7 +266,7 @@ def replay(scenario_dir: Path, work_dir: Path) -> str:
             break
         except _Restart as restart:
             world.timeline.add(f"world: daemon {restart.how}")
-            now, start = loop.time(), restart.index + 1
+            now, start = loop.time() + restart.down, restart.index + 1
             _abandon(loop)
     lines = [f"# {spec['description']}", *world.timeline.render(), "final:"]
     lines += json.dumps(final, indent=2, sort_keys=True).splitlines()
