@@ -101,6 +101,9 @@ def start(tx: Tx) -> None:
             tx.log("info", "resuming failover", unit=unit, phase=state.phase.value)
         state, actions = failover.resume(state, tx.now)
         _apply(tx, unit, state, actions)
+    early, tx.early = tx.early, []
+    for unit, event in early:
+        _feed(tx, unit, event)
 
 
 def handle(tx: Tx, event: Event) -> None:
@@ -268,8 +271,10 @@ def _manual_guard(tx: Tx, unit: str, what: str, caller: str) -> str | None:
 def _feed(tx: Tx, unit: str, event: Any) -> None:
     if not tx.started:
         # Until `start` has taken each machine up where the last process left it, an
-        # event (a timer that fell due while the daemon was down, a unit's first
-        # signal) would act on a machine that does not know its own step in flight.
+        # event (a timer that fell due while the daemon was down, the ladder giving up
+        # during the start) would act on a machine that does not know its own step in
+        # flight: it waits, and is fed right after.
+        tx.early.append((unit, event))
         return
     state = tx.failovers.get(unit)
     spec = tx.units[unit].policy.failover if unit in tx.units else None

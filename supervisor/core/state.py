@@ -59,6 +59,8 @@ class HostState:
     observe_until: float = 0.0
     started: bool = False
     """Every unit and backup is watched and the failover machines are taken up."""
+    early: tuple[tuple[str, Any], ...] = ()
+    """Events for failover machines that came before they were taken up, in order."""
     reload_note: str = ""
     repairs: int = 0
 
@@ -94,6 +96,7 @@ class Tx:
         self.problem_alerted = set(state.problem_alerted)
         self.observe_until = state.observe_until
         self.started = state.started
+        self.early = list(state.early)
         self.reload_note = state.reload_note
         self.repairs = state.repairs
         self.actions: list[Action] = []
@@ -115,6 +118,7 @@ class Tx:
             problem_alerted=frozenset(self.problem_alerted),
             observe_until=self.observe_until,
             started=self.started,
+            early=tuple(self.early),
             reload_note=self.reload_note,
             repairs=self.repairs,
         )

@@ -121,6 +121,7 @@ class FakeSystemd:
     async def watch(self, unit: str) -> UnitSnapshot:
         self._check_bus(unit)
         self.watched.add(unit)
+        await asyncio.sleep(0)  # a round trip on the bus: what is due may run meanwhile
         return self._snapshot(unit)
 
     def unwatch(self, unit: str) -> None:
