@@ -8,6 +8,7 @@ otherwise its systemd state), asks the shell to start and stop units and to run
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from supervisor.core import actions as ev
@@ -339,8 +340,11 @@ def _job(tx: Tx, primary: str, target: str, verb: Verb) -> None:
     tx.actions.append(ev.RunFailoverJob(primary, target, verb, reset_first))
 
 
-def status(tx_failovers: dict[str, FailoverState] | Any, unit: str, now: float) -> Any:
-    state = tx_failovers.get(unit)
+def status(
+    failovers: Mapping[str, FailoverState], unit: str, now: float
+) -> dict[str, object] | None:
+    """A failover machine's state as `status` shows it; None without failover."""
+    state = failovers.get(unit)
     if state is None:
         return None
     return {

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from supervisor.config.model import Flapping
+from supervisor.config.main import Flapping
 
 __all__ = [
     "HIGH_WEIGHT",

@@ -45,7 +45,7 @@ import math
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
-from supervisor.config.model import GuardConfig
+from supervisor.config.main import GuardConfig
 from supervisor.config.values import format_duration
 from supervisor.core.guard_state import (
     BreakerPhase,

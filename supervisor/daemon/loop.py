@@ -322,7 +322,7 @@ class Daemon:
         return self.options.dry_run
 
     def metrics_snapshot(self) -> dict[str, object]:
-        return self.metrics.snapshot()
+        return {**self.metrics.snapshot(), "repairs": self.state.repairs}
 
     def reset_lateness(self) -> None:
         self.metrics.reset_lateness()

@@ -40,7 +40,6 @@ class Metrics:
     check_runs: int = 0
     check_results: dict[str, int] = field(default_factory=dict)
     lateness: LatenessHistogram = field(default_factory=LatenessHistogram)
-    repairs: int = 0
 
     def ran(self, status: str, late_by: float) -> None:
         self.check_runs += 1
@@ -55,7 +54,6 @@ class Metrics:
         return {
             "check_runs": self.check_runs,
             "check_results": dict(self.check_results),
-            "repairs": self.repairs,
             "lateness_ms": {
                 "samples": late.total,
                 "p50": round(late.percentile(0.50) * 1000, 1),

@@ -25,7 +25,6 @@ from supervisor.daemon.preconditions import failing_precondition
 from supervisor.daemon.probing import Probing
 from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, JobFailed, SupervisorError
-from supervisor.repairs import Result
 from supervisor.secrets import mask, mask_data
 from supervisor.store import StoreUnavailable
 
@@ -152,8 +151,6 @@ class Performer:
             state.policy, action.rung, action.unit_failed, self.ports.clock()
         )
         took_ms = round((loop.time() - started) * 1000, 1)
-        if outcome.result is Result.DONE:
-            self.metrics.repairs += 1
         self._feed(
             act.RepairDone(
                 action.unit,
