@@ -10,12 +10,14 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import structlog
 
 from supervisor.alerts.apprise_channel import Channel, Delivery, load_notifiers, send
 from supervisor.alerts.digest import digest
+from supervisor.alerts.inbox import Inbox
 from supervisor.alerts.spool import Spool, SpooledMessage, unlink_all
 from supervisor.config.main import AlertsConfig
 from supervisor.core.alerting import (
@@ -26,6 +28,7 @@ from supervisor.core.alerting import (
     GateState,
     Outgoing,
     Severity,
+    render,
     route,
 )
 from supervisor.secrets import Redactor, mask, remember
@@ -61,16 +64,18 @@ class Alerter:
         self._batcher = Batcher(self.hostname, group_wait)
         self._gate_state = GateState()
         self._batch_state = BatchState()
-        self._channels = {
-            name: Channel(
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alert-inbox")
+        self._channels: dict[str, Channel] = {}
+        for name, channel in config.channels.items():
+            spool = Spool(self.spool_dir / name, config.spool_max)
+            self._channels[name] = Channel(
                 name=name,
                 url=channel.url,
                 min_severity=Severity.from_name(channel.min_severity),
-                spool=Spool(self.spool_dir / name, config.spool_max),
+                spool=spool,
                 redact=Redactor(channel.url),
+                inbox=Inbox(spool, self._writer),
             )
-            for name, channel in config.channels.items()
-        }
         for channel in config.channels.values():
             remember(channel.url)  # masked in every output, wherever it might show
         self._min_severity = {name: ch.min_severity for name, ch in self._channels.items()}
@@ -126,6 +131,7 @@ class Alerter:
                     url=channel.masked,
                     count=len(channel.queue),
                 )
+        await asyncio.to_thread(self._writer.shutdown)
         self._closed = True
 
     # --- intake --------------------------------------------------------------------------
@@ -171,6 +177,11 @@ class Alerter:
     def _batch(self, alert: Alert, now: float, also_at: Severity | None = None) -> None:
         routed = route(alert, self._min_severity, also_at=also_at)
         if routed.channels:
+            title, body, severity = render([routed], self.hostname)
+            kept = SpooledMessage(mask(title), mask(body), severity, routed.time)
+            for name in dict.fromkeys(routed.channels):
+                channel = self._channels[name]
+                channel.pending.append(channel.inbox.add(kept))
             self._batch_state, _ = self._batcher.add(self._batch_state, routed, now)
         log.debug(
             "alert queued",
@@ -213,7 +224,10 @@ class Alerter:
         wall = time.time()
         for item in out:
             channel = self._channels[item.channel]
-            message = SpooledMessage(mask(item.title), mask(item.body), item.severity, wall)
+            message = SpooledMessage(
+                mask(item.title), mask(item.body), item.severity, wall, tuple(channel.pending)
+            )
+            channel.pending.clear()
             channel.queue.append(message)  # masked before it is spooled or sent
             channel.wake.set()
 
@@ -266,6 +280,7 @@ class Alerter:
         for channel in self._channels.values():
             try:
                 channel.spool.prepare()
+                channel.inbox.recover()
             except OSError as exc:
                 log.error(
                     "cannot use the alert spool; undelivered alerts will be lost",
@@ -322,6 +337,7 @@ class Alerter:
                 return True
             if await self._deliver(channel, message, loop):
                 channel.spool.remove(path)
+                channel.inbox.release(message.covers)
                 if len(files) == 1:
                     log.info("alert spool delivered", channel=channel.name, url=channel.masked)
             else:
@@ -332,7 +348,7 @@ class Alerter:
             # Taken off the queue only once delivered: if close cancels the send, the
             # message is still there to be spooled.
             if await self._deliver(channel, channel.queue[0], loop):
-                channel.queue.popleft()
+                channel.inbox.release(channel.queue.popleft().covers)
             else:
                 self._persist(channel)
             return True
@@ -371,6 +387,7 @@ class Alerter:
             return
         for path, exc in await asyncio.to_thread(unlink_all, paths):
             channel.spool.forget(path, exc)
+        channel.inbox.release(name for found in messages for name in found.covers)
         log.info(
             "alert spool delivered",
             channel=channel.name,
@@ -436,4 +453,4 @@ class Alerter:
                     error=exc.strerror,
                 )
                 return
-            channel.queue.popleft()
+            channel.inbox.release(channel.queue.popleft().covers)

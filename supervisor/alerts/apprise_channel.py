@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from supervisor.alerts.inbox import Inbox
 from supervisor.alerts.spool import Spool, SpooledMessage
 from supervisor.core.alerting import Severity
 from supervisor.secrets import Redactor, mask, mask_url
@@ -55,9 +56,12 @@ class Channel:
     min_severity: Severity
     spool: Spool
     redact: Redactor
+    inbox: Inbox
     notifier: Any = None  # apprise.Apprise once loaded
     broken: str | None = None
     queue: deque[SpooledMessage] = field(default_factory=deque)
+    pending: list[str] = field(default_factory=list)
+    """Inbox names of the alerts in the channel's open batch."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     interval: float = 0.0  # least time between two sends
     next_send_at: float = 0.0

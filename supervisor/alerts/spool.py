@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import structlog
 
 from supervisor.core.alerting import Severity
-from supervisor.fsutil import TEMP_SUFFIX, atomic_write
+from supervisor.fsutil import TEMP_SUFFIX, atomic_write, fsync_dir
 
 __all__ = ["Spool", "SpooledMessage", "unlink_all"]
 
@@ -26,16 +27,19 @@ class SpooledMessage:
     body: str
     severity: Severity
     created: float  # wall clock
+    covers: tuple[str, ...] = ()
+    """Names of the pending alerts (`inbox.py`) this message tells of."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "title": self.title,
-                "body": self.body,
-                "severity": self.severity.label,
-                "created": self.created,
-            }
-        )
+        doc: dict[str, object] = {
+            "title": self.title,
+            "body": self.body,
+            "severity": self.severity.label,
+            "created": self.created,
+        }
+        if self.covers:
+            doc["covers"] = list(self.covers)
+        return json.dumps(doc)
 
     @classmethod
     def from_json(cls, text: str) -> SpooledMessage:
@@ -45,6 +49,7 @@ class SpooledMessage:
             body=str(data["body"]),
             severity=Severity.from_name(str(data["severity"])),
             created=float(data["created"]),
+            covers=tuple(str(name) for name in data.get("covers", ())),
         )
 
 
@@ -106,6 +111,17 @@ class Spool:
                 spool_max=self.limit,
             )
         return path
+
+    def adopt(self, source: Path) -> Path:
+        """Move a message file in under its own (sortable) name, or a newer one if taken."""
+        stem = int(source.stem)
+        if (self.directory / source.name).exists():
+            stem = max(time.time_ns(), self._last + 1)
+        self._last = max(self._last, stem)
+        target = self.directory / f"{stem:020d}.json"
+        os.rename(source, target)
+        fsync_dir(self.directory)
+        return target
 
     def read(self, path: Path) -> SpooledMessage:
         return SpooledMessage.from_json(path.read_text(encoding="utf-8"))

@@ -123,7 +123,7 @@ def test_store_repeats_no_action() -> None:
 # -- kind 4: the SMTP sink down during a burst, the daemon SIGKILLed meanwhile ------------
 
 
-def test_smtp_no_spooled_alert_lost() -> None:
+def test_smtp_no_alert_lost_across_a_kill() -> None:
     assert_zero("smtp", "alerts_lost")
 
 
