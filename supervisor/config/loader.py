@@ -25,6 +25,7 @@ from typing import TypeVar
 
 import yaml
 
+from supervisor.config.cluster import tls_problems
 from supervisor.config.documents import (
     ConfigIssue,
     Document,
@@ -91,13 +92,14 @@ def load_config(config_dir: Path) -> LoadedConfig:
     main, main_doc, main_ok = _guarded(config_dir / MAIN_FILE, issues, failed, _load_main)
     channels = set(main.alerts.channels) if main is not None else None
     if main is not None:
-        apprise_issues = _check_channels(main, main_doc)
+        apprise_issues = _check_channels(main, main_doc) + _check_cluster_tls(main, main_doc)
         issues.extend(apprise_issues)
         main_ok = main_ok and not apprise_issues
     if main is None or not main_ok:
         main = MainConfig()
 
-    policies, sources = _load_policies(config_dir / POLICY_DIR, channels, issues)
+    clustered = main.cluster is not None
+    policies, sources = _load_policies(config_dir / POLICY_DIR, channels, issues, clustered)
     issues.sort(key=lambda issue: (str(issue.path), issue.line, issue.col))
     return LoadedConfig(main, policies, sources, issues, main_ok)
 
@@ -161,7 +163,7 @@ def _directory_refusal(directory: Path) -> ConfigIssue | None:
 
 
 def _load_policies(
-    directory: Path, channels: set[str] | None, issues: list[ConfigIssue]
+    directory: Path, channels: set[str] | None, issues: list[ConfigIssue], clustered: bool
 ) -> tuple[dict[str, Policy], dict[str, Path]]:
     """The valid policies by unit and their files; every problem goes to `issues`."""
     policies: dict[str, Policy] = {}
@@ -182,6 +184,12 @@ def _load_policies(
         problems.extend(errors)
         if policy is not None and channels is not None:
             problems.extend(_undefined_channels(policy, doc, channels))
+        if policy is not None and policy.cluster is not None and not clustered:
+            line, col = position(find_node(doc.node, ("cluster",)))
+            message = (
+                f"a cluster: section needs etcd: add cluster: {{endpoints: [...]}} to {MAIN_FILE}"
+            )
+            problems.append(ConfigIssue(doc.path, line, col, message, "cluster"))
         if policy is not None and not problems:
             policies[policy.unit] = policy
             sources[policy.unit] = path
@@ -286,6 +294,18 @@ def _check_channels(main: MainConfig, doc: Document | None) -> list[ConfigIssue]
             f"apprise cannot use the URL {mask_url(channel.url)!r}; check the service name "
             "and its required parts (see the apprise wiki)"
         )
+        issues.append(ConfigIssue(doc.path, line, col, message, format_path(loc)))
+    return issues
+
+
+def _check_cluster_tls(main: MainConfig, doc: Document | None) -> list[ConfigIssue]:
+    """Each TLS file for etcd that cannot be used: one error naming the file."""
+    if main.cluster is None or main.cluster.tls is None or doc is None:
+        return []
+    issues: list[ConfigIssue] = []
+    for name, message in tls_problems(main.cluster.tls):
+        loc: Loc = ("cluster", "tls", name)
+        line, col = position(find_node(doc.node, loc))
         issues.append(ConfigIssue(doc.path, line, col, message, format_path(loc)))
     return issues
 

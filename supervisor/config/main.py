@@ -12,6 +12,7 @@ from pydantic import (
     model_validator,
 )
 
+from supervisor.config.cluster import ClusterConfig
 from supervisor.config.types import (
     DEFAULT_PROTECTED,
     FrozenModel,
@@ -250,6 +251,11 @@ class MainConfig(FrozenModel):
         default_factory=ControlConfig,
         description="Control socket. Default: root only.",
         examples=[{"socket_group": "adm"}],
+    )
+    cluster: ClusterConfig | None = Field(
+        default=None,
+        description="etcd, for policies with a cluster: section. Default: no cluster.",
+        examples=[{"endpoints": ["https://10.0.0.1:2379"], "host": "db1"}],
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info",

@@ -10,6 +10,7 @@ from pydantic import (
 )
 
 from supervisor.config.check import Check
+from supervisor.config.cluster import Clustered
 from supervisor.config.failover import Failover
 from supervisor.config.recovery import Recovery
 from supervisor.config.types import (
@@ -44,6 +45,12 @@ class Policy(FrozenModel):
         description="Where to fail over when repair is exhausted. Default: no failover.",
         examples=[{"backup": "nginx-maintenance.service"}],
     )
+    cluster: Clustered | None = Field(
+        default=None,
+        description="Run the unit on exactly one of several hosts, elected through etcd "
+        "(needs the main config's cluster:). Default: this host only.",
+        examples=[{"hosts": ["db1", "db2"], "ttl": "5s"}],
+    )
     alerts: tuple[Name, ...] = Field(
         default=(),
         description="Alert channels (defined in the main config) to notify. Default none.",
@@ -70,6 +77,12 @@ class Policy(FrozenModel):
         for index, name in enumerate(self.alerts):
             if name in self.alerts[:index]:
                 raise located_error(("alerts", index), f"channel {name!r} is listed twice")
+        if self.failover is not None and self.cluster is not None:
+            raise located_error(
+                ("cluster",),
+                "a unit fails over either to a backup unit (failover:) or to another host "
+                "(cluster:), not both",
+            )
         if self.failover is not None:
             for index, backup in enumerate(self.failover.backup):
                 if backup == self.unit:
