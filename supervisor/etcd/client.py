@@ -119,7 +119,12 @@ class EtcdClient:
 
     async def lease_keepalive(self, lease: int) -> int:
         """Renew the lease; its TTL from now, or 0 when the lease no longer exists."""
-        endpoint, body = await self._transport.post("/lease/keepalive", {"ID": str(lease)})
+        try:
+            endpoint, body = await self._transport.post("/lease/keepalive", {"ID": str(lease)})
+        except EtcdError as e:
+            if e.code == NOT_FOUND:  # as a stream error, should a version send it so
+                return 0
+            raise
         with _reading(endpoint):
             return max(0, wire.int64(wire.obj(body, "result"), "TTL"))
 
