@@ -156,4 +156,6 @@ def first_json(raw: bytes, status: int, endpoint: str) -> object:
         if status >= 400:
             return None
         raise EtcdProtocolError(f"not JSON: {raw[:200]!r}", endpoint=endpoint) from None
+    if status >= 400 and not isinstance(document, Mapping):
+        return None  # "404 page not found" starts with a JSON number
     return document
