@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from supervisor.config import LoadedConfig
+from supervisor.core import cluster
 from supervisor.core.alerting import Alert
 from supervisor.core.failover import Verb
 from supervisor.core.values import CheckResult, RepairResult, Rung, UnitSnapshot
@@ -28,6 +29,7 @@ FAILOVER = "failover"
 JUDGE = "judge"
 GUARD = "guard"
 FLAPPING = "flapping"
+CLUSTER = "cluster"
 
 
 # -- events ----------------------------------------------------------------------------
@@ -194,6 +196,23 @@ class OperatorFailback:
     caller: str = ""
 
 
+@dataclass(frozen=True)
+class ClusterEvent:
+    """What etcd, the lease or the unit's stop said, for a clustered unit's machine."""
+
+    unit: str
+    event: cluster.Event
+
+
+@dataclass(frozen=True)
+class OperatorHandover:
+    """`failover UNIT --to-host HOST` for a clustered unit."""
+
+    unit: str
+    to_host: str
+    caller: str = ""
+
+
 Event = (
     Starting
     | Started
@@ -216,6 +235,8 @@ Event = (
     | OperatorReset
     | OperatorFailover
     | OperatorFailback
+    | ClusterEvent
+    | OperatorHandover
 )
 
 
@@ -346,6 +367,24 @@ class Answer:
     refused: str | None
 
 
+@dataclass(frozen=True)
+class ClusterAct:
+    """Perform what a clustered unit's machine decided (etcd, fence files, the unit)."""
+
+    unit: str
+    action: cluster.Action
+
+
+@dataclass(frozen=True)
+class ClusterRole:
+    """A clustered unit's role here changed: publish this host's view in etcd."""
+
+    unit: str
+    role: cluster.Role
+    holder: str | None
+    token: int
+
+
 Action = (
     Log
     | RecordHistory
@@ -367,4 +406,6 @@ Action = (
     | StatusChanged
     | Ready
     | Answer
+    | ClusterAct
+    | ClusterRole
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.core import failover_host, guard
+from supervisor.core import cluster_host, failover_host, guard
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import Verdict
 from supervisor.core.notices import AlertKind
@@ -54,6 +54,11 @@ def _failed_over(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     if failover_host.owns(tx, state.unit):
         return "failed over: the failover machine acts on this unit", None
     return None
+
+
+def _standby(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
+    reason = cluster_host.standby_reason(tx, state.unit)
+    return (reason, None) if reason is not None else None
 
 
 def _flapping(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
@@ -119,6 +124,12 @@ HOLDS = (
         "Does the failover machine own the unit? While it serves from a backup, or fails "
         "back, the failover machine acts on it, not the ladder.",
         _failed_over,
+    ),
+    Rule(
+        "standby",
+        "Is the unit clustered and held by another host, or by none yet? Only the "
+        "holder repairs it; elsewhere it stays stopped.",
+        _standby,
     ),
     Rule(
         "flapping",

@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.config import LoadedConfig, UnitProbe
 from supervisor.core import actions as ev
-from supervisor.core import failover_host, ladder
+from supervisor.core import cluster_host, failover_host, ladder
 from supervisor.core.actions import (
     LADDER,
     SNAPSHOT,
@@ -51,6 +51,7 @@ def initial(
         tx.add_unit(policy)
     _resume_stored(tx, stored_units)
     failover_host.init(tx, stored_units)
+    cluster_host.init(tx)
     return tx.freeze(), tx.actions
 
 
@@ -121,6 +122,8 @@ def _handle(tx: Tx, event: Event) -> None:
             failover_host.handle(tx, event)
         case ev.OperatorFailover() | ev.OperatorFailback():
             failover_host.handle(tx, event)
+        case ev.ClusterEvent() | ev.OperatorHandover():
+            cluster_host.handle(tx, event)
         case ev.OperatorPause() | ev.OperatorResume() | ev.OperatorReset():
             ladder.handle(tx, event)
         case ev.SaveFailed(unit):
@@ -159,6 +162,7 @@ def _handle(tx: Tx, event: Event) -> None:
 def _started(tx: Tx) -> None:
     tx.started = True
     failover_host.start(tx)
+    cluster_host.start(tx)
     for name in list(tx.units):
         state = tx.unit(name)
         assert state is not None
@@ -198,6 +202,8 @@ def _timer(tx: Tx, key: ev.TimerKey) -> None:
             ladder.guard_tick(tx)
         case "failover" | "judge":
             failover_host.timer(tx, machine, unit)
+        case "cluster":
+            cluster_host.timer(tx, unit)
         case "flapping":
             expire_flapping(tx, unit)
 
@@ -273,6 +279,7 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
         tx.actions.append(ev.StartChecks(unit))
         tx.log("info", "now supervising", unit=unit)
     failover_host.policies_changed(tx, watched_backups)
+    cluster_host.policies_changed(tx)
     tx.log("info", "policies reloaded", units=len(tx.units))
 
 

@@ -10,7 +10,7 @@ here too.
 from __future__ import annotations
 
 from supervisor.core import actions as ev
-from supervisor.core import failover_host, guard
+from supervisor.core import cluster_host, failover_host, guard
 from supervisor.core.actions import Event
 from supervisor.core.health import Condition, describe
 from supervisor.core.holds import Checked, hold_reason
@@ -93,6 +93,7 @@ def _report(tx: Tx, state: UnitState, report: Report) -> None:
             failover_host.primary_stable(tx, state)
         case Notice.EXHAUSTED:
             failover_host.ladder_exhausted(tx, state, report.detail)
+            cluster_host.exhausted(tx, state, report.detail)
             failover = state.policy.failover
             after = (
                 f"Next: failover to {', '.join(failover.backup)}."

@@ -32,6 +32,9 @@ class AlertKind(enum.Enum):
     FAILBACK_DONE = "failback-done"
     FAILBACK_FAILED = "failback-failed"
     MANUAL_NEEDED = "manual-needed"
+    CLUSTER_TAKEN = "cluster-taken"
+    CLUSTER_FENCED = "cluster-fenced"
+    CLUSTER_RELEASED = "cluster-released"
 
     def numbered(self, rung: str, attempt: int) -> str:  # rung: a Rung (a str)
         """`action:restart#2`: each action and result is news, never a repeat."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.core import failover_host, flapping, ladder
+from supervisor.core import cluster_host, failover_host, flapping, ladder
 from supervisor.core.actions import FLAPPING, GRACE, SNAPSHOT
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
@@ -106,6 +106,7 @@ def _log_transition(
         case Condition.UNHEALTHY if view and unit_condition(view) is Condition.UNHEALTHY:
             tx.log("warning", "unit failed", action="detect", **fields)
             failover_host.primary_failed(tx, state, fields["state"])
+            cluster_host.unhealthy(tx, state, fields["state"])
             tx.history(unit, "health", f"failed: {fields['state']}")
             tx.alert(
                 state,
@@ -119,6 +120,7 @@ def _log_transition(
             failing = ",".join(state.failing_checks())
             tx.log("warning", "unit unhealthy", action="detect", checks=failing, **fields)
             failover_host.primary_failed(tx, state, f"checks {failing}")
+            cluster_host.unhealthy(tx, state, f"checks {failing}")
             tx.history(unit, "health", f"unhealthy: failing checks {failing}")
             messages = "; ".join(
                 f"{check.name}: {result.message}"

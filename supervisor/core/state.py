@@ -29,6 +29,7 @@ from supervisor.core.actions import (
     TimerKey,
 )
 from supervisor.core.alerting import Alert
+from supervisor.core.cluster import ClusterState
 from supervisor.core.failover import FailoverState
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import GuardNotice, GuardState
@@ -48,6 +49,8 @@ class HostState:
     guard: GuardState = field(default_factory=GuardState)
     flaps: Mapping[str, FlapState] = field(default_factory=dict)
     failovers: Mapping[str, FailoverState] = field(default_factory=dict)
+    clusters: Mapping[str, ClusterState] = field(default_factory=dict)
+    """Clustered units' machines (who runs the unit, across hosts)."""
     snapshots: Mapping[str, UnitSnapshot] = field(default_factory=dict)
     """The last systemd snapshot of every watched unit, backups included."""
     timers: Mapping[TimerKey, float] = field(default_factory=dict)
@@ -90,6 +93,7 @@ class Tx:
         self.guard = state.guard
         self.flaps = dict(state.flaps)
         self.failovers = dict(state.failovers)
+        self.clusters = dict(state.clusters)
         self.snapshots = dict(state.snapshots)
         self.timers = dict(state.timers)
         self.waiting = list(state.waiting)
@@ -112,6 +116,7 @@ class Tx:
             guard=self.guard,
             flaps=self.flaps,
             failovers=self.failovers,
+            clusters=self.clusters,
             snapshots=self.snapshots,
             timers=self.timers,
             waiting=tuple(self.waiting),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.core import failover_host
+from supervisor.core import cluster_host, failover_host
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import describe
 from supervisor.core.state import HostState
@@ -49,6 +49,7 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
                 "flapping": state.flaps.get(unit, FlapState()).flapping,
                 "last_event": sup.last_event,
                 "failover": failover_host.status(state.failovers, unit, now),
+                "cluster": cluster_host.status(state.clusters, unit, now),
                 "policy": str(state.loaded.sources.get(unit, "")),
                 "last_known_good": sup.known_good,
                 "checks": [

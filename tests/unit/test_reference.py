@@ -50,6 +50,7 @@ def test_readme_lists_the_holds_in_the_order_the_code_asks_them() -> None:
     assert [rule.name for rule in HOLDS] == [
         "observing",
         "failover",
+        "standby",
         "flapping",
         "state saved",
         "preconditions",
