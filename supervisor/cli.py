@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     socket_flag(failover_cmd)
     failover_cmd.add_argument("unit")
     failover_cmd.add_argument("--to", metavar="BACKUP", help="this backup (default: the first)")
+    failover_cmd.add_argument(
+        "--to-host", metavar="HOST", help="a clustered unit: hand it over to this host"
+    )
 
     failback_cmd = commands.add_parser("failback", help="move a failed-over service back now")
     socket_flag(failback_cmd)
@@ -289,6 +292,8 @@ def _ask(args: argparse.Namespace) -> int:
             code, body = _call(args.socket, "POST", url)
         case "failover":
             to = f"?to={quote(args.to)}" if args.to is not None else ""
+            if args.to_host is not None:
+                to = f"?to_host={quote(args.to_host)}"
             url = f"/v1/units/{quote(args.unit, safe='')}/failover{to}"
             code, body = _call(args.socket, "POST", url)
         case "failback":

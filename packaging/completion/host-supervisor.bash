@@ -68,7 +68,7 @@ _host_supervisor()
         history) flags+=" --socket --since --limit --json" ;;
         pause | failback | reset | reload) flags+=" --socket" ;;
         resume) flags+=" --socket --all" ;;
-        failover) flags+=" --socket --to" ;;
+        failover) flags+=" --socket --to --to-host" ;;
         metrics) flags+=" --socket --reset" ;;
         *) return 0 ;;
     esac

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from supervisor.config import Policy
 from supervisor.core import actions as ev
 from supervisor.core import cluster
 from supervisor.core.actions import CLUSTER, Event
@@ -47,6 +48,15 @@ def spec_for(tx: Tx, unit: str) -> ClusterSpec | None:
         hold_off=section.hold_off,
         release_on=section.release_on,
     )
+
+
+def clustered_units(policies: Mapping[str, Policy]) -> dict[str, float]:
+    """unit -> lease TTL, for every policy with a cluster: section."""
+    return {
+        unit: float(policy.cluster.ttl)
+        for unit, policy in policies.items()
+        if policy.cluster is not None
+    }
 
 
 def init(tx: Tx) -> None:
@@ -103,11 +113,26 @@ def handle(tx: Tx, event: Event) -> None:
         case ev.ClusterEvent(unit, inner):
             feed(tx, unit, inner)
         case ev.OperatorHandover(unit, to_host, caller):
-            if unit not in tx.clusters:
-                tx.actions.append(ev.Answer(f"{unit} is not clustered"))
-                return
-            feed(tx, unit, cluster.Handover(to_host, caller))
-            tx.actions.append(ev.Answer(None))
+            refused = _handover_refused(tx, unit, to_host)
+            if refused is None:
+                feed(tx, unit, cluster.Handover(to_host, caller))
+            else:
+                tx.operator(unit, f"handover to {to_host} refused: {refused}", caller)
+            tx.actions.append(ev.Answer(refused))
+
+
+def _handover_refused(tx: Tx, unit: str, to_host: str) -> str | None:
+    state, spec = tx.clusters.get(unit), spec_for(tx, unit)
+    if state is None or spec is None:
+        return f"{unit} has no cluster: section"
+    if state.role is not Role.HOLDER:
+        holder = state.holder or "nobody"
+        return f"this host ({spec.me}) does not hold {unit}: {holder} does; ask there"
+    if to_host == spec.me:
+        return f"this host ({spec.me}) already holds {unit}"
+    if to_host not in spec.hosts:
+        return f"{to_host} is not in cluster.hosts ({', '.join(spec.hosts)})"
+    return None
 
 
 def timer(tx: Tx, unit: str) -> None:

@@ -84,6 +84,7 @@ class Control(Protocol):
     def resume(self, unit: str | None, caller: str = "") -> bool: ...
     def manual_failover(self, unit: str, to: str | None, caller: str = "") -> str | None: ...
     def manual_failback(self, unit: str, caller: str = "") -> str | None: ...
+    def handover(self, unit: str, to_host: str, caller: str = "") -> str | None: ...
     async def history(
         self, unit: str | None, since: float | None, limit: int
     ) -> list[dict[str, Any]]: ...
@@ -297,11 +298,17 @@ class ControlServer:
     async def _failover(self, request: web.Request, peer: Peer) -> web.Response:
         unit = request.match_info["unit"]
         to = request.query.get("to")
+        to_host = request.query.get("to_host")
         if to is not None and not to:
             return _error(400, "to must name a backup unit")
+        if to_host is not None and (not to_host or to is not None):
+            return _error(400, "to_host must name a host, and goes without to")
         if not self._known(unit):
             return _no_policy(unit)
-        refused = self.daemon.manual_failover(unit, to, caller=peer.caller)
+        if to_host is not None:
+            refused = self.daemon.handover(unit, to_host, caller=peer.caller)
+        else:
+            refused = self.daemon.manual_failover(unit, to, caller=peer.caller)
         if refused is not None:
             return _error(409, refused)
         return await self._stored()

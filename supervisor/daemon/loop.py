@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import signal
 from collections import deque
@@ -23,13 +24,14 @@ from supervisor.config import LoadedConfig, UnitProbe, load_config
 from supervisor.core import actions as act
 from supervisor.core import host
 from supervisor.core.actions import Action, Event
+from supervisor.core.cluster_host import clustered_units
 from supervisor.core.failover_host import backups
 from supervisor.core.state import HostState, Tx
 from supervisor.core.status import status_line, unit_rows
 from supervisor.core.values import UnitSnapshot
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.perform import Performer
-from supervisor.daemon.ports import Ports
+from supervisor.daemon.ports import ClusterPort, Ports
 from supervisor.daemon.probing import JITTER_MAX, Probing
 from supervisor.daemon.timers import Timers
 from supervisor.errors import BusError, ConfigError, SupervisorError
@@ -93,7 +95,9 @@ class Daemon:
             self.metrics,
             self._update_status,
             lambda: ports.notifier.ready(self.status_line()),
+            lambda: self.cluster,
         )
+        self.cluster: ClusterPort | None = None
         self._queue: deque[Event] = deque()
         self._stop = asyncio.Event()
         self._status_pending = False
@@ -163,6 +167,7 @@ class Daemon:
             *(self.performer.watch_backup(b) for b in self._backups() if b not in self.state.units)
         )
         self.feed(act.Started())
+        await self._start_cluster()
         for unit in self.state.units:
             self.probing.start(unit)
         log.info(
@@ -179,6 +184,10 @@ class Daemon:
         await self._stop.wait()
         ports.notifier.stopping()
         self.feed(act.Stopping())
+        if self.cluster is not None:
+            # Clustered units keep running: the lease keeper stops them at the fence
+            # deadline unless this daemon is back first and renews the lease.
+            await self.cluster.close()
         self.timers.cancel_all()
         self.probing.stop_all()
         watchdog.cancel()
@@ -195,6 +204,21 @@ class Daemon:
         )
         await ports.store.aclose(STORE_CLOSE)
         return 0
+
+    async def _start_cluster(self) -> None:
+        config, factory = self.state.loaded.main.cluster, self.ports.cluster
+        if config is None or factory is None:
+            return
+        me = config.host or self.ports.hostname
+        units = clustered_units(self.state.loaded.policies)
+        self.cluster = factory(config, me, units, self.ports.manager, self.feed, clock=self.clock)
+        await self.cluster.start()
+        log.info(
+            "cluster: following etcd",
+            host=me,
+            endpoints=list(config.endpoints),
+            units=sorted(units),
+        )
 
     def _backups(self) -> set[str]:
         return backups(Tx(self.state, self.clock()))
@@ -261,7 +285,15 @@ class Daemon:
             return False
         if loaded.main.log_level != self.state.loaded.main.log_level:
             self.ports.log_level(loaded.main.log_level)
+        if loaded.main.cluster != self.state.loaded.main.cluster:
+            log.warning("the main config's cluster: changed; it takes effect at the next start")
+            loaded = dataclasses.replace(
+                loaded,
+                main=loaded.main.model_copy(update={"cluster": self.state.loaded.main.cluster}),
+            )
         actions = self.feed(act.PoliciesLoaded(loaded))
+        if self.cluster is not None:
+            self.cluster.set_units(clustered_units(loaded.policies))
         added = [a.unit for a in actions if isinstance(a, act.Watch)]
         await asyncio.gather(*(self._watch(unit) for unit in added))
         self.feed(act.ReloadDone(caller))
@@ -288,6 +320,10 @@ class Daemon:
 
     def manual_failover(self, unit: str, to: str | None, caller: str = "") -> str | None:
         return self._ask(act.OperatorFailover(unit, to, caller))
+
+    def handover(self, unit: str, to_host: str, caller: str = "") -> str | None:
+        """Hand a clustered unit this host holds over to `to_host`."""
+        return self._ask(act.OperatorHandover(unit, to_host, caller))
 
     def manual_failback(self, unit: str, caller: str = "") -> str | None:
         return self._ask(act.OperatorFailback(unit, caller))
@@ -335,6 +371,18 @@ class Daemon:
 
     def unit_status(self) -> list[dict[str, object]]:
         rows: list[dict[str, object]] = mask_data(unit_rows(self.state, self.clock()))
+        if self.cluster is not None:
+            views = self.cluster.host_views()
+            for row in rows:
+                section = row.get("cluster")
+                if isinstance(section, dict):
+                    unit = str(row.get("unit"))
+                    section["hosts"] = {
+                        host: (view.get("units") or {}).get(unit) for host, view in views.items()
+                    }
+                    policy = self.state.loaded.policies.get(unit)
+                    listed = policy.cluster.hosts if policy and policy.cluster else ()
+                    section["unregistered"] = [h for h in listed if h not in views]
         return rows
 
     def _update_status(self) -> None:

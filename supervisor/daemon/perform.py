@@ -20,7 +20,7 @@ from supervisor.core.actions import Action, Event
 from supervisor.core.failover import Verb
 from supervisor.core.state import HostState
 from supervisor.daemon.metrics import Metrics
-from supervisor.daemon.ports import Ports
+from supervisor.daemon.ports import ClusterPort, Ports
 from supervisor.daemon.preconditions import failing_precondition
 from supervisor.daemon.probing import Probing
 from supervisor.daemon.timers import Timers
@@ -47,6 +47,7 @@ class Performer:
         metrics: Metrics,
         status_changed: Callable[[], None],
         ready: Callable[[], None],
+        cluster: Callable[[], ClusterPort | None] = lambda: None,
     ) -> None:
         self.ports = ports
         self._state = state
@@ -56,6 +57,7 @@ class Performer:
         self.metrics = metrics
         self._status_changed = status_changed
         self._ready = ready
+        self._cluster = cluster
         self.tasks: set[asyncio.Task[Any]] = set()
 
     def perform(self, actions: list[Action]) -> None:
@@ -110,6 +112,12 @@ class Performer:
                 self._status_changed()
             case act.Ready():
                 self._ready()
+            case act.ClusterAct(unit, step):
+                if (driver := self._cluster()) is not None:
+                    driver.perform(unit, step)
+            case act.ClusterRole():
+                if (driver := self._cluster()) is not None:
+                    driver.role_changed(action)
             case act.Watch() | act.Answer():
                 pass  # read by whoever fed the event (reload, the control socket)
 

@@ -15,6 +15,7 @@ import structlog
 from supervisor.alerts import Alerter
 from supervisor.checks import Prober
 from supervisor.checks.command import CommandRunner
+from supervisor.cluster.driver import ClusterDriver
 from supervisor.config import LoadedConfig, load_config
 from supervisor.core.host import checked_guard_doc, checked_unit_doc
 from supervisor.daemon.control import ControlServer
@@ -86,6 +87,7 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: AsyncStore) 
         clock=time.time,
         hostname=hostname,
         log_level=configure_logging,
+        cluster=ClusterDriver,
     )
 
 

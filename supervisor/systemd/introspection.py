@@ -72,6 +72,7 @@ MANAGER_XML = f"""<!DOCTYPE node PUBLIC "-//freedesktop//DTD D-BUS Object Intros
    <arg type="s" name="mode" direction="in"/>
    <arg type="o" name="job" direction="out"/>
   </method>
+  <method name="Reload"/>
   <method name="ResetFailedUnit">
    <arg type="s" name="name" direction="in"/>
   </method>

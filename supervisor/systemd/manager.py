@@ -374,6 +374,11 @@ class SystemdManager:
         conn = self._require_conn(unit)
         await self._call(conn.manager.call_reset_failed_unit(unit), f"ResetFailedUnit({unit})")
 
+    async def daemon_reload(self) -> None:
+        """Make systemd read unit files and drop-ins again (`systemctl daemon-reload`)."""
+        conn = self._require_conn("the manager")
+        await self._call(conn.manager.call_reload(), "Reload")
+
     # The job timeout is part of the interface (ASYNC109): it bounds the wait for
     # JobRemoved, not the call, and its expiry is reported as JobFailed.
     async def _job(self, verb: str, unit: str, timeout: float) -> str:  # noqa: ASYNC109

@@ -146,6 +146,9 @@ class FakeSystemd:
     async def reload(self, unit: str, timeout: float = 90.0) -> str:  # noqa: ASYNC109
         return await self._job("reload", unit)
 
+    async def daemon_reload(self) -> None:
+        self.timeline.add("systemd daemon-reload")
+
     async def reset_failed(self, unit: str) -> None:
         self._check_bus(unit)
         self.timeline.add(f"systemd reset-failed {unit}")

@@ -1,0 +1,380 @@
+"""The cluster driver: carries the cluster machines' actions out through etcd and
+systemd, and feeds back what etcd says.
+
+One etcd client; one watch of the whole prefix, mirrored in memory, from which each
+clustered unit's `Seen` is made; this host's registration (``PREFIX/hosts/HOST``, bound
+to a lease of its own, holding its view of each unit as JSON); one keepalive loop per
+lease held for a unit; the fence files and drop-ins (`fence.py`). Actions for one unit
+are performed in order (a lock per unit): the fence deadline is written before the
+unit starts.
+
+Keys: ``PREFIX/units/UNIT/leader`` (value: the holder's host name; its create revision
+is the fencing token), ``PREFIX/units/UNIT/handover`` (an operator's named host, for a
+few seconds), ``PREFIX/hosts/HOST``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from supervisor.cluster.fence import FenceFiles, lease_unit
+from supervisor.config.cluster import ClusterConfig
+from supervisor.core import actions as ev
+from supervisor.core import cluster
+from supervisor.errors import BusError, JobFailed
+from supervisor.etcd import EtcdClient, EtcdError, EtcdTLS, KeyValue, WatchCompacted
+
+__all__ = ["ClusterDriver"]
+
+log = structlog.get_logger("host-supervisor")
+
+JOB_TIMEOUT = 90.0
+RETRY_MIN, RETRY_MAX = 1.0, 30.0
+HANDOVER_TTL = 10
+
+
+class Jobs(Protocol):
+    async def start(self, unit: str, timeout: float = 90.0) -> str: ...  # noqa: ASYNC109
+    async def stop(self, unit: str, timeout: float = 90.0) -> str: ...  # noqa: ASYNC109
+    async def reset_failed(self, unit: str) -> None: ...
+    async def daemon_reload(self) -> None: ...
+
+
+class ClusterDriver:
+    """The shell of every clustered unit on this host."""
+
+    def __init__(
+        self,
+        config: ClusterConfig,
+        me: str,
+        units: Mapping[str, float],
+        jobs: Jobs,
+        feed: Callable[[ev.Event], object],
+        fence: FenceFiles | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.me = me
+        self.units = dict(units)  # clustered unit -> its lease TTL
+        self.jobs = jobs
+        self._feed = feed
+        self.fence = fence or FenceFiles()
+        self.clock = clock
+        """The reducer's clock: times fed to the machines are on it."""
+        self.client = EtcdClient(
+            config.endpoints,
+            _tls(config),
+            timeout=config.timeout,
+        )
+        self.prefix = config.prefix
+        self.mirror: dict[str, KeyValue] = {}
+        self.views: dict[str, dict[str, Any]] = {}  # unit -> this host's view, published
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._keepalives: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._main: asyncio.Task[None] | None = None
+        self._host_lease = 0
+        self._published = asyncio.Event()
+        self.error = ""
+
+    # -- keys ----------------------------------------------------------------------------
+
+    def leader_key(self, unit: str) -> str:
+        return f"{self.prefix}units/{unit}/leader"
+
+    def handover_key(self, unit: str) -> str:
+        return f"{self.prefix}units/{unit}/handover"
+
+    def host_key(self, host: str) -> str:
+        return f"{self.prefix}hosts/{host}"
+
+    def alive(self) -> tuple[str, ...]:
+        start = f"{self.prefix}hosts/"
+        return tuple(sorted(k[len(start) :] for k in self.mirror if k.startswith(start)))
+
+    def host_views(self) -> dict[str, Any]:
+        """Each registered host's published view (for `status`)."""
+        start = f"{self.prefix}hosts/"
+        views: dict[str, Any] = {}
+        for key, kv in self.mirror.items():
+            if key.startswith(start):
+                with contextlib.suppress(ValueError):
+                    views[key[len(start) :]] = json.loads(kv.value)
+        return views
+
+    def seen(self, unit: str) -> cluster.Seen:
+        leader = self.mirror.get(self.leader_key(unit))
+        handover = self.mirror.get(self.handover_key(unit))
+        return cluster.Seen(
+            holder=leader.value if leader is not None else None,
+            token=leader.create_revision if leader is not None else 0,
+            lease=leader.lease if leader is not None else 0,
+            alive=self.alive(),
+            handover_to=handover.value if handover is not None else None,
+        )
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Install the fence glue, then follow etcd in the background (retrying)."""
+        try:
+            changed = await asyncio.to_thread(self.fence.install, sorted(self.units))
+            if changed:
+                await self.jobs.daemon_reload()
+        except (OSError, BusError) as exc:
+            # Without the drop-ins PID 1 cannot fence: the units are not started here.
+            log.error("cannot install the cluster drop-ins; clustered units stay stopped",
+                      error=str(exc))
+            self.error = f"cluster drop-ins not installed: {exc}"
+            return
+        self._main = asyncio.create_task(self._follow(), name="cluster:follow")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._main, *self._keepalives.values(), *self._tasks) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.client.close()
+
+    def set_units(self, units: Mapping[str, float]) -> None:
+        """After a reload: the clustered units and their TTLs now."""
+        self.units = dict(units)
+        self._spawn(self._reinstall())
+
+    async def _reinstall(self) -> None:
+        if await asyncio.to_thread(self.fence.install, sorted(self.units)):
+            with contextlib.suppress(BusError):
+                await self.jobs.daemon_reload()
+        for unit in self.units:
+            self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+
+    async def _follow(self) -> None:
+        """Register, read the prefix, watch it; on any failure say so and start over."""
+        delay = RETRY_MIN
+        while True:
+            try:
+                await self._register()
+                revision, kvs = await self.client.get_prefix(self.prefix)
+                self.mirror = {kv.key: kv for kv in kvs}
+                self.error = ""
+                delay = RETRY_MIN
+                for unit in self.units:
+                    self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+                async for event in self.client.watch(self.prefix, revision + 1):
+                    if event.kind == "put":
+                        self.mirror[event.kv.key] = event.kv
+                    else:
+                        self.mirror.pop(event.kv.key, None)
+                    self._changed(event.kv.key)
+                raise EtcdError("the watch ended")
+            except asyncio.CancelledError:
+                raise
+            except WatchCompacted:
+                continue  # read again from now
+            except EtcdError as exc:
+                self.error = str(exc)
+                self._host_lease = 0
+                for unit in self.units:
+                    self._feed(ev.ClusterEvent(unit, cluster.EtcdLost(str(exc))))
+                await asyncio.sleep(delay)
+                delay = min(RETRY_MAX, delay * 2)
+
+    def _changed(self, key: str) -> None:
+        if key.startswith(f"{self.prefix}hosts/"):
+            touched = list(self.units)
+        else:
+            touched = [u for u in self.units if key.startswith(f"{self.prefix}units/{u}/")]
+        for unit in touched:
+            self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+
+    # -- this host's registration --------------------------------------------------------
+
+    async def _register(self) -> None:
+        ttl = int(min(self.units.values(), default=5.0))
+        lease, _ = await self.client.lease_grant(ttl)
+        self._host_lease = lease
+        await self.client.put(self.host_key(self.me), self._view_text(), lease)
+        task = self._keepalives.pop("", None)
+        if task is not None:
+            task.cancel()
+        self._keepalives[""] = asyncio.create_task(self._keep_host(lease, ttl))
+
+    async def _keep_host(self, lease: int, ttl: float) -> None:
+        while True:
+            await asyncio.sleep(ttl / 3)
+            try:
+                if await self.client.lease_keepalive(lease) <= 0:
+                    return  # gone: _follow registers again when it reads
+                if self._published.is_set():
+                    self._published.clear()
+                    await self.client.put(self.host_key(self.me), self._view_text(), lease)
+            except EtcdError as exc:
+                log.debug("host registration not renewed", error=str(exc))
+
+    def _view_text(self) -> str:
+        return json.dumps({"units": self.views, "at": round(time.time(), 3)}, sort_keys=True)
+
+    def role_changed(self, change: ev.ClusterRole) -> None:
+        self.views[change.unit] = {
+            "role": change.role.value,
+            "holder": change.holder,
+            "token": change.token,
+        }
+        lease = self._host_lease
+        if lease:
+            self._spawn(self._publish(lease))
+
+    async def _publish(self, lease: int) -> None:
+        try:
+            await self.client.put(self.host_key(self.me), self._view_text(), lease)
+        except EtcdError:
+            self._published.set()  # the keepalive loop tries again
+
+    # -- actions -------------------------------------------------------------------------
+
+    def perform(self, unit: str, action: cluster.Action) -> None:
+        if isinstance(action, cluster.KeepAlive):
+            self._keep(unit, action)
+        elif isinstance(action, cluster.Drop):
+            task = self._keepalives.pop(unit, None)
+            if task is not None:
+                task.cancel()
+        else:
+            self._spawn(self._in_order(unit, action))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _in_order(self, unit: str, action: cluster.Action) -> None:
+        lock = self._locks.setdefault(unit, asyncio.Lock())
+        async with lock:
+            try:
+                await self._do(unit, action)
+            except Exception:
+                log.exception("cluster action failed", unit=unit, action=type(action).__name__)
+
+    async def _do(self, unit: str, action: cluster.Action) -> None:
+        match action:
+            case cluster.Acquire(ttl):
+                await self._acquire(unit, int(ttl))
+            case cluster.Fence(deadline):
+                # The keeper counts on CLOCK_MONOTONIC: a step of the wall clock after
+                # this cannot move its deadline.
+                monotonic = time.monotonic() + (deadline - self.clock())
+                await asyncio.to_thread(self.fence.deadline, unit, monotonic)
+            case cluster.Start(token):
+                await asyncio.to_thread(self.fence.token, unit, token)
+                await self._job("start", unit)
+            case cluster.Stop(reason):
+                log.info("cluster: stopping the unit", unit=unit, reason=reason)
+                await asyncio.to_thread(self.fence.deadline, unit, 0.0)
+                await self._job("stop", unit)
+                self._feed(ev.ClusterEvent(unit, cluster.Stopped()))
+            case cluster.Release(token, lease, to_host):
+                await self._release(unit, token, lease, to_host)
+
+    async def _job(self, verb: str, unit: str) -> None:
+        try:
+            if verb == "start":
+                with contextlib.suppress(BusError):  # not loaded: nothing to reset
+                    await self.jobs.reset_failed(lease_unit(unit))
+                result = await self.jobs.start(unit, timeout=JOB_TIMEOUT)
+            else:
+                result = await self.jobs.stop(unit, timeout=JOB_TIMEOUT)
+            if result != "done":
+                log.warning(f"cluster {verb} did not complete", unit=unit, result=result)
+        except (BusError, JobFailed) as exc:
+            log.error(f"cluster {verb} failed", unit=unit, error=str(exc))
+
+    async def _acquire(self, unit: str, ttl: int) -> None:
+        sent = self.clock()
+        try:
+            lease, _ = await self.client.lease_grant(ttl)
+        except EtcdError as exc:
+            self._feed(ev.ClusterEvent(unit, cluster.AcquireFailed(str(exc))))
+            return
+        try:
+            ok, _rev, kv = await self.client.create(self.leader_key(unit), self.me, lease)
+        except EtcdError as exc:
+            self._spawn(self._revoke(lease))
+            self._feed(ev.ClusterEvent(unit, cluster.AcquireFailed(str(exc))))
+            return
+        if not ok:
+            self._spawn(self._revoke(lease))
+        holder = kv.value if kv is not None else None
+        token = kv.create_revision if kv is not None else 0
+        self._feed(ev.ClusterEvent(unit, cluster.Acquired(ok, holder, token, lease, sent)))
+
+    async def _revoke(self, lease: int) -> None:
+        with contextlib.suppress(EtcdError):
+            await self.client.lease_revoke(lease)
+
+    async def _release(self, unit: str, token: int, lease: int, to_host: str | None) -> None:
+        try:
+            if to_host is not None:
+                note, _ = await self.client.lease_grant(HANDOVER_TTL)
+                await self.client.put(self.handover_key(unit), to_host, note)
+            await self.client.delete_if_created(self.leader_key(unit), token)
+        except EtcdError as exc:
+            log.warning(
+                "could not free the key; it expires with the lease", unit=unit, error=str(exc)
+            )
+        if lease:
+            await self._revoke(lease)
+
+    def _keep(self, unit: str, action: cluster.KeepAlive) -> None:
+        old = self._keepalives.pop(unit, None)
+        if old is not None:
+            old.cancel()
+        self._keepalives[unit] = asyncio.create_task(
+            self._keep_lease(unit, action.lease, action.ttl), name=f"cluster:lease:{unit}"
+        )
+
+    async def _keep_lease(self, unit: str, lease: int, ttl: float) -> None:
+        """Renew now, then every ttl/3, each answer (or failure) fed to the machine."""
+        loop = asyncio.get_running_loop()
+        every = ttl / 3
+        while True:
+            sent, paced = self.clock(), loop.time()
+            try:
+                async with asyncio.timeout(every):
+                    left = await self.client.lease_keepalive(lease)
+                self._feed(ev.ClusterEvent(unit, cluster.Renewed(sent, float(left))))
+                if left <= 0:
+                    return
+            except (EtcdError, TimeoutError) as exc:
+                why = str(exc) or "no answer within ttl/3"
+                self._feed(ev.ClusterEvent(unit, cluster.RenewFailed(why)))
+            await asyncio.sleep(max(0.0, paced + every - loop.time()))
+
+    # -- status --------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "host": self.me,
+            "endpoint": self.client.endpoint,
+            "error": self.error,
+            "hosts": self.host_views(),
+            "roles": {unit: view.get("role") for unit, view in self.views.items()},
+        }
+
+
+def _tls(config: ClusterConfig) -> EtcdTLS | None:
+    tls = config.tls
+    if tls is None:
+        return None
+    return EtcdTLS(
+        ca=Path(tls.ca) if tls.ca else None,
+        cert=Path(tls.cert) if tls.cert else None,
+        key=Path(tls.key) if tls.key else None,
+    )
