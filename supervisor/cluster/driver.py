@@ -131,8 +131,9 @@ class ClusterDriver:
                 await self.jobs.daemon_reload()
         except (OSError, BusError) as exc:
             # Without the drop-ins PID 1 cannot fence: the units are not started here.
-            log.error("cannot install the cluster drop-ins; clustered units stay stopped",
-                      error=str(exc))
+            log.error(
+                "cannot install the cluster drop-ins; clustered units stay stopped", error=str(exc)
+            )
             self.error = f"cluster drop-ins not installed: {exc}"
             return
         self._main = asyncio.create_task(self._follow(), name="cluster:follow")

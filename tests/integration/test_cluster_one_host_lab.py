@@ -38,7 +38,8 @@ def etcd_unit(data: Path) -> str:
 
 WORK = (
     "[Service]\n"
-    f"ExecStart=/bin/sh -c 'echo $HOST_SUPERVISOR_FENCE_TOKEN > {TOKEN_SEEN}; exec sleep infinity'\n"
+    "ExecStart=/bin/sh -c "
+    f"'echo $HOST_SUPERVISOR_FENCE_TOKEN > {TOKEN_SEEN}; exec sleep infinity'\n"
 )
 
 MAIN = f"""\
