@@ -361,6 +361,30 @@ def _print_status(body: dict[str, object]) -> None:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(header) - 1)]
     for r in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    for u in units:
+        if isinstance(u.get("cluster"), dict):
+            print(_cluster_line(str(u["unit"]), u["cluster"]))
+
+
+def _cluster_line(unit: str, section: dict[str, Any]) -> str:
+    """`db.service: holder here, token 42, lease 3.1s left; db2 standby, db3 never seen`."""
+    role, holder = section.get("role"), section.get("holder")
+    text = f"{unit}: {role} here"
+    if role != "holder":
+        text += f", held by {holder}" if holder else ", held by nobody"
+    if section.get("token"):
+        text += f", token {section['token']}"
+    if section.get("lease_left_s") is not None:
+        text += f", lease {section['lease_left_s']}s left"
+    views = section.get("hosts") or {}
+    others = [f"{h} {v.get('role')}" for h, v in sorted(views.items()) if isinstance(v, dict)]
+    if others:
+        text += "; views: " + ", ".join(others)
+    if section.get("unregistered"):
+        text += "; warning: never registered: " + ", ".join(section["unregistered"])
+    if section.get("etcd_error"):
+        text += f"; etcd: {section['etcd_error']}"
+    return text
 
 
 def _print_history(entries: list[dict[str, object]]) -> None:

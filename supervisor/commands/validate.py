@@ -23,10 +23,13 @@ def validate_command(config_dir: Path, out: TextIO) -> int:
     except ConfigError as exc:
         print(exc, file=out)
         return 1
-    errors = [*loaded.errors, *_unit_issues(loaded)]
+    from supervisor.commands.cluster_check import cluster_issues
+
+    cluster_errors, cluster_warnings = cluster_issues(loaded)
+    errors = [*loaded.errors, *_unit_issues(loaded), *cluster_errors]
     for issue in errors:
         print(issue, file=out)
-    for warning in restore_warnings(loaded):
+    for warning in [*restore_warnings(loaded), *cluster_warnings]:
         print(warning, file=out)
     policies = len(loaded.policies)
     if errors:
