@@ -313,14 +313,14 @@ def _turn_delay(spec: ClusterSpec, state: ClusterState, now: float) -> float | N
         delay += HANDOVER_WAIT
     elif state.handover_to == spec.me:
         delay = 0.0
-    others = [h for h in up if h != spec.me]
-    if state.released_at is not None and others:
+    if state.released_at is not None:  # even alone: a unit given up does not bounce back
         delay = max(delay, state.released_at + spec.hold_off - now)
     return max(0.0, delay)
 
 
 def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> Result:
     """What a host that does not hold the unit makes of the keys."""
+    previous = state.holder
     last = state.holder if state.holder is not None else state.last_holder
     state = replace(
         state,
@@ -340,11 +340,15 @@ def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> 
             Wake(None),
         ]
         return state, actions
-    if state.role is Role.WAITING:
+    was_waiting = state.role is Role.WAITING
+    if was_waiting:
         actions.append(Say("cluster", f"in touch with etcd: {_describe_holder(seen)}"))
         state = _to(state, Role.STANDBY, now)
-        if seen.holder != spec.me:
-            actions.append(Stop("standby: not this host's turn"))
+    if seen.holder is not None and (was_waiting or seen.holder != previous):
+        # Whatever runs here without the key stops (one left running from before).
+        actions.append(Stop(f"standby: {seen.holder} holds it"))
+    elif seen.holder is None and was_waiting:
+        actions.append(Stop("nobody holds it yet: not run here until this host does"))
     if seen.holder is not None:
         return replace(state, try_at=None), [*actions, Wake(None)]
     if state.try_at is not None:
@@ -625,7 +629,7 @@ def _fenced_seen(spec: ClusterSpec, state: ClusterState, event: object, now: flo
         # Our key outlived our fence (a partition that healed): free it for the others.
         state = replace(state, alive=event.alive)
         return state, [Release(event.token, event.lease, None)]
-    state = _to(state, Role.STANDBY, now, try_at=None, released_at=now)
+    state = _to(state, Role.STANDBY, now, try_at=None)
     return _standby(spec, state, event, now)
 
 

@@ -48,6 +48,7 @@ from supervisor.config.values import parse_duration
 from supervisor.daemon import Daemon, DaemonOptions
 from supervisor.daemon.loop import Stored
 from supervisor.daemon.ports import Ports
+from supervisor.testing.fake_cluster import FakeCluster, FakeEtcd
 from supervisor.testing.fakes import (
     FakeAlerts,
     FakeCommands,
@@ -92,6 +93,7 @@ class World:
         self.commands = FakeCommands(self.timeline)
         self.host = FakeHost()
         self.repairs = FakeRepairs(self.systemd, self.timeline)
+        self.etcd = FakeEtcd(self.timeline, self.clock)
         self.config_dir = config_dir
         self.write_config(spec.get("main") or {}, spec.get("policies") or {})
 
@@ -123,10 +125,17 @@ class World:
             clock=self.clock,
             hostname=HOSTNAME,
             log_level=lambda level: self.timeline.add(f"log level: {level}"),
+            cluster=self._cluster,
         )
         options = DaemonOptions(self.config_dir, self.config_dir / "state", Path("/nonexistent"))
         stored = Stored(self.store.load_units(), self.store.load_doc("guard") or {})
         return Daemon(options, loaded, ports, stored)
+
+    def _cluster(
+        self, config: Any, me: str, units: dict[str, float], jobs: Any, feed: Any, **_: Any
+    ) -> FakeCluster:
+        self.etcd.watchers.clear()  # the previous process's watch died with it
+        return FakeCluster(self.etcd, self.systemd, me, units, feed)
 
 
 def _sub(state: str) -> str:
@@ -200,6 +209,13 @@ async def _apply(world: World, daemon: Daemon, raw: dict[str, Any]) -> None:
         world.commands.ok.update(raw["can_recover"])
     elif "restore" in raw:
         world.repairs.restore_ok = raw["restore"] == "working"
+    elif "etcd" in raw:
+        world.timeline.add(f"world: etcd {raw['etcd']}")
+        world.etcd.down = raw["etcd"] == "down"
+    elif "etcd_other" in raw:
+        world.etcd.put_other(raw["etcd_other"]["unit"], raw["etcd_other"]["holder"])
+    elif "etcd_delete" in raw:
+        world.etcd.delete(raw["etcd_delete"], why="deleted by the other host")
     else:
         raise ValueError(f"unknown scenario event {raw!r}")
 
@@ -221,6 +237,9 @@ def _operator(daemon: Daemon, raw: dict[str, Any]) -> str:
         case "failback":
             refused = daemon.manual_failback(unit, by)
             return refused or "ok"
+        case "handover":
+            refused = daemon.handover(unit, raw["to_host"], by)
+            return refused or "ok"
     raise ValueError(f"unknown operator command {verb!r}")
 
 
@@ -235,6 +254,8 @@ def _final(daemon: Daemon, world: World) -> dict[str, Any]:
             entry["flapping"] = True
         if row["failover"] is not None:
             entry["failover"] = row["failover"]
+        if row.get("cluster") is not None:
+            entry["cluster"] = row["cluster"]
         entry["checks"] = {c["name"]: c["state"] for c in row["checks"]}
         units[str(row["unit"])] = entry
     return {

@@ -155,13 +155,19 @@ def test_release_stops_the_unit_before_it_frees_the_key() -> None:
     # A released host leaves the others hold_off before it takes the unit again...
     a.feed(10.5, Seen(None, alive=HOSTS))
     assert a.state.try_at == 10.4 + a.spec.hold_off
-    # ...unless no other host is up to take it.
+    # ...and so even when no other host is up: a unit given up does not bounce back.
     alone = Run(spec("a"))
     alone.hold(token=7, lease=99)
     alone.feed(10.0, Exhausted("3 attempts"))
     alone.feed(10.4, Stopped())
     alone.feed(10.5, Seen(None, alive=("a",)))
-    assert alone.state.try_at == 10.5
+    assert alone.state.try_at == 10.4 + alone.spec.hold_off
+    # A fence is not a release: once the key is gone the host may take it at its turn.
+    fenced = Run(spec("a"))
+    fenced.hold(token=7, lease=99)
+    fenced.feed(10.0, Tick())
+    fenced.feed(12.0, Seen(None, alive=("a",)))
+    assert fenced.state.role is Role.STANDBY and fenced.state.try_at == 12.0
 
 
 def test_unhealthy_releases_only_when_the_policy_says_so() -> None:
