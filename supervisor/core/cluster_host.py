@@ -17,7 +17,6 @@ from supervisor.core import cluster
 from supervisor.core.actions import CLUSTER, Event
 from supervisor.core.cluster import ClusterSpec, ClusterState, Role
 from supervisor.core.notices import AlertKind
-from supervisor.core.recovery import OperatorReset
 from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity
@@ -176,19 +175,11 @@ def feed(tx: Tx, unit: str, event: cluster.Event) -> None:
     if (after.role, after.holder, after.token) != (before.role, before.holder, before.token):
         tx.actions.append(ev.ClusterRole(unit, after.role, after.holder, after.token))
         tx.status_changed()
-    if after.role is Role.HOLDER and before.role is not Role.HOLDER:
-        _fresh_ladder(tx, unit)
 
 
-def _fresh_ladder(tx: Tx, unit: str) -> None:
-    """A host that takes the unit repairs it from the first rung: what its ladder tried
-    the last time it held the unit (up to exhaustion) is forgotten."""
-    from supervisor.core import ladder  # ladder reports exhaustion here: no import cycle
-
-    state = tx.unit(unit)
-    if state is not None and state.recovery.attempts:
-        tx.history(unit, "cluster", "ladder reset: this host holds the unit again")
-        ladder.feed(tx, state, OperatorReset())
+def took(before: ClusterState, after: ClusterState) -> bool:
+    """The step made this host the holder."""
+    return after.role is Role.HOLDER and before.role is not Role.HOLDER
 
 
 def _say(

@@ -26,7 +26,7 @@ from supervisor.core.guard import GuardState
 from supervisor.core.health import Condition
 from supervisor.core.notices import AlertKind
 from supervisor.core.observe import arm_snapshot, expire_flapping, on_result, on_unit_change
-from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Tick
+from supervisor.core.recovery import ActionFinished, OperatorReset, Phase, RecoveryState, Tick
 from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import HostState, Tx
 from supervisor.core.unit import UnitState
@@ -122,8 +122,12 @@ def _handle(tx: Tx, event: Event) -> None:
             failover_host.handle(tx, event)
         case ev.OperatorFailover() | ev.OperatorFailback():
             failover_host.handle(tx, event)
-        case ev.ClusterEvent() | ev.OperatorHandover():
+        case ev.ClusterEvent(unit) | ev.OperatorHandover(unit):
+            before = tx.clusters.get(unit)
             cluster_host.handle(tx, event)
+            after = tx.clusters.get(unit)
+            if before is not None and after is not None and cluster_host.took(before, after):
+                _fresh_ladder(tx, unit)
         case ev.OperatorPause() | ev.OperatorResume() | ev.OperatorReset():
             ladder.handle(tx, event)
         case ev.SaveFailed(unit):
@@ -154,6 +158,15 @@ def _handle(tx: Tx, event: Event) -> None:
             by = f" (by {caller})" if caller else ""
             tx.history(None, "daemon", f"policies reloaded: {len(tx.units)} units{by}")
             tx.actions.append(ev.Ready())
+
+
+def _fresh_ladder(tx: Tx, unit: str) -> None:
+    """A host that takes a clustered unit repairs it from the first rung: what its ladder
+    tried the last time it held the unit (up to exhaustion) is forgotten."""
+    state = tx.unit(unit)
+    if state is not None and state.recovery.attempts:
+        tx.history(unit, "cluster", "ladder reset: this host holds the unit again")
+        ladder.feed(tx, state, OperatorReset())
 
 
 # -- start -------------------------------------------------------------------------------

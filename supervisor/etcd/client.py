@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from supervisor.etcd import wire
+import supervisor.etcd.wire as wire
 from supervisor.etcd.errors import EtcdError, EtcdProtocolError
 from supervisor.etcd.tls import EtcdTLS
 from supervisor.etcd.transport import Transport

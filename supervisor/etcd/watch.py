@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Mapping
 
 import aiohttp
 
-from supervisor.etcd import wire
+import supervisor.etcd.wire as wire
 from supervisor.etcd.errors import EtcdError, EtcdProtocolError, EtcdUnavailable, WatchCompacted
 from supervisor.etcd.transport import API, Transport, describe, first_json
 from supervisor.etcd.wire import GatewayError, Json, WatchEvent, WatchResponse
