@@ -206,17 +206,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def parse_write(body: bytes, query: str) -> tuple[str, int]:
-    """``host`` and ``token`` of a write, from a JSON body or else the query string."""
-    fields: dict[str, Any]
+    """``host`` and ``token`` of a write, from the query string and a JSON body (which
+    wins where both give a field)."""
+    fields: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query).items()}
     if body.strip():
         try:
-            fields = json.loads(body)
+            sent = json.loads(body)
         except ValueError as exc:
             raise ValueError(f"the body is not JSON: {exc}") from None
-        if not isinstance(fields, dict):
+        if not isinstance(sent, dict):
             raise ValueError("the body is not a JSON object")
-    else:
-        fields = {k: v[-1] for k, v in parse_qs(query).items()}
+        fields.update(sent)
     host, token = fields.get("host"), fields.get("token")
     if not isinstance(host, str) or not host:
         raise ValueError("a write needs a host")
@@ -233,13 +233,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--window", type=float, default=DEFAULT_WINDOW)
     args = parser.parse_args(argv)
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # every thread inherits it
     server = WitnessServer((args.listen, args.port), args.window)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serving = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1})
+    serving.start()
     print(f"witness listening on {args.listen}:{args.port}", file=sys.stderr, flush=True)
-    try:
-        server.serve_forever(poll_interval=0.1)
-    finally:
-        server.server_close()
+    signal.sigwait(stop_signals)
+    server.shutdown()
+    serving.join()
+    server.server_close()
     return 0
 
 

@@ -17,7 +17,6 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -61,12 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.token_file is None and read_token(None) is None:
         print(f"no token: set {TOKEN_ENV} or give --token-file", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # No handler: one that sets an Event may deadlock on the Event's own lock if the
+    # signal comes while the loop holds it. Blocked, SIGTERM waits for sigtimedwait.
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     last = ""
     due = time.monotonic()
-    while not stop.is_set():
+    while True:
         token = read_token(args.token_file)
         outcome = (
             "no token" if token is None else write(args.witness, args.host, token, args.timeout)
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.host} token {token}: {outcome}", file=sys.stderr, flush=True)
             last = kind
         due = max(due + args.period, time.monotonic())
-        stop.wait(due - time.monotonic())
+        if signal.sigtimedwait(stop_signals, max(0.0, due - time.monotonic())) is not None:
+            break
     print(f"{args.host}: stopped", file=sys.stderr, flush=True)
     return 0
 

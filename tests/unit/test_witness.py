@@ -67,6 +67,8 @@ def test_writes_further_apart_than_the_window_do_not_overlap() -> None:
     [
         (b'{"host": "h", "token": 3, "t": 1.5}', "", ("h", 3)),
         (b"", "host=h&token=12", ("h", 12)),
+        (b"{}", "host=h&token=-1", ("h", -1)),
+        (b'{"token": 4}', "host=h&token=1", ("h", 4)),
     ],
 )
 def test_parse_write(body: bytes, query: str, expected: tuple[str, int]) -> None:
