@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -21,12 +22,22 @@ pytestmark = pytest.mark.lab
 SLEEPER = "[Service]\nExecStart=/bin/sleep infinity\n"
 
 
-def _alive(pid: int) -> bool:
+def _started(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), None if there is no such process."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(")") + 2 :].split()[19])
+
+
+def _identities(pids: list[int]) -> list[tuple[int, int | None]]:
+    return [(pid, _started(pid)) for pid in pids]
+
+
+def _still_alive(identities: list[tuple[int, int | None]]) -> list[int]:
+    """The processes of ``identities`` still running (a reused PID is another process)."""
+    return [pid for pid, start in identities if start is not None and _started(pid) == start]
 
 
 def _cgroup_dirs(name: str) -> list[str]:
@@ -46,12 +57,12 @@ def cluster() -> Iterator[ClusterLab]:
         lab.start_etcd()
         yield lab
     finally:
-        hub = lab.hub.pid if lab.hub.running else None
-        pids = [pid for h in lab.alive() for pid in lab.lab(h).processes()]
+        hub = _identities([lab.hub.pid] if lab.hub.running else [])
+        pids = _identities([pid for h in lab.alive() for pid in lab.lab(h).processes()])
         names = [lab.lab(h).shared_dir.name for h in lab.alive()]
         lab.poweroff()
-    assert hub is None or not _alive(hub)
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert _still_alive(hub) == []
+    assert _still_alive(pids) == []
     assert [d for name in names for d in _cgroup_dirs(name)] == []
 
 
@@ -231,11 +242,12 @@ def test_two_clients_at_once_are_an_overlap(cluster: ClusterLab, witness: Witnes
     assert report["writes_by_host"][a] >= 10
     assert report["writes_by_host"][b] >= 10
     assert report["rejected_stale_by_host"][a] > 0  # once b's token 2 was seen
-    assert report["overlaps"], report
-    longest = max(report["overlaps"], key=lambda o: o["duration"])
-    assert longest["hosts"] == [a, b]
-    assert longest["tokens"] == {a: [1], b: [2]}
-    assert longest["duration"] > 0.3
+    overlaps = report["overlaps"]
+    assert overlaps, report
+    assert all(o["hosts"] == [a, b] and o["tokens"] == {a: [1], b: [2]} for o in overlaps)
+    # one episode from the second start to the first stop, unless a stall of more than
+    # the window (a loaded machine) split it
+    assert sum(o["writes"] for o in overlaps) >= 10
 
 
 def test_a_client_outlives_a_partition(cluster: ClusterLab, witness: WitnessHandle) -> None:
@@ -272,13 +284,13 @@ def test_killing_a_host_leaves_nothing_of_it_and_the_others_keep_quorum(
 ) -> None:
     dead = cluster.hosts[0]
     lab = cluster.lab(dead)
-    pids = lab.processes()
+    pids = _identities(lab.processes())
     cgroup_name = lab.shared_dir.name
     assert pids
     cluster.kill_host(dead)
     assert not lab.running
     assert lab.processes() == []
-    assert [pid for pid in pids if _alive(pid)] == []
+    assert _still_alive(pids) == []
     assert _cgroup_dirs(cgroup_name) == []
     assert cluster.alive() == list(cluster.hosts[1:])
     assert not cluster.hub.has_port(cluster.port(dead))
