@@ -37,7 +37,10 @@ __all__ = ["ClusterDriver"]
 log = structlog.get_logger("host-supervisor")
 
 JOB_TIMEOUT = 90.0
-RETRY_MIN, RETRY_MAX = 1.0, 30.0
+RETRY_MIN, RETRY_MAX = 0.5, 5.0
+RESYNC = 1.0
+RENEW_RETRY = 0.1
+"""How often the keys are read to check the watch, and how long it may lag a read."""
 HANDOVER_TTL = 10
 
 
@@ -84,6 +87,7 @@ class ClusterDriver:
         self._host_lease = 0
         self._published = asyncio.Event()
         self.error = ""
+        self._reached = False  # etcd answered once since the start
 
     # -- keys ----------------------------------------------------------------------------
 
@@ -163,30 +167,77 @@ class ClusterDriver:
         while True:
             try:
                 await self._register()
-                revision, kvs = await self.client.get_prefix(self.prefix)
-                self.mirror = {kv.key: kv for kv in kvs}
-                self.error = ""
+                revision = await self._read()
                 delay = RETRY_MIN
-                for unit in self.units:
-                    self._feed(ev.ClusterEvent(unit, self.seen(unit)))
-                async for event in self.client.watch(self.prefix, revision + 1):
-                    if event.kind == "put":
-                        self.mirror[event.kv.key] = event.kv
-                    else:
-                        self.mirror.pop(event.kv.key, None)
-                    self._changed(event.kv.key)
-                raise EtcdError("the watch ended")
+                watcher = asyncio.create_task(self._watch(revision), name="cluster:watch")
+                try:
+                    await self._check_watch(watcher)
+                finally:
+                    watcher.cancel()
+                    await asyncio.gather(watcher, return_exceptions=True)
+                log.warning(
+                    "cluster: the etcd watch fell behind a read of the keys; watching again"
+                )
             except asyncio.CancelledError:
                 raise
             except WatchCompacted:
                 continue  # read again from now
             except EtcdError as exc:
+                if not self.error:
+                    first = not self._reached
+                    (log.error if first else log.warning)(
+                        "etcd unreachable: clustered units are not started here"
+                        if first
+                        else "lost touch with etcd; trying again",
+                        endpoints=list(self.config.endpoints),
+                        error=str(exc),
+                    )
                 self.error = str(exc)
                 self._host_lease = 0
                 for unit in self.units:
                     self._feed(ev.ClusterEvent(unit, cluster.EtcdLost(str(exc))))
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
+
+    async def _read(self) -> int:
+        """The prefix as it is now, fed to every machine; its revision."""
+        revision, kvs = await self.client.get_prefix(self.prefix)
+        if self.error:
+            log.info("etcd reachable again", endpoint=self.client.endpoint)
+        self.mirror = {kv.key: kv for kv in kvs}
+        self.error = ""
+        self._reached = True
+        for unit in self.units:
+            self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+        return revision
+
+    async def _watch(self, revision: int) -> None:
+        async for event in self.client.watch(self.prefix, revision + 1):
+            if event.kind == "put":
+                self.mirror[event.kv.key] = event.kv
+            else:
+                self.mirror.pop(event.kv.key, None)
+            self._changed(event.kv.key)
+        raise EtcdError("the watch ended")
+
+    async def _check_watch(self, watcher: asyncio.Task[None]) -> None:
+        """Read the keys every RESYNC seconds; return once a read has shown for RESYNC
+        what the watch did not tell (its member went away without closing the stream:
+        nothing else would notice), raise what the watch raised."""
+        loop = asyncio.get_running_loop()
+        behind_since: float | None = None
+        while True:
+            done, _ = await asyncio.wait({watcher}, timeout=RESYNC)
+            if done:
+                watcher.result()
+            _, kvs = await self.client.get_prefix(self.prefix)
+            fresh = {kv.key: kv.mod_revision for kv in kvs}
+            if fresh == {key: kv.mod_revision for key, kv in self.mirror.items()}:
+                behind_since = None
+            elif behind_since is None:
+                behind_since = loop.time()
+            elif loop.time() - behind_since >= RESYNC:
+                return
 
     def _changed(self, key: str) -> None:
         if key.startswith(f"{self.prefix}hosts/"):
@@ -213,7 +264,9 @@ class ClusterDriver:
             await asyncio.sleep(ttl / 3)
             try:
                 if await self.client.lease_keepalive(lease) <= 0:
-                    return  # gone: _follow registers again when it reads
+                    lease, _ = await self.client.lease_grant(int(ttl))  # expired: again
+                    self._host_lease = lease
+                    self._published.set()
                 if self._published.is_set():
                     self._published.clear()
                     await self.client.put(self.host_key(self.me), self._view_text(), lease)
@@ -342,21 +395,27 @@ class ClusterDriver:
         )
 
     async def _keep_lease(self, unit: str, lease: int, ttl: float) -> None:
-        """Renew now, then every ttl/3, each answer (or failure) fed to the machine."""
+        """Renew now, then every ttl/3, each answer (or failure) fed to the machine. A
+        renewal waits at most ttl/6 (a member without a leader holds requests until there
+        is one) and a failed one is tried again at once (every RENEW_RETRY): an etcd
+        leader election takes a second or two, and the fence deadline is ttl - margin
+        after the last renewal acknowledged."""
         loop = asyncio.get_running_loop()
         every = ttl / 3
+        patience = min(self.config.timeout, ttl / 6)
         while True:
             sent, paced = self.clock(), loop.time()
             try:
-                async with asyncio.timeout(every):
+                async with asyncio.timeout(patience):
                     left = await self.client.lease_keepalive(lease)
                 self._feed(ev.ClusterEvent(unit, cluster.Renewed(sent, float(left))))
                 if left <= 0:
                     return
+                await asyncio.sleep(max(0.0, paced + every - loop.time()))
             except (EtcdError, TimeoutError) as exc:
-                why = str(exc) or "no answer within ttl/3"
+                why = str(exc) or f"no answer within {patience:.2f}s"
                 self._feed(ev.ClusterEvent(unit, cluster.RenewFailed(why)))
-            await asyncio.sleep(max(0.0, paced + every - loop.time()))
+                await asyncio.sleep(max(0.0, paced + RENEW_RETRY - loop.time()))
 
     # -- status --------------------------------------------------------------------------
 

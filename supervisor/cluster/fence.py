@@ -38,11 +38,12 @@ DROPIN = "50-host-supervisor-cluster.conf"
 KEEPER_WATCHDOG = 1.0
 """The keeper's WatchdogSec=: it pings every 0.1 s while the lease is fresh."""
 
-_PLAIN = re.compile(r"[A-Za-z0-9:_.-]")
+_PLAIN = re.compile(r"[A-Za-z0-9:_.]")
 
 
 def escape(name: str) -> str:
-    """A unit name as a template instance (systemd-escape's rules for other bytes)."""
+    """A unit name as a template instance, as systemd-escape writes it: "-" is "\\x2d",
+    since %I reads a plain "-" as "/"."""
     return "".join(
         c if _PLAIN.fullmatch(c) else "".join(f"\\x{b:02x}" for b in c.encode()) for c in name
     )

@@ -329,9 +329,10 @@ class ClusterLab:
         """The host whose member is the raft leader, as the connected members see it (of
         two that say so, the one of the higher term: the other has not heard yet)."""
         leaders = [
-            (int(status["raftTerm"]), host)
+            (int(status.get("raftTerm", 0)), host)
             for host, status in self.etcd_status().items()
-            if status["leader"] == status["header"]["member_id"]
+            # etcd's JSON leaves zero out: a member without a leader has no "leader"
+            if status.get("leader") and status["leader"] == status["header"]["member_id"]
         ]
         if not leaders:
             raise LabError("no etcd member says it is the leader")
@@ -340,6 +341,7 @@ class ClusterLab:
     def kill_etcd_leader(self) -> str:
         """SIGKILL the leader's etcd (systemd restarts it 3 s later); returns the
         host it ran on."""
+        self.wait_etcd_healthy()  # a member killed earlier may still be rejoining
         leader = self.etcd_leader()
         self.lab(leader).systemctl("kill", "--signal=SIGKILL", ETCD_UNIT)
         return leader

@@ -33,6 +33,7 @@ def client_unit(
     token: int | None = None,
     token_file: str | None = None,
     host: str | None = None,
+    log: str | None = None,
     extra: str = "",
 ) -> str:
     """``witness-client.service``: the token from ``token`` (as the environment the daemon
@@ -42,6 +43,8 @@ def client_unit(
         argv.append(f"--token-file {token_file}")
     if host is not None:
         argv.append(f"--host {host}")
+    if log is not None:
+        argv.append(f"--log {log}")
     env = f"Environment={TOKEN_ENV}={token}\n" if token is not None else ""
     return f"""\
 [Unit]

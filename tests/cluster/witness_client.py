@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", help=f"read the token here, not from ${TOKEN_ENV}")
     parser.add_argument("--period", type=float, default=0.05)
     parser.add_argument("--timeout", type=float, default=0.2)
+    parser.add_argument(
+        "--log", help="append 'TIME TOKEN' per write here (what ran when, seen from the host)"
+    )
     args = parser.parse_args(argv)
     if args.token_file is None and read_token(None) is None:
         print(f"no token: set {TOKEN_ENV} or give --token-file", file=sys.stderr)
@@ -68,9 +71,13 @@ def main(argv: list[str] | None = None) -> int:
     due = time.monotonic()
     while True:
         token = read_token(args.token_file)
+        at = time.time()  # alive now, whatever the write's fate
         outcome = (
             "no token" if token is None else write(args.witness, args.host, token, args.timeout)
         )
+        if args.log and token is not None:
+            with open(args.log, "a") as log:
+                log.write(f"{at:.3f} {token}\n")
         kind = outcome.split(":", 1)[0]
         if kind != last:  # log changes only: twenty writes a second
             print(f"{args.host} token {token}: {outcome}", file=sys.stderr, flush=True)
