@@ -128,11 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  #{number} {kind}: HARNESS FAILED: {exc}")
                 traceback.print_exc(limit=3)
                 if rig is not None:
+                    if args.keep_logs is not None:
+                        rig.dump(args.keep_logs / "failed", f"{number}-{kind}")
                     rig.poweroff()
                 rig = None
                 continue
             results.append(outcome)
             took = time.monotonic() - started
+            wrong = outcome.overlaps or outcome.stale_accepted
+            if wrong and args.keep_logs is not None:
+                rig.dump(args.keep_logs / "failed", f"{number}-{kind}")
             print(
                 f"  #{number} {kind} ({took:.0f}s): {outcome.old}#{outcome.old_token} -> "
                 f"{outcome.new}#{outcome.new_token} takeover {fmt(outcome.takeover_s)}s "

@@ -178,6 +178,27 @@ class Rig:
         lab.run(*daemon_cli(), "failover", CLIENT_UNIT, "--to-host", "host-a", "--socket", SOCKET)
         self.wait(lambda: (h := self.holder()) is not None and h[0] == "host-a", 30, "the handover")
 
+    def dump(self, directory: Path, label: str) -> None:
+        """Each live host's journal (daemon, unit, keeper, etcd) into `directory`, for a
+        trial that went wrong."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for host in HOSTS:
+            if host in self.dead:
+                continue
+            with contextlib.suppress(Exception):
+                out = self.cluster.run(
+                    host,
+                    "journalctl",
+                    "--no-pager",
+                    "-o",
+                    "short-precise",
+                    check=False,
+                    timeout=60,
+                ).stdout
+                (directory / f"{label}-{host}.journal").write_text(out)
+        for log in self.logs.glob("*.log"):
+            (directory / f"{label}-{log.name}").write_bytes(log.read_bytes())
+
     def _sigcont(self, host: str) -> None:
         """Continue the daemon, unless its watchdog (WatchdogSec=) had systemd kill it
         meanwhile and start a new one: then there is nothing stopped to continue."""
