@@ -79,6 +79,7 @@ class ClusterDriver:
         )
         self.prefix = config.prefix
         self.mirror: dict[str, KeyValue] = {}
+        self.revision = 0  # of the mirror: the last read or watch event
         self.views: dict[str, dict[str, Any]] = {}  # unit -> this host's view, published
         self._locks: dict[str, asyncio.Lock] = {}
         self._keepalives: dict[str, asyncio.Task[None]] = {}
@@ -123,6 +124,7 @@ class ClusterDriver:
             lease=leader.lease if leader is not None else 0,
             alive=self.alive(),
             handover_to=handover.value if handover is not None else None,
+            revision=self.revision,
         )
 
     # -- life cycle ----------------------------------------------------------------------
@@ -202,6 +204,7 @@ class ClusterDriver:
     async def _read(self) -> int:
         """The prefix as it is now, fed to every machine; its revision."""
         revision, kvs = await self.client.get_prefix(self.prefix)
+        self.revision = revision
         if self.error:
             log.info("etcd reachable again", endpoint=self.client.endpoint)
         self.mirror = {kv.key: kv for kv in kvs}
@@ -213,6 +216,7 @@ class ClusterDriver:
 
     async def _watch(self, revision: int) -> None:
         async for event in self.client.watch(self.prefix, revision + 1):
+            self.revision = max(self.revision, event.revision)
             if event.kind == "put":
                 self.mirror[event.kv.key] = event.kv
             else:
@@ -295,7 +299,12 @@ class ClusterDriver:
     # -- actions -------------------------------------------------------------------------
 
     def perform(self, unit: str, action: cluster.Action) -> None:
-        if isinstance(action, cluster.KeepAlive):
+        if isinstance(action, cluster.Fence):
+            # At once, never behind a unit's job: a stop or start that takes long must
+            # not let the keeper's deadline pass. /run is a tmpfs: this does not wait on
+            # a disk, and it is written before the start queued after it.
+            self._fence_now(unit, action.deadline)
+        elif isinstance(action, cluster.KeepAlive):
             self._keep(unit, action)
         elif isinstance(action, cluster.Drop):
             task = self._keepalives.pop(unit, None)
@@ -321,11 +330,6 @@ class ClusterDriver:
         match action:
             case cluster.Acquire(ttl):
                 await self._acquire(unit, int(ttl))
-            case cluster.Fence(deadline):
-                # The keeper counts on CLOCK_MONOTONIC: a step of the wall clock after
-                # this cannot move its deadline.
-                monotonic = time.monotonic() + (deadline - self.clock())
-                await asyncio.to_thread(self.fence.deadline, unit, monotonic)
             case cluster.Start(token):
                 await asyncio.to_thread(self.fence.token, unit, token)
                 await self._job("start", unit)
@@ -336,6 +340,19 @@ class ClusterDriver:
                 self._feed(ev.ClusterEvent(unit, cluster.Stopped()))
             case cluster.Release(token, lease, to_host):
                 await self._release(unit, token, lease, to_host)
+
+    def _fence_now(self, unit: str, deadline: float) -> None:
+        # The keeper counts on CLOCK_MONOTONIC: a step of the wall clock after this
+        # cannot move its deadline.
+        monotonic = time.monotonic() + (deadline - self.clock())
+        try:
+            self.fence.deadline(unit, monotonic)
+        except OSError as exc:
+            log.error(
+                "cannot write the fence deadline; the keeper will stop the unit",
+                unit=unit,
+                error=str(exc),
+            )
 
     async def _job(self, verb: str, unit: str) -> None:
         try:
@@ -358,7 +375,7 @@ class ClusterDriver:
             self._feed(ev.ClusterEvent(unit, cluster.AcquireFailed(str(exc))))
             return
         try:
-            ok, _rev, kv = await self.client.create(self.leader_key(unit), self.me, lease)
+            ok, revision, kv = await self.client.create(self.leader_key(unit), self.me, lease)
         except EtcdError as exc:
             self._spawn(self._revoke(lease))
             self._feed(ev.ClusterEvent(unit, cluster.AcquireFailed(str(exc))))
@@ -367,7 +384,8 @@ class ClusterDriver:
             self._spawn(self._revoke(lease))
         holder = kv.value if kv is not None else None
         token = kv.create_revision if kv is not None else 0
-        self._feed(ev.ClusterEvent(unit, cluster.Acquired(ok, holder, token, lease, sent)))
+        acquired = cluster.Acquired(ok, holder, token, lease, sent, revision)
+        self._feed(ev.ClusterEvent(unit, acquired))
 
     async def _revoke(self, lease: int) -> None:
         with contextlib.suppress(EtcdError):

@@ -520,10 +520,14 @@ for _rule in RULES:
 
 def step(spec: ClusterSpec, state: ClusterState, event: Event, now: float) -> Result:
     """Decide what `event` at `now` changes: the new state and the actions to perform."""
+    seen_at = getattr(event, "revision", 0)
+    if isinstance(event, Seen) and seen_at and seen_at < state.revision:
+        return state, []  # read before what the machine already acted on: stale
     rule = _TABLE.get((state.role, type(event)))
     if rule is None:
-        return state, []
-    return rule.handler(spec, state, event, now)
+        return replace(state, revision=max(state.revision, seen_at)), []
+    new, actions = rule.handler(spec, state, event, now)
+    return replace(new, revision=max(new.revision, seen_at)), actions
 
 
 def render_table(width: int = 100) -> str:

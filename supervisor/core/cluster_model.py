@@ -77,6 +77,8 @@ class ClusterState:
     try_at: float | None = None
     """When a standby tries to take the free key."""
     etcd_error: str = ""
+    revision: int = 0
+    """The newest etcd revision the machine has heard of (views older are stale)."""
 
 
 # -- events ------------------------------------------------------------------------------
@@ -91,6 +93,9 @@ class Seen:
     lease: int = 0
     alive: tuple[str, ...] = ()
     handover_to: str | None = None
+    revision: int = 0
+    """etcd's revision this view is of (0: unknown); an older view than one the machine
+    has acted on is stale and ignored."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,8 @@ class Acquired:
     token: int
     lease: int
     sent_at: float
+    revision: int = 0
+    """The transaction's revision."""
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from supervisor.core.guard import GuardState
 from supervisor.core.health import Condition
 from supervisor.core.notices import AlertKind
 from supervisor.core.observe import arm_snapshot, expire_flapping, on_result, on_unit_change
-from supervisor.core.recovery import ActionFinished, OperatorReset, Phase, RecoveryState, Tick
+from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Tick
 from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import HostState, Tx
 from supervisor.core.unit import UnitState
@@ -164,9 +164,15 @@ def _fresh_ladder(tx: Tx, unit: str) -> None:
     """A host that takes a clustered unit repairs it from the first rung: what its ladder
     tried the last time it held the unit (up to exhaustion) is forgotten."""
     state = tx.unit(unit)
-    if state is not None and state.recovery.attempts:
+    if state is None:
+        return
+    recovery = state.recovery
+    if recovery.attempts or recovery.phase is not Phase.IDLE:
+        # Fresh, not reset: a reset of a unit seen failed would restart it at once,
+        # beside the start the cluster machine asked for; the start's outcome is judged.
+        state.recovery = RecoveryState()
+        tx.set_timer((LADDER, unit), None)
         tx.history(unit, "cluster", "ladder reset: this host holds the unit again")
-        ladder.feed(tx, state, OperatorReset())
 
 
 # -- start -------------------------------------------------------------------------------

@@ -111,9 +111,10 @@ class FakeCluster:
 
     def _seen(self, unit: str) -> cluster.Seen:
         found = self.etcd.keys.get(unit)
+        revision = self.etcd.revision
         if found is None:
-            return cluster.Seen(None, alive=(self.me,))
-        return cluster.Seen(found[0], found[1], found[2], alive=(self.me,))
+            return cluster.Seen(None, alive=(self.me,), revision=revision)
+        return cluster.Seen(found[0], found[1], found[2], alive=(self.me,), revision=revision)
 
     def _on_change(self, unit: str) -> None:
         if unit in self.units and not self.etcd.down:
@@ -178,7 +179,9 @@ class FakeCluster:
                 ok, holder, token = self.etcd.create(unit, self.me, lease)
                 if not ok:
                     self.etcd.revoke(lease)
-                event = cluster.Acquired(ok, holder, token, lease if ok else 0, sent)
+                event = cluster.Acquired(
+                    ok, holder, token, lease if ok else 0, sent, self.etcd.revision
+                )
                 self._feed(ev.ClusterEvent(unit, event))
             case cluster.Start(token):
                 timeline.add(f"cluster: start {unit} with token {token}")

@@ -276,3 +276,19 @@ def test_unknown_events_in_a_role_change_nothing() -> None:
 
 def test_the_readme_shows_the_table_the_machine_runs() -> None:
     assert cluster.render_table().strip() in README.read_text()
+
+
+def test_a_view_older_than_the_transaction_is_stale_and_ignored() -> None:
+    """Found in the lab: a read made before our create arrived after it, and the new
+    holder fenced itself on 'nobody holds the key'."""
+    c = Run(spec("c"))
+    c.feed(0.0, Seen(None, alive=HOSTS, revision=180))
+    c.feed(c.state.try_at or 0.0, Tick())
+    c.feed(2.0, Acquired(True, "c", 195, 77, 2.0, revision=195))
+    assert c.state.role is Role.HOLDER
+    assert c.feed(2.01, Seen(None, alive=HOSTS, revision=190)) == []
+    assert c.state.role is Role.HOLDER
+    c.feed(2.02, Seen("c", token=195, lease=77, alive=HOSTS, revision=195))
+    assert c.state.role is Role.HOLDER
+    c.feed(3.0, Seen("a", token=200, alive=HOSTS, revision=200))  # a newer view: fence
+    assert c.state.role is Role.FENCED
