@@ -209,6 +209,14 @@ class Daemon:
         config, factory = self.state.loaded.main.cluster, self.ports.cluster
         if config is None or factory is None:
             return
+        if self.options.dry_run:
+            # Taking a key would keep the unit from the hosts that act: a dry run never
+            # joins the election, and starts or stops nothing.
+            log.warning(
+                "dry run: this host takes no part in the election for clustered units",
+                endpoints=list(config.endpoints),
+            )
+            return
         me = config.host or self.ports.hostname
         units = clustered_units(self.state.loaded.policies)
         self.cluster = factory(config, me, units, self.ports.manager, self.feed, clock=self.clock)
