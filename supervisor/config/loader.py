@@ -35,6 +35,7 @@ from supervisor.config.documents import (
     position,
     read_document,
 )
+from supervisor.config.http import http_tls_problems
 from supervisor.config.main import MainConfig
 from supervisor.config.policy import Policy
 from supervisor.config.trust import path_refusal
@@ -92,7 +93,11 @@ def load_config(config_dir: Path) -> LoadedConfig:
     main, main_doc, main_ok = _guarded(config_dir / MAIN_FILE, issues, failed, _load_main)
     channels = set(main.alerts.channels) if main is not None else None
     if main is not None:
-        apprise_issues = _check_channels(main, main_doc) + _check_cluster_tls(main, main_doc)
+        apprise_issues = (
+            _check_channels(main, main_doc)
+            + _check_cluster_tls(main, main_doc)
+            + _check_http_tls(main, main_doc)
+        )
         issues.extend(apprise_issues)
         main_ok = main_ok and not apprise_issues
     if main is None or not main_ok:
@@ -305,6 +310,18 @@ def _check_cluster_tls(main: MainConfig, doc: Document | None) -> list[ConfigIss
     issues: list[ConfigIssue] = []
     for name, message in tls_problems(main.cluster.tls):
         loc: Loc = ("cluster", "tls", name)
+        line, col = position(find_node(doc.node, loc))
+        issues.append(ConfigIssue(doc.path, line, col, message, format_path(loc)))
+    return issues
+
+
+def _check_http_tls(main: MainConfig, doc: Document | None) -> list[ConfigIssue]:
+    """The listener's certificate or key that cannot be used: one error naming the file."""
+    if main.http.tls is None or doc is None:
+        return []
+    issues: list[ConfigIssue] = []
+    for name, message in http_tls_problems(main.http.tls):
+        loc: Loc = ("http", "tls", name)
         line, col = position(find_node(doc.node, loc))
         issues.append(ConfigIssue(doc.path, line, col, message, format_path(loc)))
     return issues

@@ -1,5 +1,5 @@
 """host-supervisor.yaml, the main config: what is global to the host (alert channels,
-the guard's limits, probe limits, the control socket, logging).
+the guard's limits, probe limits, the control socket, the HTTP listener, logging).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pydantic import (
 )
 
 from supervisor.config.cluster import ClusterConfig
+from supervisor.config.http import HttpConfig, NodeExporterConfig
 from supervisor.config.types import (
     DEFAULT_PROTECTED,
     FrozenModel,
@@ -256,6 +257,17 @@ class MainConfig(FrozenModel):
         default=None,
         description="etcd, for policies with a cluster: section. Default: no cluster.",
         examples=[{"endpoints": ["https://10.0.0.1:2379"], "host": "db1"}],
+    )
+    http: HttpConfig = Field(
+        default_factory=HttpConfig,
+        description="The HTTP listener for /metrics and the status page. Default: none.",
+        examples=[{"listen": "127.0.0.1:9810"}],
+    )
+    node_exporter: NodeExporterConfig | None = Field(
+        default=None,
+        description="Write the metrics to a file for node_exporter's textfile collector. "
+        "Default: no file.",
+        examples=[{"textfile": "/var/lib/node_exporter/textfile_collector/host-supervisor.prom"}],
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info",
