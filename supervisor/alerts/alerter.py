@@ -33,7 +33,12 @@ from supervisor.core.alerting import (
 )
 from supervisor.secrets import Redactor, mask, remember
 
-__all__ = ["Alerter"]
+__all__ = ["OUTCOMES", "Alerter"]
+
+OUTCOMES = ("sent", "failed", "spooled", "dropped")
+"""What became of alert messages, as `Alerter.delivery_counts` counts them: delivered;
+a delivery attempt failed; written to the spool for later; dropped (spool full, or
+neither delivered nor spooled at stop)."""
 
 log = structlog.get_logger("host-supervisor")
 
@@ -79,6 +84,9 @@ class Alerter:
         for channel in config.channels.values():
             remember(channel.url)  # masked in every output, wherever it might show
         self._min_severity = {name: ch.min_severity for name, ch in self._channels.items()}
+        self._counts: dict[str, dict[str, int]] = {
+            name: dict.fromkeys(OUTCOMES, 0) for name in self._channels
+        }
         self._timer: asyncio.TimerHandle | None = None
         self._loaded = False
         self._load_lock = asyncio.Lock()
@@ -90,6 +98,16 @@ class Alerter:
     def channels(self) -> tuple[str, ...]:
         """Every configured channel's name (host-wide alerts go to all of them)."""
         return tuple(self._channels)
+
+    def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """Messages by channel and outcome (see `OUTCOMES`) since the daemon started."""
+        counts = {name: dict(by_outcome) for name, by_outcome in self._counts.items()}
+        for name, channel in self._channels.items():
+            counts[name]["dropped"] += channel.spool.dropped_total
+        return counts
+
+    def _count(self, channel: Channel, outcome: str, n: int = 1) -> None:
+        self._counts[channel.name][outcome] += n
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -125,6 +143,7 @@ class Alerter:
             if channel.queue:
                 self._persist(channel)
             if channel.queue:
+                self._count(channel, "dropped", len(channel.queue))
                 log.error(
                     "alerts lost: neither delivered nor spooled",
                     channel=channel.name,
@@ -420,8 +439,10 @@ class Alerter:
             channel.failures = 0
             channel.delay = 0.0
             channel.retry_at = None
+            self._count(channel, "sent")
             log.info("alert delivered", channel=channel.name, title=message.title)
         else:
+            self._count(channel, "failed")
             self._failed(channel, loop, detail)
         return ok
 
@@ -453,4 +474,5 @@ class Alerter:
                     error=exc.strerror,
                 )
                 return
+            self._count(channel, "spooled")
             channel.inbox.release(channel.queue.popleft().covers)

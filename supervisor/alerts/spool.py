@@ -69,6 +69,8 @@ class Spool:
         self._gone: set[Path] = set()
         self.dropped = 0
         """Messages dropped (spool full) since a message last went through."""
+        self.dropped_total = 0
+        """Messages dropped (spool full) by this process, for /metrics; never goes down."""
 
     def prepare(self) -> None:
         """Create the directory; remove half-written files; read the counters."""
@@ -103,6 +105,7 @@ class Spool:
         if excess > 0:
             for old in files[:excess]:
                 old.unlink(missing_ok=True)
+            self.dropped_total += excess
             self.set_dropped(self.dropped + excess)
             log.warning(
                 "alert spool full; dropped the oldest",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from supervisor.core import cluster_host, failover_host
+from supervisor.core import cluster_host, failover_host, guard
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import describe
 from supervisor.core.state import HostState
@@ -38,6 +38,16 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
                 "unit": unit,
                 "condition": sup.condition.value,
                 "state": describe(view) if view else "",
+                "systemd": (
+                    {
+                        "load_state": view.load_state,
+                        "active_state": view.active_state,
+                        "sub_state": view.sub_state,
+                        "result": view.result,
+                    }
+                    if view
+                    else None
+                ),
                 "phase": sup.recovery.phase.value,
                 "attempts": sup.recovery.attempts,
                 "max_attempts": sup.policy.recovery.max_attempts,
@@ -70,6 +80,31 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def guard_row(state: HostState, now: float) -> dict[str, object]:
+    """The guard as `status` shows it: the repair budget, the freeze, the breaker."""
+    cfg, g = state.loaded.main.guard, state.guard
+    used = guard.budget_used(cfg, g, now)
+    frozen = g.frozen_until is not None and g.frozen_until > now
+    breaker = guard.breaker_phase(cfg, g)
+    return {
+        "budget_max": cfg.repair_budget.max,
+        "budget_window_s": cfg.repair_budget.window,
+        "budget_used": used,
+        "budget_left": max(0, cfg.repair_budget.max - used),
+        "frozen": frozen,
+        "frozen_for_s": round(g.frozen_until - now, 1) if frozen and g.frozen_until else None,
+        "breaker": breaker.value,
+        "breaker_open_for_s": (
+            round(max(0.0, g.breaker_open_until - now), 1)
+            if g.breaker_open_until is not None
+            else None
+        ),
+        "failures_in_a_row": g.failures_in_a_row,
+        "running": sorted(g.running),
+        "paused_all": g.paused_all,
+    }
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -27,7 +27,7 @@ from supervisor.core.actions import Action, Event
 from supervisor.core.cluster_host import clustered_units
 from supervisor.core.failover_host import backups
 from supervisor.core.state import HostState, Tx
-from supervisor.core.status import status_line, unit_rows
+from supervisor.core.status import guard_row, status_line, unit_rows
 from supervisor.core.values import UnitSnapshot
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.perform import Performer
@@ -146,6 +146,9 @@ class Daemon:
         if not await self._connect():
             return 0
         await api.start()
+        web = ports.http(self) if ports.http is not None else None
+        if web is not None:
+            await web.start()  # a port it cannot bind is logged; supervision goes on
         await ports.alerts.start()  # apprise loads its plugins now, not at the first alert
         bus_task = asyncio.create_task(ports.manager.run())
         watchdog = asyncio.create_task(ports.notifier.watchdog_loop())
@@ -193,6 +196,8 @@ class Daemon:
         watchdog.cancel()
         pruner.cancel()
         await api.stop()
+        if web is not None:
+            await web.stop()
         await ports.manager.close()
         await ports.probes.close()
         await ports.alerts.close()
@@ -293,6 +298,12 @@ class Daemon:
             return False
         if loaded.main.log_level != self.state.loaded.main.log_level:
             self.ports.log_level(loaded.main.log_level)
+        old = self.state.loaded.main
+        if (loaded.main.http, loaded.main.node_exporter) != (old.http, old.node_exporter):
+            log.warning(
+                "the main config's http: or node_exporter: changed; it takes effect at the "
+                "next start"
+            )
         if loaded.main.cluster != self.state.loaded.main.cluster:
             log.warning("the main config's cluster: changed; it takes effect at the next start")
             loaded = dataclasses.replace(
@@ -392,6 +403,19 @@ class Daemon:
                     listed = policy.cluster.hosts if policy and policy.cluster else ()
                     section["unregistered"] = [h for h in listed if h not in views]
         return rows
+
+    def guard_status(self) -> dict[str, object]:
+        return guard_row(self.state, self.clock())
+
+    def alert_counts(self) -> dict[str, dict[str, int]]:
+        return self.ports.alerts.delivery_counts()
+
+    def state_saved(self) -> bool:
+        return self.ports.store.healthy
+
+    @property
+    def hostname(self) -> str:
+        return self.ports.hostname
 
     def _update_status(self) -> None:
         """Send STATUS= soon; many changes at once make one message."""

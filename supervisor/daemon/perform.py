@@ -159,6 +159,7 @@ class Performer:
             state.policy, action.rung, action.unit_failed, self.ports.clock()
         )
         took_ms = round((loop.time() - started) * 1000, 1)
+        self.metrics.repaired(action.unit, action.rung.value, outcome.result.value)
         self._feed(
             act.RepairDone(
                 action.unit,

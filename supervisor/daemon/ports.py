@@ -77,6 +77,9 @@ class AlertSink(Protocol):
     async def close(self) -> None: ...
     def submit(self, alert: Alert) -> None: ...
     async def test(self, channel: str | None) -> list[Any]: ...
+    def delivery_counts(self) -> dict[str, dict[str, int]]:
+        """Messages by channel and outcome: sent, failed, spooled, dropped."""
+        ...
 
 
 class StateStore(Protocol):
@@ -168,3 +171,5 @@ class Ports:
     """Sets the least level logged (the main config's `log_level`)."""
     cluster: Callable[..., ClusterPort] | None = None
     """Builds the cluster driver (config, this host's name, unit TTLs, jobs, feed)."""
+    http: Callable[[Any], ControlServer] | None = None
+    """Builds the HTTP listener and textfile writer for a daemon, when configured."""

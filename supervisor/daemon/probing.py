@@ -71,7 +71,7 @@ class Probing:
             if state is not None and state.running:
                 late_by = loop.time() - due
                 result = await self._probes.run(check, await self._context(state.context, check))
-                self._metrics.ran(result.status.value, late_by)
+                self._metrics.ran(result.status.value, late_by, unit, check.name, result.duration)
                 self._feed(ProbeDone(unit, index, result))
             due += check.interval
             now = loop.time()

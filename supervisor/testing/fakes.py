@@ -305,6 +305,9 @@ class FakeAlerts:
     async def test(self, channel: str | None) -> list[Any]:
         return []
 
+    def delivery_counts(self) -> dict[str, dict[str, int]]:
+        return {}
+
 
 @dataclass
 class FakeStore:

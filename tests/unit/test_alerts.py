@@ -381,6 +381,10 @@ async def test_spool_keeps_at_most_spool_max_and_says_how_many_were_dropped(
     alerter.submit(make_alert("u9.service", title="alert 9"))
     await eventually(lambda: len(mailbox.messages) == 2)
     assert "dropped" not in mailbox.text(1)
+    await eventually(lambda: alerter.delivery_counts()["mail"]["sent"] == 2)
+    counts = alerter.delivery_counts()["mail"]  # what /metrics exports
+    assert (counts["sent"], counts["spooled"], counts["dropped"]) == (2, 4, 2)
+    assert counts["failed"] >= 1
 
 
 async def test_a_server_that_never_answers_times_out_and_the_alert_is_spooled(

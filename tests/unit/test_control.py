@@ -53,6 +53,9 @@ class FakeDaemon:
     def unit_status(self) -> list[dict[str, object]]:
         return [{"unit": unit} for unit in self.units]
 
+    def guard_status(self) -> dict[str, object]:
+        return {"frozen": False}
+
     async def reload(self, caller: str = "") -> bool:
         self.calls.append(("reload", caller))
         return True
