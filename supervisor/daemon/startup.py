@@ -19,6 +19,7 @@ from supervisor.cluster.driver import ClusterDriver
 from supervisor.config import LoadedConfig, load_config
 from supervisor.core.host import checked_guard_doc, checked_unit_doc
 from supervisor.daemon.control import ControlServer
+from supervisor.daemon.listener import HttpServer
 from supervisor.daemon.loop import Daemon, DaemonOptions, Stored
 from supervisor.daemon.ports import Ports
 from supervisor.daemon.preconditions import LocalHost
@@ -74,6 +75,7 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: AsyncStore) 
     manager = SystemdManager()
     hostname = socket.gethostname()
     control = loaded.main.control
+    http, textfile = loaded.main.http, loaded.main.node_exporter
     return Ports(
         manager=manager,
         repairs=Repairs(manager, options.state_dir),
@@ -88,6 +90,11 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: AsyncStore) 
         hostname=hostname,
         log_level=configure_logging,
         cluster=ClusterDriver,
+        http=(
+            (lambda daemon: HttpServer(daemon, http, textfile))
+            if http.listen is not None or textfile is not None
+            else None
+        ),
     )
 
 
