@@ -123,7 +123,8 @@ class ControlServer:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    def app(self) -> web.Application:
+        """The requests and who may make them (the API document lists the same)."""
         app = web.Application(middlewares=[self._middleware])
         read, act = Role.READ, Role.ACT
         app.add_routes(
@@ -141,8 +142,11 @@ class ControlServer:
                 self._route("POST", "/v1/metrics/reset", act, "reset metrics", self._metrics_reset),
             ]
         )
+        return app
+
+    async def start(self) -> None:
         self._roles.resolve()
-        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=1.0)
+        self._runner = web.AppRunner(self.app(), access_log=None, keepalive_timeout=1.0)
         await self._runner.setup()
         assert self._runner.server is not None
         self._connections.start(self.path, self.groups.socket, self._runner.server)
