@@ -26,9 +26,19 @@ EXIT_INTERRUPTED = 130
 
 
 class _Parser(argparse.ArgumentParser):
-    """Bad arguments are one line on stderr and exit 2, not a usage block."""
+    """Bad arguments are one line on stderr and exit 2, not a usage block; for `check`,
+    a monitoring plugin, one UNKNOWN line on stdout and exit 3, as its callers expect."""
+
+    plugin_mode = False
+    """Set when the command line is `check ...`: errors of the top-level parser too."""
 
     def error(self, message: str) -> typing.NoReturn:
+        if self.plugin_mode or self.prog.endswith(" check"):
+            from supervisor.commands.check import usage_error
+
+            sys.stdout.write(usage_error(f"usage: {message} (see {self.prog} --help)"))
+            sys.stdout.flush()
+            self.exit(3)
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
@@ -41,7 +51,7 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> _Parser:
     parser = _Parser(
         prog="host-supervisor",
         description="Keeps the services of this host healthy through systemd.",
@@ -88,12 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
-        help="run every check of one policy once, now (exit 0 healthy, 1 degraded, "
-        "2 unhealthy, 3 unknown: usable as a Nagios/Icinga plugin)",
+        help="run every check of one policy once, now, as a monitoring plugin (Nagios, "
+        "Icinga): a status line with perfdata, exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
     )
     config_flag(check)
     check.add_argument("target", metavar="UNIT_OR_POLICY_FILE")
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.add_argument(
+        "-w",
+        "--warning",
+        action="append",
+        default=[],
+        metavar="LABEL=RANGE",
+        help="WARNING when a measured figure is outside RANGE (10, 10:, ~:10, 10:20, "
+        "@10:20), e.g. disk_used=80; repeatable; labels are CHECK_FIGURE as in the perfdata",
+    )
+    check.add_argument(
+        "-c",
+        "--critical",
+        action="append",
+        default=[],
+        metavar="LABEL=RANGE",
+        help="CRITICAL when a measured figure is outside RANGE, e.g. http_ms=500 (default: "
+        "the policy's own limits); repeatable",
+    )
 
     test_alert = commands.add_parser(
         "test-alert",
@@ -159,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Every error ends in one line on stderr and an exit code, never a traceback."""
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        words = sys.argv[1:] if argv is None else argv
+        parser.plugin_mode = words[:1] == ["check"]
+        args = parser.parse_args(argv)
         if args.command == "run":
             return _run(args)  # the daemon's own errors go to its log, tracebacks included
         return _command(args)
@@ -174,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("HOST_SUPERVISOR_DEBUG") == "1":
             raise
         detail = " ".join(str(exc).split())
+        if (sys.argv[1:] if argv is None else argv)[:1] == ["check"]:
+            from supervisor.commands.check import usage_error
+
+            print(usage_error(f"internal error: {type(exc).__name__}: {detail}"), end="")
+            return 3
         print(
             f"host-supervisor: internal error: {type(exc).__name__}: {detail} "
             "(HOST_SUPERVISOR_DEBUG=1 shows the traceback)",
@@ -197,7 +233,9 @@ def _command(args: argparse.Namespace) -> int:
 
             configure_logging("warning", journal=False)  # stdout is the plugin's output
 
-            return check_command(args.target, args.config, args.json, sys.stdout)
+            return check_command(
+                args.target, args.config, args.json, sys.stdout, args.warning, args.critical
+            )
         case "test-alert":
             return _test_alert(args)
         case "schema":

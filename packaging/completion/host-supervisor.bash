@@ -62,7 +62,7 @@ _host_supervisor()
         run) flags+=" --config --socket --state-dir --dry-run" ;;
         validate) flags+=" --config" ;;
         schema) flags+=" --main" ;;
-        check) flags+=" --config --json" ;;
+        check) flags+=" --config --json --warning --critical" ;;
         test-alert) flags+=" --config" ;;
         status) flags+=" --socket --json" ;;
         history) flags+=" --socket --since --limit --json" ;;

@@ -14,7 +14,14 @@ import time
 from dataclasses import dataclass
 
 from supervisor.checks._threads import in_thread
-from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
+from supervisor.checks.result import (
+    CheckResult,
+    Measure,
+    ProbeContext,
+    Status,
+    finish,
+    os_reason,
+)
 from supervisor.config.probes import DiskProbe
 from supervisor.config.values import format_duration
 
@@ -108,6 +115,21 @@ class DiskProber:
         except OSError as exc:
             return finish(Status.UNKNOWN, f"cannot statvfs {path}: {os_reason(exc)}", started)
         disk = DiskUsage.of(stat)
+        measured = [
+            Measure("used", round(disk.used_percent, 1), "%", spec.max_used, low=0.0, high=100.0),
+            Measure("free", float(disk.avail), "B", spec.min_free, below=True, low=0.0),
+        ]
+        if spec.max_inodes_used is not None and disk.inodes_percent is not None:
+            measured.append(
+                Measure(
+                    "inodes_used",
+                    round(disk.inodes_percent, 1),
+                    "%",
+                    spec.max_inodes_used,
+                    low=0.0,
+                    high=100.0,
+                )
+            )
         problems: list[str] = []
         if disk.used_percent > spec.max_used:
             problems.append(f"{disk.used_percent:.1f}% used > {spec.max_used:g}%")
@@ -120,7 +142,9 @@ class DiskProber:
         ):
             problems.append(f"{disk.inodes_percent:.1f}% inodes used > {spec.max_inodes_used:g}%")
         if problems:
-            return finish(Status.CRITICAL, f"{path}: {', '.join(problems)}", started)
+            return finish(
+                Status.CRITICAL, f"{path}: {', '.join(problems)}", started, tuple(measured)
+            )
         figures = [f"{disk.used_percent:.1f}% used", f"{human_size(disk.avail)} free"]
         if spec.max_inodes_used is not None:
             figures.append(
@@ -128,4 +152,4 @@ class DiskProber:
                 if disk.inodes_percent is None
                 else f"{disk.inodes_percent:.1f}% inodes used"
             )
-        return finish(Status.OK, f"{path}: {', '.join(figures)}", started)
+        return finish(Status.OK, f"{path}: {', '.join(figures)}", started, tuple(measured))

@@ -15,7 +15,14 @@ import time
 import aiohttp
 from yarl import URL
 
-from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
+from supervisor.checks.result import (
+    CheckResult,
+    Measure,
+    ProbeContext,
+    Status,
+    finish,
+    os_reason,
+)
 from supervisor.config.probes import HttpProbe
 from supervisor.config.values import format_duration
 
@@ -160,15 +167,23 @@ class HttpProber:
                 Status.CRITICAL, f"no answer from {url} within {format_duration(timeout)}", started
             )
         elapsed_ms = (time.monotonic() - started) * 1000
+        measured = (Measure("ms", round(elapsed_ms, 1), "ms", low=0.0),)
         answer = f"HTTP {code} from {url}"
         if not spec.status_ok(code):
-            return finish(Status.CRITICAL, f"{answer}, expected {_expected(spec)}", started)
+            return finish(
+                Status.CRITICAL, f"{answer}, expected {_expected(spec)}", started, measured
+            )
         if spec.body is not None or spec.body_regex is not None:
             text = _decode(body, charset)
             if spec.body is not None and spec.body not in text:
-                return finish(Status.CRITICAL, f"{answer}: body lacks {spec.body!r}", started)
+                return finish(
+                    Status.CRITICAL, f"{answer}: body lacks {spec.body!r}", started, measured
+                )
             if spec.body_regex is not None and not re.search(spec.body_regex, text):
                 return finish(
-                    Status.CRITICAL, f"{answer}: body does not match {spec.body_regex!r}", started
+                    Status.CRITICAL,
+                    f"{answer}: body does not match {spec.body_regex!r}",
+                    started,
+                    measured,
                 )
-        return finish(Status.OK, f"{answer} in {elapsed_ms:.1f} ms", started)
+        return finish(Status.OK, f"{answer} in {elapsed_ms:.1f} ms", started, measured)

@@ -13,7 +13,7 @@ import psutil
 
 from supervisor.checks._threads import in_thread
 from supervisor.checks.disk import human_size
-from supervisor.checks.result import CheckResult, ProbeContext, Status, finish
+from supervisor.checks.result import CheckResult, Measure, ProbeContext, Status, finish
 from supervisor.config.probes import MemoryProbe
 
 __all__ = ["run", "tree_rss"]
@@ -63,11 +63,13 @@ async def run(
     started = time.monotonic()
     problems: list[str] = []
     figures: list[str] = []
+    measured: list[Measure] = []
     if spec.max_rss is not None:
         unit = await _unit_memory(context)
         if isinstance(unit, str):
             return finish(Status.UNKNOWN, unit, started)
         used, source = unit
+        measured.append(Measure("rss", float(used), "B", float(spec.max_rss), low=0.0))
         figure = f"{human_size(used)} ({source})"
         if used > spec.max_rss:
             problems.append(f"{figure} > {human_size(spec.max_rss)}")
@@ -75,11 +77,14 @@ async def run(
             figures.append(figure)
     if spec.host_max_used is not None:
         host = await in_thread(psutil.virtual_memory)
+        measured.append(
+            Measure("host_used", host.percent, "%", spec.host_max_used, low=0.0, high=100.0)
+        )
         figure = f"host memory {host.percent:.1f}% used"
         if host.percent > spec.host_max_used:
             problems.append(f"{figure} > {spec.host_max_used:g}%")
         else:
             figures.append(figure)
     if problems:
-        return finish(Status.CRITICAL, "; ".join(problems), started)
-    return finish(Status.OK, "; ".join(figures), started)
+        return finish(Status.CRITICAL, "; ".join(problems), started, tuple(measured))
+    return finish(Status.OK, "; ".join(figures), started, tuple(measured))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import psutil
 
 from supervisor.checks._threads import in_thread
-from supervisor.checks.result import CheckResult, ProbeContext, Status, finish
+from supervisor.checks.result import CheckResult, Measure, ProbeContext, Status, finish
 from supervisor.config.probes import ProcessProbe
 
 __all__ = ["FORGET_AFTER", "MIN_WINDOW", "ProcessProber"]
@@ -196,8 +196,9 @@ class ProcessProber:
                 problems.append(f"{label} has {sample.threads} threads > {spec.max_threads}")
             if spec.max_fds is not None and sample.fds is not None and sample.fds > spec.max_fds:
                 problems.append(f"{label} has {sample.fds} open fds > {spec.max_fds}")
+        figures_of = _measures(spec, samples, cpu)
         if problems:
-            return finish(Status.CRITICAL, "; ".join(problems), started)
+            return finish(Status.CRITICAL, "; ".join(problems), started, figures_of)
         if len(samples) == 1:
             first = samples[0]
             figures = [f"{first.threads} threads"]
@@ -206,6 +207,30 @@ class ProcessProber:
             if first.pid in cpu:
                 figures.append(f"{cpu[first.pid]:.1f}% CPU")
             head = what if spec.main_pid else f"{what} (pid {first.pid})"
-            return finish(Status.OK, f"{head} running, {', '.join(figures)}", started)
+            return finish(Status.OK, f"{head} running, {', '.join(figures)}", started, figures_of)
         pids = ", ".join(str(s.pid) for s in samples[:5]) + (", ..." if len(samples) > 5 else "")
-        return finish(Status.OK, f"{len(samples)} processes running ({what}): {pids}", started)
+        return finish(
+            Status.OK, f"{len(samples)} processes running ({what}): {pids}", started, figures_of
+        )
+
+
+def _measures(
+    spec: ProcessProbe, samples: list[_Sample], cpu: dict[int, float]
+) -> tuple[Measure, ...]:
+    """The count, and the most threads, fds and CPU of any one process (the limits are
+    per process)."""
+    measured = [Measure("count", float(len(samples)), low=0.0)]
+    threads = max(s.threads for s in samples)
+    measured.append(Measure("threads", float(threads), "", _limit(spec.max_threads), low=0.0))
+    fds = [s.fds for s in samples if s.fds is not None]
+    if fds:
+        measured.append(Measure("fds", float(max(fds)), "", _limit(spec.max_fds), low=0.0))
+    if cpu:
+        measured.append(
+            Measure("cpu", round(max(cpu.values()), 1), "%", spec.max_cpu, low=0.0, high=100.0)
+        )
+    return tuple(measured)
+
+
+def _limit(value: int | None) -> float | None:
+    return None if value is None else float(value)

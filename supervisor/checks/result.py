@@ -12,12 +12,13 @@ import os
 import time
 from dataclasses import dataclass
 
-from supervisor.core.values import CheckResult, Status
+from supervisor.core.values import CheckResult, Measure, Status
 from supervisor.text import one_line
 
 __all__ = [
     "MESSAGE_MAX",
     "CheckResult",
+    "Measure",
     "ProbeContext",
     "Status",
     "finish",
@@ -51,9 +52,11 @@ class ProbeContext:
             object.__setattr__(self, "main_pid", None)
 
 
-def finish(status: Status, message: str, started: float) -> CheckResult:
+def finish(
+    status: Status, message: str, started: float, measures: tuple[Measure, ...] = ()
+) -> CheckResult:
     """A result whose duration runs from `started` (a time.monotonic() reading) to now."""
-    return CheckResult(status, one_line(message, MESSAGE_MAX), time.monotonic() - started)
+    return CheckResult(status, one_line(message, MESSAGE_MAX), time.monotonic() - started, measures)
 
 
 def os_reason(exc: OSError) -> str:

@@ -10,7 +10,14 @@ import socket
 import time
 from typing import Any
 
-from supervisor.checks.result import CheckResult, ProbeContext, Status, finish, os_reason
+from supervisor.checks.result import (
+    CheckResult,
+    Measure,
+    ProbeContext,
+    Status,
+    finish,
+    os_reason,
+)
 from supervisor.config.probes import TcpProbe
 from supervisor.config.values import format_duration
 
@@ -101,7 +108,12 @@ async def run(
         return finish(Status.CRITICAL, f"cannot connect to {address}: {os_reason(exc)}", started)
     connected_ms = (time.monotonic() - started) * 1000
     if connect_only:
-        return finish(Status.OK, f"connected to {address} in {connected_ms:.1f} ms", started)
+        return finish(
+            Status.OK,
+            f"connected to {address} in {connected_ms:.1f} ms",
+            started,
+            (Measure("ms", round(connected_ms, 1), "ms", low=0.0),),
+        )
     try:
         remaining = max(0.0, timeout - (time.monotonic() - started))
         try:

@@ -31,6 +31,25 @@ class Status(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Measure:
+    """One figure a probe measured, with the policy's limit on it (for perfdata)."""
+
+    name: str
+    """What it is, within its check: "ms", "used", "free", "rss", "threads", ..."""
+    value: float
+    unit: str = ""
+    """"" (a count), "%", "B" or "ms"."""
+    limit: float | None = None
+    """The policy's limit: past it the probe said CRITICAL; None when not checked."""
+    below: bool = False
+    """The limit is a least value (bad below it), not a greatest one (bad above it)."""
+    low: float | None = None
+    """The least value it can take, when there is one (0 for sizes, times, counts)."""
+    high: float | None = None
+    """The greatest value it can take, when there is one (100 for percentages)."""
+
+
+@dataclass(frozen=True)
 class CheckResult:
     """One run of one probe."""
 
@@ -39,6 +58,8 @@ class CheckResult:
     """Short, one line, e.g. "HTTP 500 from http://127.0.0.1:8080/healthz in 3.2 ms"."""
     duration: float
     """Seconds the probe took."""
+    measures: tuple[Measure, ...] = ()
+    """What the probe measured on the way (response time, disk use, ...), when it did."""
 
 
 class Severity(enum.IntEnum):

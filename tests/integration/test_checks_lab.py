@@ -263,7 +263,7 @@ def test_check_command_works_as_a_monitoring_plugin(lab: Lab, setup: Setup) -> N
     config = setup.shared / "etc"
     healthy = lab.run(*daemon_cli(), "check", "sick.service", "--config", str(config), check=False)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert healthy.stdout.splitlines()[-1] == "healthy"
+    assert healthy.stdout.startswith("HOST-SUPERVISOR OK - sick.service: ")
 
     plugin = setup.shared / "plugin.yaml"
     plugin.write_text(
@@ -283,7 +283,9 @@ def test_check_command_works_as_a_monitoring_plugin(lab: Lab, setup: Setup) -> N
     plugin.write_text("unit: steady.service\nchecks:\n  - {name: gone, tcp: {port: 8299}}\n")
     unhealthy = lab.run(*daemon_cli(), "check", str(plugin), check=False)
     assert unhealthy.returncode == 2
-    assert "gone" in unhealthy.stdout and "refused" in unhealthy.stdout
+    first = unhealthy.stdout.splitlines()[0]
+    assert first.startswith("HOST-SUPERVISOR CRITICAL - steady.service: gone critical (")
+    assert "refused" in first
 
 
 def test_status_text_counts_check_states(lab: Lab, setup: Setup) -> None:

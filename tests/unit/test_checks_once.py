@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.checks.result import CheckResult, ProbeContext, Status
-from supervisor.commands.check import exit_code, render_json, render_table, run_policy_once
+from supervisor.commands.check import exit_code, render_json, render_plugin, run_policy_once
 from supervisor.config.check import Check
 from supervisor.config.policy import Policy
 
@@ -47,15 +47,18 @@ def test_exit_code(rows: tuple[tuple[bool, Status], ...], code: int) -> None:
     assert exit_code(_results(*rows)) == code
 
 
-def test_render_table() -> None:
+def test_render_plugin_puts_the_status_line_first() -> None:
     results = _results((True, OK), (False, CRIT))
-    lines = render_table(results).splitlines()
-    assert lines[0].split() == ["CHECK", "STATUS", "MS", "MESSAGE"]
-    assert lines[1].split() == ["c0", "ok", "1.0", "said", "ok"]
-    assert lines[2].split() == ["c1", "critical", "(non-critical)", "1.0", "said", "critical"]
-    assert lines[3] == "degraded"
-    # Columns line up: every message starts at the same offset.
-    assert len({line.index("said") for line in lines[1:3]}) == 1
+    text, code = render_plugin("app.service", results)
+    lines = text.splitlines()
+    assert code == 1
+    assert lines[0] == (
+        "HOST-SUPERVISOR WARNING - app.service: c1 critical (non-critical) (said critical)"
+    )
+    assert lines[1:] == [
+        "c0: OK - said ok",
+        "c1: CRITICAL (non-critical) - said critical",
+    ]
 
 
 def test_render_json() -> None:
@@ -69,6 +72,7 @@ def test_render_json() -> None:
         "status": "unknown",
         "duration_ms": 1.0,
         "message": "said unknown",
+        "measures": [],
     }
 
 
@@ -92,7 +96,7 @@ async def test_run_policy_once(tmp_path: Path) -> None:
     assert [check.name for check, _ in results] == ["state", "disk", "queue", "port"]
     assert [result.status for _, result in results] == [OK, OK, WARN, CRIT]
     assert exit_code(results) == 1
-    assert "queue is long" in render_table(results)
+    assert "queue is long" in render_plugin("app.service", results)[0]
 
 
 async def test_run_policy_once_unhealthy_when_a_critical_check_fails(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from supervisor import cli
 from supervisor.alerts import Alerter
 from supervisor.checks.result import ProbeContext
 from supervisor.commands import client
-from supervisor.commands.check import render_json, render_table, run_policy_once
+from supervisor.commands.check import render_json, render_plugin, run_policy_once
 from supervisor.commands.validate import validate_command
 from supervisor.config import load_config
 from supervisor.core.alerting import Alert, Severity
@@ -278,7 +278,7 @@ async def test_no_planted_secret_leaves(
         results = await run_policy_once(policy, ProbeContext("web.service", active_state="active"))
         messages = [result.message for _, result in results]
         out.add("check messages", messages)
-        out.add("check table", render_table(results))
+        out.add("check plugin", render_plugin("web.service", results)[0])
         out.add("check json", render_json(results))
         pass  # SANITY
         assert "token=****" in messages[0] and "page=1" in messages[0]
@@ -402,7 +402,7 @@ async def test_no_planted_secret_leaves(
         "validate",
         "config errors",
         "check messages",
-        "check table",
+        "check plugin",
         "check json",
         "STATUS=",
         "alert delivered",
