@@ -29,8 +29,14 @@ Restart={restart}
 
 
 def daemon_cli() -> list[str]:
-    """The host-supervisor command of this virtual environment (visible inside the lab)."""
-    return [str(Path(sys.prefix) / "bin" / "host-supervisor")]
+    """The host-supervisor command of this virtual environment (visible inside the lab).
+
+    With PYTHONPATH set (a worktree shadowing the venv's editable install), the command
+    carries it, as the daemon's unit does: commands that work alone (`check`) then run
+    that tree's code too."""
+    exe = str(Path(sys.prefix) / "bin" / "host-supervisor")
+    pythonpath = os.environ.get("PYTHONPATH")
+    return ["/usr/bin/env", f"PYTHONPATH={pythonpath}", exe] if pythonpath else [exe]
 
 
 def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: str = "10s") -> str:
@@ -41,7 +47,7 @@ def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: s
     PrivateTmp=, because those directories live under /var/tmp. Every other line,
     the sandboxing included, is tested as shipped.
     """
-    exe = " ".join(daemon_cli())
+    exe = str(Path(sys.prefix) / "bin" / "host-supervisor")
     flags = " --dry-run" if dry_run else ""
     lines = []
     # A test run with PYTHONPATH (a worktree shadowing the venv's editable install)

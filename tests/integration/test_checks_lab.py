@@ -23,6 +23,7 @@ from tests.lab_units import (
     web_unit,
     write_config,
 )
+from tests.unit.test_check_plugin import parse_output
 
 pytestmark = pytest.mark.lab
 
@@ -263,7 +264,8 @@ def test_check_command_works_as_a_monitoring_plugin(lab: Lab, setup: Setup) -> N
     config = setup.shared / "etc"
     healthy = lab.run(*daemon_cli(), "check", "sick.service", "--config", str(config), check=False)
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-    assert healthy.stdout.startswith("HOST-SUPERVISOR OK - sick.service: ")
+    state, text, _, details = parse_output(healthy.stdout, healthy.returncode)
+    assert (state, text.split(":")[0]) == ("OK", "sick.service") and details
 
     plugin = setup.shared / "plugin.yaml"
     plugin.write_text(
@@ -283,9 +285,14 @@ def test_check_command_works_as_a_monitoring_plugin(lab: Lab, setup: Setup) -> N
     plugin.write_text("unit: steady.service\nchecks:\n  - {name: gone, tcp: {port: 8299}}\n")
     unhealthy = lab.run(*daemon_cli(), "check", str(plugin), check=False)
     assert unhealthy.returncode == 2
-    first = unhealthy.stdout.splitlines()[0]
-    assert first.startswith("HOST-SUPERVISOR CRITICAL - steady.service: gone critical (")
-    assert "refused" in first
+    state, text, perf, _ = parse_output(unhealthy.stdout, unhealthy.returncode)
+    assert state == "CRITICAL" and text.startswith("steady.service: gone critical (")
+    assert "refused" in text and "gone_ms" not in perf  # a refused connect measured nothing
+    plugin.write_text("unit: steady.service\nchecks:\n  - {name: pid, process: {}}\n")
+    up = lab.run(*daemon_cli(), "check", str(plugin), "--critical", "pid_threads=@0:1000",
+                 check=False)  # fmt: skip
+    state, _, perf, _ = parse_output(up.stdout, up.returncode)
+    assert state == "CRITICAL" and perf["pid_threads"]["crit"] == "@0:1000"
 
 
 def test_status_text_counts_check_states(lab: Lab, setup: Setup) -> None:
