@@ -212,3 +212,36 @@ def test_an_unreachable_bus_is_unknown_with_the_checks_still_shown(tmp_path: Pat
     assert text.startswith("web.service: systemd cannot be reached")
     assert perf["disk_used"]["warn"] == "~:100" and perf["disk_used"]["crit"] == "@200:300"
     assert details[0].startswith("disk: OK - /: ")
+
+
+async def test_probes_report_what_they_measured(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        policy = Policy.model_validate(
+            {
+                "unit": "app.service",
+                "checks": [
+                    {"name": "port", "tcp": {"port": server.getsockname()[1]}},
+                    {"name": "mem", "memory": {"host_max_used": "100%", "max_rss": "1TiB"}},
+                    {"name": "me", "process": {"max_threads": 10_000, "max_fds": 10_000}},
+                ],
+            }
+        )
+        context = ProbeContext("app.service", main_pid=os.getpid(), active_state="active")
+        results = await run_policy_once(policy, context)
+    figures = {
+        f"{check.name}_{m.name}": (m.unit, m.limit) for check, r in results for m in r.measures
+    }
+    assert figures == {
+        "port_ms": ("ms", None),
+        "mem_rss": ("B", 2.0**40),
+        "mem_host_used": ("%", 100.0),
+        "me_count": ("", None),
+        "me_threads": ("", 10_000.0),
+        "me_fds": ("", 10_000.0),
+    }
+    _, _, perf, _ = parse_output(*render_plugin("app.service", results))
+    assert perf["mem_host_used"]["crit"] == "100" and perf["me_threads"]["crit"] == "10000"

@@ -283,3 +283,69 @@ async def test_textfile_that_cannot_be_written_is_logged_once(tmp_path: Path) ->
     assert [e["event"] for e in logs] == ["cannot write the node_exporter textfile"]
     with contextlib.suppress(FileNotFoundError):
         assert not (tmp_path / "no").exists()
+
+
+class _Rows:
+    """An Observed of hand-written rows: a clustered unit and a failed-over one."""
+
+    def __init__(self) -> None:
+        from supervisor.daemon.metrics import Metrics
+
+        self.metrics = Metrics()
+
+    def unit_status(self) -> list[dict[str, object]]:
+        base: dict[str, object] = {
+            "condition": "healthy",
+            "systemd": None,
+            "phase": "idle",
+            "attempts": 0,
+            "max_attempts": 3,
+            "paused": False,
+            "flapping": False,
+            "next_action_in_s": None,
+            "failover": None,
+            "cluster": None,
+            "checks": [],
+        }
+        return [
+            {**base, "unit": "db.service",
+             "cluster": {"role": "holder", "holder": "db1", "token": 42, "alive": ["db1"],
+                         "lease_left_s": 3.5}},
+            {**base, "unit": "web.service",
+             "failover": {"phase": "backup", "serving": "web-b.service", "step": "none",
+                          "on": None, "failback_in_s": 12.0}},
+        ]  # fmt: skip
+
+    def guard_status(self) -> dict[str, object]:
+        return {
+            "budget_max": 5, "budget_window_s": 900.0, "budget_used": 5, "budget_left": 0,
+            "frozen": True, "frozen_for_s": 60.0, "breaker": "open",
+            "breaker_open_for_s": 30.0, "failures_in_a_row": 5, "running": [],
+            "paused_all": False,
+        }  # fmt: skip
+
+    def alert_counts(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def state_saved(self) -> bool:
+        return False
+
+
+def test_cluster_and_failover_roles_and_a_frozen_guard() -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from supervisor.daemon.exposition import registry_of
+
+    found = samples(generate_latest(registry_of(_Rows())).decode())
+    assert value(found, "cluster_role", unit="db.service", role="holder") == 1
+    assert value(found, "cluster_role", unit="db.service", role="standby") == 0
+    assert value(found, "cluster_token", unit="db.service") == 42
+    assert value(found, "cluster_lease_seconds_left", unit="db.service") == 3.5
+    assert value(found, "failover_phase", unit="web.service", phase="backup") == 1
+    assert value(found, "failover_serving", unit="web.service", serving="web-b.service") == 1
+    assert value(found, "guard_frozen") == 1 and value(found, "guard_budget_left") == 0
+    assert value(found, "guard_breaker_state", state="open") == 1
+    assert value(found, "state_saved") == 0
+    assert ("host_supervisor_cluster_role", (("role", "holder"), ("unit", "web.service"))) not in (
+        found
+    )
