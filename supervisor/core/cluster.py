@@ -118,7 +118,8 @@ def _turn_delay(spec: ClusterSpec, state: ClusterState, now: float) -> float | N
 
 def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> Result:
     """What a host that does not hold the unit makes of the keys."""
-    previous = state.holder
+    before = state
+    previous, released_token = state.holder, state.token
     last = state.holder if state.holder is not None else state.last_holder
     state = replace(
         state,
@@ -130,6 +131,8 @@ def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> 
         last_holder=last if seen.holder is None else seen.holder,
     )
     actions: list[Action] = []
+    if seen.holder == spec.me and seen.token == released_token and state.released_at is not None:
+        return before, []  # our own key, read before we deleted it: stale
     if seen.holder == spec.me and seen.lease:
         state = _to(state, Role.RECLAIMING, now, lease=seen.lease, try_at=None)
         actions += [
@@ -361,7 +364,7 @@ def _release(
 
 def _exhausted(spec: ClusterSpec, state: ClusterState, event: object, now: float) -> Result:
     assert isinstance(event, Exhausted)
-    return _release(spec, state, f"its repairs are exhausted ({event.detail})", None, now)
+    return _release(spec, state, f"{event.why} ({event.detail})", None, now)
 
 
 def _unhealthy(spec: ClusterSpec, state: ClusterState, event: object, now: float) -> Result:

@@ -143,6 +143,11 @@ def exhausted(tx: Tx, state: UnitState, detail: str) -> None:
     feed(tx, state.unit, cluster.Exhausted(detail))
 
 
+def cannot_repair(tx: Tx, state: UnitState, why: str) -> None:
+    """A hold keeps the holder from repairing the unit: another host may run it."""
+    feed(tx, state.unit, cluster.Exhausted(why, "it cannot be repaired here"))
+
+
 def unhealthy(tx: Tx, state: UnitState, detail: str) -> None:
     feed(tx, state.unit, cluster.Unhealthy(detail))
 

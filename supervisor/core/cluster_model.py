@@ -142,7 +142,10 @@ class Tick:
 
 @dataclass(frozen=True)
 class Exhausted:
+    """This host cannot repair the unit: its ladder gave up, or a hold keeps it down."""
+
     detail: str
+    why: str = "its repairs are exhausted"
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,8 @@ def _standby(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
 
 def _flapping(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     if tx.flaps.get(state.unit, FlapState()).flapping:
+        # A clustered unit that flaps here goes to another host rather than stay down.
+        cluster_host.cannot_repair(tx, state, "flapping: repairs paused")
         return "flapping: repairs paused until it settles", None
     return None
 

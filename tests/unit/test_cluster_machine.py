@@ -292,3 +292,17 @@ def test_a_view_older_than_the_transaction_is_stale_and_ignored() -> None:
     assert c.state.role is Role.HOLDER
     c.feed(3.0, Seen("a", token=200, alive=HOSTS, revision=200))  # a newer view: fence
     assert c.state.role is Role.FENCED
+
+
+def test_our_own_key_read_before_we_deleted_it_is_stale() -> None:
+    """Found in the lab: right after a release, a view still naming this host made it
+    reclaim the revoked lease and fence itself."""
+    a = Run(spec("a"))
+    a.hold(token=288, lease=99)
+    a.feed(10.0, Exhausted("1 attempt"))
+    a.feed(10.2, Stopped())
+    assert a.state.role is Role.STANDBY
+    assert a.feed(10.21, Seen("a", token=288, lease=99, alive=HOSTS)) == []
+    assert a.state.role is Role.STANDBY
+    a.feed(10.3, Seen("b", token=301, alive=HOSTS))
+    assert a.state.holder == "b"
