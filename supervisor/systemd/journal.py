@@ -12,8 +12,9 @@
 ``UNIT=`` is also what PID 1 puts on its messages about a unit, so
 ``journalctl UNIT=nginx.service`` shows systemd's and host-supervisor's lines together;
 ``OBJECT_SYSTEMD_UNIT=`` (trusted by journalctl when sent by root) adds ours to
-``journalctl -u nginx.service``. ``cysystemd`` (a wheel with its own libsystemd) is
-imported at the first message, so nothing loads it unless the journal is used.
+``journalctl -u nginx.service``. Entries go to journald over its native protocol
+(:mod:`supervisor.systemd.journal_send`, a few lines of the standard library), through a
+socket made at the first message.
 """
 
 from __future__ import annotations
@@ -116,11 +117,10 @@ def render_journal_fields(logger: object, method: str, event_dict: Any) -> dict[
 Sender = Callable[..., Any]
 
 
-def _cysystemd_send() -> Sender:
-    from cysystemd import journal
+def _default_sender() -> Sender:
+    from supervisor.systemd.journal_send import JournalSender
 
-    send: Sender = journal.send
-    return send
+    return JournalSender()
 
 
 class JournalLogger:
@@ -134,7 +134,7 @@ class JournalLogger:
 
     def msg(self, **fields: str) -> None:
         if self._send is None:
-            self._send = _cysystemd_send()
+            self._send = _default_sender()
         try:
             self._send(**fields)
         except Exception as exc:

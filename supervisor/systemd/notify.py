@@ -1,8 +1,9 @@
 """sd_notify for a ``Type=notify`` unit: readiness, status, reload, stop, watchdog.
 
-A no-op when ``NOTIFY_SOCKET`` is unset (run by hand, in tests). Sending goes through the
-``sdnotify`` package, which handles abstract socket names (``@...``) but knows nothing
-of the watchdog; the watchdog interval and loop are here.
+A no-op when ``NOTIFY_SOCKET`` is unset (run by hand, in tests). The protocol is one
+datagram of ``VAR=value`` lines, in UTF-8, to the AF_UNIX socket named by
+``NOTIFY_SOCKET`` (``@name`` is an abstract one): a few lines of the standard library,
+so no package is needed for it. The watchdog interval and loop are here too.
 
 systemd 252 has no ``Type=notify-reload``: on SIGHUP the daemon sends ``reloading()``
 (``RELOADING=1`` with ``MONOTONIC_USEC=``), then ``ready()`` when the reload is done.
@@ -11,13 +12,27 @@ systemd 252 has no ``Type=notify-reload``: on SIGHUP the daemon sends ``reloadin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import socket
 import time
 from collections.abc import Mapping
-from typing import Any
 
 from supervisor.secrets import mask
 from supervisor.text import one_line
+
+
+def _connect(address: str) -> socket.socket | None:
+    """A datagram socket connected to ``address`` (``@name``: abstract), or None when
+    there is nothing there to talk to."""
+    target = "\0" + address[1:] if address.startswith("@") else address
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(target)
+    except OSError:
+        sock.close()
+        return None
+    return sock
 
 
 def _monotonic_usec() -> int:
@@ -39,22 +54,9 @@ class Notifier:
         self.socket_path = env.get("NOTIFY_SOCKET") or None
         self._watchdog_usec = env.get("WATCHDOG_USEC")
         self._watchdog_pid = env.get("WATCHDOG_PID")
-        self._sender: Any = None
+        self._socket: socket.socket | None = None
         if self.socket_path is not None:
-            import sdnotify  # only when there is something to talk to
-
-            saved = os.environ.get("NOTIFY_SOCKET")
-            if saved == self.socket_path:
-                self._sender = sdnotify.SystemdNotifier()
-            else:  # sdnotify reads the address from os.environ only
-                os.environ["NOTIFY_SOCKET"] = self.socket_path
-                try:
-                    self._sender = sdnotify.SystemdNotifier()
-                finally:
-                    if saved is None:
-                        del os.environ["NOTIFY_SOCKET"]
-                    else:
-                        os.environ["NOTIFY_SOCKET"] = saved
+            self._socket = _connect(self.socket_path)
         if unset_environment:
             for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(name, None)
@@ -62,16 +64,15 @@ class Notifier:
     @property
     def enabled(self) -> bool:
         """True when there is a notify socket to send to."""
-        return self._sender is not None and self._sender.socket is not None
+        return self._socket is not None
 
     def send(self, *assignments: str) -> None:
         """Send ``VAR=value`` lines in one datagram (nothing without a notify socket)."""
-        if not self.enabled:
+        if self._socket is None:
             return
-        text = "\n".join(assignments)
-        # sdnotify encodes as latin-1 and silently drops what does not fit (a unit name
-        # with non-latin-1 characters in STATUS=): hand it the UTF-8 bytes as latin-1.
-        self._sender.notify(text.encode("utf-8").decode("latin-1"))
+        # As sd_notify's callers do, a failed send is dropped: the next one counts.
+        with contextlib.suppress(OSError):
+            self._socket.send("\n".join(assignments).encode("utf-8"))
 
     def ready(self, status: str) -> None:
         """``READY=1`` with a one-line ``STATUS=``: start-up (or a reload) is complete."""

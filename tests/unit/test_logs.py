@@ -159,7 +159,7 @@ class Recorder:
 @pytest.fixture
 def journald(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     recorder = Recorder()
-    monkeypatch.setattr(journal, "_cysystemd_send", lambda: recorder)
+    monkeypatch.setattr(journal, "_default_sender", lambda: recorder)
     return recorder
 
 
@@ -228,3 +228,42 @@ def test_journald_in_the_lab(lab: Lab) -> None:
     # journalctl -u shows it with the unit's own lines (OBJECT_SYSTEMD_UNIT from root).
     assert [e["MESSAGE"] for e in entries("-u", "foo-logs.service")] == [entry["MESSAGE"]]
     assert entries("_SYSTEMD_UNIT=hs-log-test.service", "PRIORITY=7") == []
+
+
+SEND_SCRIPT = """
+from supervisor.systemd.journal_send import JournalSender
+send = JournalSender()
+send(MESSAGE="probe crashed\\nTraceback (most recent call last):\\n  boom", PRIORITY="3",
+     SYSLOG_IDENTIFIER="host-supervisor", UNIT="foo-native.service", CODE_FILE="x.py")
+send(MESSAGE="a big one", UNIT="foo-native.service", DUMP="y" * 300_000 + "\\nend")
+"""
+
+
+def _text(value: Any) -> str:
+    """A field of ``journalctl -o json``: a string, or a list of bytes when not printable."""
+    return bytes(value).decode() if isinstance(value, list) else str(value)
+
+
+def test_the_native_protocol_reaches_the_real_journald(lab: Lab) -> None:
+    source_root = Path(__file__).resolve().parents[2]
+    lab.run(
+        "systemd-run", "--wait", "--quiet", "--unit=hs-native-test",
+        "-E", f"PYTHONPATH={source_root}", sys.executable, "-c", SEND_SCRIPT,
+    )  # fmt: skip
+
+    def entries() -> list[dict[str, Any]]:
+        argv = ["journalctl", "--no-pager", "-o", "json", "--all", "UNIT=foo-native.service"]
+        out = lab.run(*argv, check=False).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    found = lab.wait_for(
+        lambda: len(e := entries()) == 2 and e, timeout=10, what="both entries in the journal"
+    )
+    multi, big = found
+    assert _text(multi["MESSAGE"]) == "probe crashed\nTraceback (most recent call last):\n  boom"
+    assert (multi["PRIORITY"], multi["SYSLOG_IDENTIFIER"]) == ("3", "host-supervisor")
+    assert multi["CODE_FILE"] == "x.py"
+    assert multi["_SYSTEMD_UNIT"] == "hs-native-test.service"
+    # Too big for a datagram: it came in a sealed memfd, whole.
+    assert big["MESSAGE"] == "a big one"
+    assert _text(big["DUMP"]) == "y" * 300_000 + "\nend"

@@ -255,7 +255,7 @@ async def test_no_planted_secret_leaves(
     closed = free_port()
     out = Outputs()
     recorder = Journal()
-    monkeypatch.setattr(journal, "_cysystemd_send", lambda: recorder)
+    monkeypatch.setattr(journal, "_default_sender", lambda: recorder)
     configure_logging("debug", journal=mode == "journal")
     log = structlog.get_logger("host-supervisor")
     etc, check_url, argv = planted_config(tmp_path, port, closed)
