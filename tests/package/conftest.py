@@ -1,15 +1,16 @@
-"""Fixtures of the package test: the .deb, and a Debian bookworm booted with systemd.
+"""Fixtures of the package test: the .deb, and Debian 12 and 13 booted with systemd.
 
 The .deb comes from ``packaging/build-deb --if-changed`` (dist/ is reused when it was
-built from the same sources). The test root is made once with debootstrap and cached in
-``.cache/bookworm-test`` (HOST_SUPERVISOR_CACHE moves the cache); each session boots it
-through an overlayfs whose upper layer is a fresh directory under /var/tmp, so the cache
-stays clean. systemd boots as PID 1 of new pid+mount+uts+net namespaces chrooted into
-the overlay (DESIGN.md, "The systemd lab", chroot variant), with the lab's care: units
-that would change the host's kernel are masked, every timer of the root is masked,
-tmpfiles only touch the root's /run, and the lab gets cgroups of its own.
+built from the same sources); one .deb serves both releases. The test roots (bookworm
+and trixie) are made once each with debootstrap and cached in ``.cache/RELEASE-test``
+(HOST_SUPERVISOR_CACHE moves the cache); each module boots one through an overlayfs
+whose upper layer is a fresh directory of the lab's, so the cache stays clean. systemd
+boots as PID 1 of new pid+mount+uts+net namespaces chrooted into the overlay (DESIGN.md,
+"The systemd lab", chroot variant), with the lab's care: units that would change the
+host's kernel are masked, every timer of the root is masked, tmpfiles only touch the
+root's /run, and the lab gets cgroups of its own.
 
-Without root, unshare, debootstrap (or the cached root) or overlayfs, the tests skip
+Without root, unshare, debootstrap (or the cached roots) or overlayfs, the tests skip
 with the reason; under HOST_SUPERVISOR_REQUIRE_LAB=1 or CI=true they fail instead.
 """
 
@@ -37,14 +38,16 @@ from supervisor.testing.lab_boot import TMPFILES_DROPIN
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("HOST_SUPERVISOR_CACHE", REPO / ".cache"))
-TEST_ROOT = CACHE / "bookworm-test"
 MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
-DEBOOTSTRAP = [
-    "debootstrap",
-    "--variant=minbase",
-    "--include=systemd,systemd-sysv,dbus,python3",
-    "bookworm",
-]
+#: The releases the .deb is installed on, with the python3 each has.
+RELEASES: dict[str, str] = {"bookworm": "3.11", "trixie": "3.13"}
+DEBOOTSTRAP = ["debootstrap", "--variant=minbase", "--include=systemd,systemd-sysv,dbus,python3"]
+
+
+def root_of(release: str) -> Path:
+    """The cached debootstrap of ``release`` (never written once made)."""
+    return CACHE / f"{release}-test"
+
 
 #: Masked in the booted root on top of the lab's own list (the root's timers too).
 CHROOT_MASKS: tuple[str, ...] = (
@@ -63,8 +66,9 @@ def package_test_unavailable_reason() -> str | None:
     for tool in ("chroot", "dpkg-deb"):
         if shutil.which(tool) is None:
             return f"the package test needs `{tool}`, not found on PATH"
-    if not (TEST_ROOT / "lib/systemd/systemd").exists() and shutil.which("debootstrap") is None:
-        return "the package test needs debootstrap (apt-get install debootstrap) or a cached root"
+    cached = all((root_of(r) / "lib/systemd/systemd").exists() for r in RELEASES)
+    if not cached and shutil.which("debootstrap") is None:
+        return "the package test needs debootstrap (apt-get install debootstrap) or cached roots"
     filesystems = Path("/proc/filesystems").read_text()
     if "overlay" not in filesystems and subprocess.run(["modprobe", "overlay"]).returncode != 0:
         return "the package test needs overlayfs"
@@ -87,9 +91,11 @@ class ChrootLab(Lab):
     lab, and its upper layer lives in the lab's shared directory, removed at poweroff.
     """
 
-    def __init__(self, lower: Path) -> None:
+    def __init__(self, lower: Path, release: str) -> None:
         super().__init__()
         self.lower = lower
+        self.release = release
+        self.python = RELEASES[release]
 
     def masks(self) -> list[str]:
         """The lab's masks, ours, and every timer the root ships."""
@@ -170,22 +176,23 @@ class ChrootLab(Lab):
         return proc
 
 
-def _ensure_test_root() -> Path:
-    if (TEST_ROOT / "lib/systemd/systemd").exists():
-        return TEST_ROOT
+def _ensure_test_root(release: str) -> Path:
+    root = root_of(release)
+    if (root / "lib/systemd/systemd").exists():
+        return root
     started = time.monotonic()
-    tmp = TEST_ROOT.with_name(TEST_ROOT.name + ".tmp")
+    tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     CACHE.mkdir(parents=True, exist_ok=True)
-    log = CACHE / "debootstrap-test.log"
+    log = CACHE / f"debootstrap-{release}-test.log"
     with open(log, "wb") as out:
-        proc = subprocess.run([*DEBOOTSTRAP, str(tmp), MIRROR], stdout=out, stderr=out)
+        proc = subprocess.run([*DEBOOTSTRAP, release, str(tmp), MIRROR], stdout=out, stderr=out)
     if proc.returncode != 0:
         tail = log.read_text(errors="replace").splitlines()[-20:]
-        pytest.fail("debootstrap of the test root failed:\n" + "\n".join(tail))
-    tmp.rename(TEST_ROOT)
-    TIMINGS["debootstrap (test root)"] = time.monotonic() - started
-    return TEST_ROOT
+        pytest.fail(f"debootstrap of the {release} test root failed:\n" + "\n".join(tail))
+    tmp.rename(root)
+    TIMINGS[f"debootstrap ({release} test root)"] = time.monotonic() - started
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -209,14 +216,16 @@ def deb() -> Path:
     return debs[-1]
 
 
-@pytest.fixture(scope="module")
-def debian() -> Iterator[ChrootLab]:
-    """Debian bookworm booted with systemd in its own namespaces, on a fresh overlay."""
+@pytest.fixture(scope="module", params=list(RELEASES))
+def debian(request: pytest.FixtureRequest) -> Iterator[ChrootLab]:
+    """Debian 12, then 13, booted with systemd in its own namespaces, on a fresh overlay.
+    Module-scoped and parametrized: each test module runs whole on one, then the other."""
     require_package_test()
-    lower = _ensure_test_root()
+    release: str = request.param
+    lower = _ensure_test_root(release)
     started = time.monotonic()
-    lab = ChrootLab(lower).boot(timeout=60)
-    TIMINGS["boot"] = time.monotonic() - started
+    lab = ChrootLab(lower, release).boot(timeout=60)
+    TIMINGS[f"boot ({release})"] = time.monotonic() - started
     shared = lab.shared_dir
     try:
         yield lab
