@@ -1,5 +1,6 @@
-"""The .rpm: built by packaging/build-rpm with rpmbuild on this machine, then
-inspected with `rpm -qp` and installed with `rpm --root` into a scratch root.
+"""The .rpm: its spec checked with rpmlint, built by packaging/build-rpm with rpmbuild on
+this machine, then inspected with `rpm -qp` and installed with `rpm --root` into a scratch
+root, whose venv is then imported by every Python of packaging/pythons this machine has.
 
 Run explicitly: .venv/bin/pytest tests/package/test_rpm.py -q  (about a minute; the
 wheels come from PyPI, cached by pip). Skipped only when rpmbuild is missing and
@@ -8,7 +9,9 @@ cannot be installed; with HOST_SUPERVISOR_REQUIRE_LAB=1 that is a failure.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -21,22 +24,30 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 VENV = "/usr/lib/host-supervisor"
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+SPEC = REPO / "packaging" / "rpm" / "host-supervisor.spec"
+PYTHONS = [
+    line
+    for line in (REPO / "packaging" / "pythons").read_text().splitlines()
+    if line and not line.startswith("#")
+]
 
 
 def _need_rpmbuild() -> None:
-    if shutil.which("rpmbuild"):
+    if shutil.which("rpmbuild") and shutil.which("rpmlint"):
         return
     if os.geteuid() == 0 and shutil.which("apt-get"):
         subprocess.run(
-            ["apt-get", "install", "-y", "-q", "rpm"],
+            ["apt-get", "install", "-y", "-q", "rpm", "rpmlint"],
             capture_output=True,
             env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
             timeout=600,
             check=False,
         )
-    if shutil.which("rpmbuild"):
+    if shutil.which("rpmbuild") and shutil.which("rpmlint"):
         return
-    reason = "rpmbuild is not installed and could not be installed (apt-get install rpm)"
+    reason = (
+        "rpmbuild or rpmlint is missing and could not be installed (apt-get install rpm rpmlint)"
+    )
     if os.environ.get("HOST_SUPERVISOR_REQUIRE_LAB") == "1":
         pytest.fail(reason)
     pytest.skip(reason)
@@ -78,13 +89,31 @@ def scratch_root(package: Path) -> Iterator[Path]:
     assert not root.exists()
 
 
+def test_the_spec_passes_rpmlint() -> None:
+    _need_rpmbuild()
+    done = subprocess.run(
+        ["rpmlint", "--rpmlintrc", str(SPEC.with_name("rpmlintrc")), str(SPEC)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 errors, 0 warnings" in done.stdout, done.stdout
+
+
 def test_version_comes_from_pyproject(package: Path) -> None:
     assert _rpm("-qp", "--queryformat", "%{NAME} %{VERSION}", str(package)) == (
         f"host-supervisor {VERSION}"
     )
-    spec = (REPO / "packaging" / "rpm" / "host-supervisor.spec").read_text()
-    # The fallback used when the source rpm is rebuilt without build-rpm's --define.
+    spec = SPEC.read_text()
+    # The fallbacks used when the source rpm is rebuilt without build-rpm's --define.
     assert f"%{{!?hs_version:{VERSION}}}" in spec
+    assert f"%{{!?hs_python_min:%global hs_python_min {PYTHONS[0]}}}" in spec
+    abi = " or ".join(f"python(abi) = {v}" for v in PYTHONS)
+    assert f"%global hs_python_abi ({abi})" in spec
+    # The glibc floor build-rpm read from the wheels is the fallback's.
+    built = re.search(r"^glibc >= (\S+)$", _rpm("-qp", "--requires", str(package)), re.M)
+    assert built and f"%global hs_glibc {built[1]}}}" in spec, built
 
 
 def test_file_list(package: Path) -> None:
@@ -148,9 +177,15 @@ def test_scriptlets_are_the_systemd_ones(package: Path) -> None:
 
 
 def test_requires_are_sane(package: Path) -> None:
-    requires = {line.split()[0] for line in _rpm("-qp", "--requires", str(package)).splitlines()}
-    assert "python3" in requires
-    assert any(r.startswith("/usr/bin/python3.") for r in requires)
+    lines = _rpm("-qp", "--requires", str(package)).splitlines()
+    requires = {line.split()[0] for line in lines}
+    # A python3 range and one of its ABIs, not one binary; the glibc floor.
+    last = PYTHONS[-1].split(".")
+    after = f"{last[0]}.{int(last[1]) + 1}"
+    assert f"(python3 >= {PYTHONS[0]} with python3 < {after})" in lines, lines
+    assert f"({' or '.join(f'python(abi) = {v}' for v in PYTHONS)})" in lines, lines
+    assert any(line.startswith("glibc >= 2.") for line in lines), lines
+    assert not any(r.startswith("/usr/bin/python") for r in requires), requires
     assert "systemd" in requires
     assert "/bin/sh" in requires
     # Nothing the package itself carries, nothing from pip's metadata, no build paths.
@@ -178,11 +213,9 @@ def test_installs_the_layout_into_a_scratch_root(scratch_root: Path) -> None:
     state = root / "var/lib/host-supervisor"
     assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o700
 
-    # The venv's interpreter is the versioned system python it was built with.
-    target = "python3"
-    while not target.startswith("/"):
-        target = os.readlink(venv / "bin" / target)
-    assert target.startswith("/usr/bin/python3."), target
+    # The venv's interpreter is the system's python3, whichever of ours it is.
+    assert os.readlink(venv / "bin/python3") == "/usr/bin/python3"
+    assert glob.glob(str(root / "usr/share/doc/host-supervisor*/sbom.cdx.json"))
     # The venv points at its installed path, not at the buildroot.
     cfg = (venv / "pyvenv.cfg").read_text()
     assert "BUILDROOT" not in cfg and "/dist/rpm" not in cfg
@@ -212,3 +245,32 @@ def test_installs_the_layout_into_a_scratch_root(scratch_root: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().startswith(str(venv))
+
+
+@pytest.mark.parametrize("version", PYTHONS)
+def test_every_python_imports_the_venv(scratch_root: Path, version: str) -> None:
+    """Each Python's tree with the shared one, loaded by that Python (when this machine
+    has it: pyenv's, or the system's); the booted Debian 12 and 13 run 3.11 and 3.13."""
+    candidates = [
+        f"/usr/bin/python{version}",
+        f"/usr/local/bin/python{version}",
+        *sorted(glob.glob(f"/root/.pyenv/versions/{version}.*/bin/python{version}")),
+    ]
+    found = next((c for c in candidates if os.access(c, os.X_OK)), None)
+    if found is None:
+        pytest.skip(f"no python{version} on this machine")
+    site = scratch_root / VENV.lstrip("/") / f"lib/python{version}/site-packages"
+    script = (
+        "import site, sys; site.addsitedir(sys.argv[1]); "
+        "import aiohttp, dbus_fast, psutil, pydantic_core, uvloop, yaml, yarl; "
+        "from yaml import CSafeLoader; import apprise, supervisor.cli, supervisor.daemon.startup; "
+        "print(supervisor.cli.__file__)"
+    )
+    done = subprocess.run(
+        [found, "-I", "-S", "-B", "-c", script, str(site)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "/lib/python3/site-packages/supervisor/cli.py" in done.stdout
