@@ -29,12 +29,21 @@ samples that differ are 100%), so a unit starts flapping only with at least
 `MIN_SAMPLES` samples in the window, and stops when it has fewer. Samples older than
 the window are dropped at every `observe` and `expire`; time passing alone (`expire`)
 can end flapping but never start it: that takes an observation.
+
+Incremental. A result arrives every second or so per check, so `observe` does not
+rebuild the samples and re-weigh all 21 places each time: a `FlapState` also carries
+the number of places where the health changed and the sum of their place numbers,
+from which the weighted sum follows (`LOW_WEIGHT * changes + (HIGH_WEIGHT -
+LOW_WEIGHT) * place_sum / (places - 1)`). Appending a sample adds at most one place;
+dropping the oldest removes place 0 and renumbers the rest (`place_sum -= changes`).
+The result is rounded like `percent_change`, which stays the reference (tests compare
+both on random histories).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from supervisor.config.main import Flapping
@@ -74,6 +83,15 @@ FlapChange = Literal["started", "stopped"]
 class FlapState:
     samples: tuple[Sample, ...] = ()  # oldest first, within the window, at most MAX_SAMPLES
     flapping: bool = False
+    # Derived from `samples` (module docstring, "Incremental"); -1 = not yet counted.
+    changes: int = field(default=-1, compare=False, repr=False)
+    place_sum: int = field(default=-1, compare=False, repr=False)
+
+    def counted(self) -> tuple[int, int]:
+        """(places where the health changed, sum of their place numbers)."""
+        if self.changes >= 0:
+            return self.changes, self.place_sum
+        return _count(self.samples)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
@@ -117,8 +135,24 @@ def observe(
     cfg: Flapping, state: FlapState, healthy: bool, now: float
 ) -> tuple[FlapState, FlapChange | None]:
     """Record the unit's health at `now`; say "started" or "stopped" when the verdict turns."""
-    samples = (*_within(cfg, state.samples, now), (now, healthy))[-MAX_SAMPLES:]
-    return _judge(cfg, state.flapping, samples, may_start=True)
+    samples = state.samples
+    if samples and min(samples)[0] <= now - cfg.window:
+        # Some samples left the window (rare: a unit sampled less often than the window
+        # is long, or a clock step): recount from what is left.
+        samples = _within(cfg, samples, now)
+        changes, place_sum = _count(samples)
+    else:
+        changes, place_sum = state.counted()
+    if samples and samples[-1][1] != healthy:
+        changes += 1
+        place_sum += len(samples) - 1  # the new place's number
+    samples = (*samples, (now, healthy))
+    if len(samples) > MAX_SAMPLES:
+        if samples[0][1] != samples[1][1]:
+            changes -= 1  # place 0 leaves, numbered 0: the sum keeps
+        place_sum -= changes  # the others move down by one
+        samples = samples[1:]
+    return _judge(cfg, state.flapping, samples, changes, place_sum, may_start=True)
 
 
 def expire(cfg: Flapping, state: FlapState, now: float) -> tuple[FlapState, FlapChange | None]:
@@ -126,7 +160,7 @@ def expire(cfg: Flapping, state: FlapState, now: float) -> tuple[FlapState, Flap
     samples = _within(cfg, state.samples, now)
     if samples == state.samples:
         return state, None
-    return _judge(cfg, state.flapping, samples, may_start=False)
+    return _judge(cfg, state.flapping, samples, *_count(samples), may_start=False)
 
 
 def next_deadline(cfg: Flapping, state: FlapState) -> float | None:
@@ -137,17 +171,41 @@ def next_deadline(cfg: Flapping, state: FlapState) -> float | None:
 
 
 def _judge(
-    cfg: Flapping, flapping: bool, samples: tuple[Sample, ...], *, may_start: bool
+    cfg: Flapping,
+    flapping: bool,
+    samples: tuple[Sample, ...],
+    changes: int,
+    place_sum: int,
+    *,
+    may_start: bool,
 ) -> tuple[FlapState, FlapChange | None]:
-    percent = percent_change(samples)
+    percent = _percent(len(samples) - 1, changes, place_sum)
     enough = len(samples) >= MIN_SAMPLES
     if not flapping:
         if may_start and enough and percent >= cfg.high:
-            return FlapState(samples, True), "started"
-        return FlapState(samples, False), None
+            return FlapState(samples, True, changes, place_sum), "started"
+        return FlapState(samples, False, changes, place_sum), None
     if not enough or percent <= cfg.low:
-        return FlapState(samples, False), "stopped"
-    return FlapState(samples, True), None
+        return FlapState(samples, False, changes, place_sum), "stopped"
+    return FlapState(samples, True, changes, place_sum), None
+
+
+def _count(samples: Sequence[Sample]) -> tuple[int, int]:
+    """(places where the health changed, sum of their numbers) of the last MAX_SAMPLES."""
+    states = [healthy for _, healthy in samples[-MAX_SAMPLES:]]
+    places = [i for i in range(len(states) - 1) if states[i] != states[i + 1]]
+    return len(places), sum(places)
+
+
+def _percent(places: int, changes: int, place_sum: int) -> float:
+    """`percent_change` from the counts: the weights are linear in the place number."""
+    if places < 1 or not changes:
+        return 0.0
+    if places == 1:
+        changed = changes * (LOW_WEIGHT + HIGH_WEIGHT) / 2
+    else:
+        changed = LOW_WEIGHT * changes + (HIGH_WEIGHT - LOW_WEIGHT) * place_sum / (places - 1)
+    return round(100.0 * changed / places, 9)
 
 
 def _weight(place: int, places: int) -> float:

@@ -181,3 +181,53 @@ def test_round_trip_through_json() -> None:
 def test_from_dict_refuses_malformed_state(data: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="flap state"):
         FlapState.from_dict(data)
+
+
+# -- incremental counting ----------------------------------------------------------------------
+
+
+def _reference_observe(state: FlapState, healthy: bool, now: float) -> FlapState:
+    """observe as it was written before it counted incrementally: rebuild and re-weigh."""
+    start = now - CFG.window
+    samples = (*(s for s in state.samples if s[0] > start), (now, healthy))[-MAX_SAMPLES:]
+    percent = percent_change(samples)
+    enough = len(samples) >= MIN_SAMPLES
+    if not state.flapping:
+        return FlapState(samples, enough and percent >= CFG.high)
+    return FlapState(samples, not (not enough or percent <= CFG.low))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_incremental_counts_match_the_formula(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    state = reference = FlapState()
+    now = 0.0
+    for _ in range(400):
+        # Mostly steady, sometimes flapping, sometimes a gap longer than the window.
+        now += rng.choice([1.0, 1.0, 5.0, 30.0, CFG.window + 1.0])
+        healthy = rng.random() < (0.5 if rng.random() < 0.3 else 0.95)
+        state, _ = observe(CFG, state, healthy, now)
+        reference = _reference_observe(reference, healthy, now)
+        assert state == reference
+        assert state.counted() == FlapState(state.samples).counted()
+        places = len(state.samples) - 1
+        assert percent_change(state.samples) == pytest.approx(
+            0.0 if places < 1 else _percent_of(state), abs=1e-9
+        )
+
+
+def _percent_of(state: FlapState) -> float:
+    from supervisor.core.flapping import _percent
+
+    return _percent(len(state.samples) - 1, *state.counted())
+
+
+def test_a_restored_state_counts_from_its_samples() -> None:
+    state, _ = feed(FlapState(), alternating(15, True), 0.0)
+    restored = FlapState.from_dict(json.loads(json.dumps(state.to_dict())))
+    assert restored.changes == -1 and restored.counted() == state.counted()
+    after, _ = observe(CFG, restored, True, 100.0)
+    direct, _ = observe(CFG, state, True, 100.0)
+    assert after == direct and after.counted() == direct.counted()
