@@ -79,6 +79,15 @@ class ProbeDone:
 
 
 @dataclass(frozen=True)
+class ProbesDone:
+    """Several probe results at once, in the order they arrived: the scheduler hands
+    over what finished in one turn of the loop as one event, so the work done per step
+    (copying the host state, the STATUS= update) is shared by the batch."""
+
+    results: tuple[ProbeDone, ...]
+
+
+@dataclass(frozen=True)
 class TimerFired:
     key: TimerKey
 
@@ -220,6 +229,7 @@ Event = (
     | UnitChanged
     | BackupWatched
     | ProbeDone
+    | ProbesDone
     | TimerFired
     | PreconditionsChecked
     | RepairDone

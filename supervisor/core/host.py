@@ -111,9 +111,17 @@ def _handle(tx: Tx, event: Event) -> None:
     match event:
         case ev.UnitChanged(snapshot):
             on_unit_change(tx, snapshot)
-        case ev.ProbeDone(unit, index, result):
-            if (state := tx.unit(unit)) is not None and index < len(state.policy.checks):
-                on_result(tx, state, index, result)
+        case ev.ProbeDone():
+            _probe_done(tx, event)
+        case ev.ProbesDone(results):
+            for done in results:
+                # Each result as if it were its own step (what it deferred runs before
+                # the next one), in one Tx: one copy of the state and one STATUS=.
+                _probe_done(tx, done)
+                if tx.thawed:
+                    ladder.resume_held_by_guard(tx)
+                    tx.thawed = False
+                tx.drain()
         case ev.TimerFired(key):
             _timer(tx, key)
         case ev.PreconditionsChecked() | ev.RepairDone():
@@ -158,6 +166,11 @@ def _handle(tx: Tx, event: Event) -> None:
             by = f" (by {caller})" if caller else ""
             tx.history(None, "daemon", f"policies reloaded: {len(tx.units)} units{by}")
             tx.actions.append(ev.Ready())
+
+
+def _probe_done(tx: Tx, done: ev.ProbeDone) -> None:
+    if (state := tx.unit(done.unit)) is not None and done.index < len(state.policy.checks):
+        on_result(tx, state, done.index, done.result)
 
 
 def _fresh_ladder(tx: Tx, unit: str) -> None:

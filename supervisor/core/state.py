@@ -106,6 +106,7 @@ class Tx:
         self.actions: list[Action] = []
         self.thawed = False  # the guard's freeze ended in this step
         self._later: deque[Callable[[], None]] = deque()
+        self._status_changed = False
 
     def freeze(self) -> HostState:
         return HostState(
@@ -231,7 +232,9 @@ class Tx:
         )
 
     def status_changed(self) -> None:
-        self.actions.append(StatusChanged())
+        if not self._status_changed:  # one STATUS= update per step, however many changes
+            self._status_changed = True
+            self.actions.append(StatusChanged())
 
     def set_timer(self, key: TimerKey, at: float | None) -> None:
         """Arm, move, or with None cancel one timer; `at` is wall-clock time."""
