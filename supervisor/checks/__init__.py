@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from supervisor.checks import command, memory, tcp, unit
 from supervisor.checks.disk import DiskProber
 from supervisor.checks.http import HttpProber
 from supervisor.checks.process import ProcessProber
-from supervisor.checks.result import MESSAGE_MAX, CheckResult, ProbeContext, Status
+from supervisor.checks.result import MESSAGE_MAX, CheckResult, Pending, ProbeContext, Status
 from supervisor.config.check import Check
 from supervisor.config.probes import (
     CommandProbe,
@@ -33,7 +34,7 @@ from supervisor.config.values import format_duration
 from supervisor.secrets import mask
 from supervisor.text import one_line
 
-__all__ = ["BACKSTOP_GRACE", "CheckResult", "ProbeContext", "Prober", "Status"]
+__all__ = ["BACKSTOP_GRACE", "CheckResult", "Pending", "ProbeContext", "Prober", "Status"]
 
 BACKSTOP_GRACE = 0.25
 """Seconds past `check.timeout` before the backstop cancels a probe. Each probe honours
@@ -91,6 +92,33 @@ class Prober:
                 return await self._run(check, context)
         return await self._run(check, context)
 
+    def start(
+        self, check: Check, context: ProbeContext, done: Callable[[CheckResult], None]
+    ) -> Pending | None:
+        """Start `check` without a task or a timer if its kind allows (a port check to an
+        address literal); None if it does not: `run` it. `done` gets the result, masked
+        and timed as `run` returns it, exactly once unless the probe is cancelled; the
+        caller calls `expire()` once `check.timeout` has passed. Never raises."""
+        probe = check.probe
+        if not isinstance(probe, TcpProbe):
+            return None
+        started = time.monotonic()
+
+        def finished(result: CheckResult) -> None:
+            done(
+                replace(
+                    result,
+                    message=one_line(mask(result.message), MESSAGE_MAX),
+                    duration=time.monotonic() - started,
+                )
+            )
+
+        try:
+            return tcp.Connect.start(probe, check.timeout, finished)
+        except Exception as exc:
+            finished(_unknown(exc))
+            return _ENDED
+
     async def _run(self, check: Check, context: ProbeContext) -> CheckResult:
         started = time.monotonic()
         try:
@@ -113,6 +141,19 @@ class Prober:
             message=one_line(mask(result.message), MESSAGE_MAX),
             duration=time.monotonic() - started,
         )
+
+
+class _Ended:
+    """A callback probe that ended as it started (it raised): nothing to expire."""
+
+    def expire(self) -> None:
+        return None
+
+    def cancel(self) -> None:
+        return None
+
+
+_ENDED = _Ended()
 
 
 def _unknown(exc: BaseException) -> CheckResult:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 from supervisor.core.values import CheckResult, Measure, Status
 from supervisor.text import one_line
@@ -19,6 +20,7 @@ __all__ = [
     "MESSAGE_MAX",
     "CheckResult",
     "Measure",
+    "Pending",
     "ProbeContext",
     "Status",
     "finish",
@@ -50,6 +52,16 @@ class ProbeContext:
             object.__setattr__(self, "memory_current", None)
         if self.main_pid is not None and self.main_pid <= 0:
             object.__setattr__(self, "main_pid", None)
+
+
+class Pending(Protocol):
+    """A probe run by callbacks (`Prober.start`): its scheduler owns its deadline."""
+
+    def expire(self) -> None:
+        """The deadline passed: report the timeout now (nothing if it already ended)."""
+
+    def cancel(self) -> None:
+        """Drop it: release what it holds, report nothing."""
 
 
 def finish(

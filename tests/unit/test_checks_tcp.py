@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from supervisor.checks import tcp
-from supervisor.checks.result import ProbeContext, Status
+from supervisor.checks import Prober, tcp
+from supervisor.checks.result import CheckResult, Pending, ProbeContext, Status
+from supervisor.config.check import Check
 from supervisor.config.probes import TcpProbe
 from tests.helpers import closed_port
 
@@ -126,3 +127,106 @@ async def test_connections_are_closed_after_the_probe() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+# -- the callback probe (Prober.start): no task, no timer --------------------------------------
+
+
+class Seen(list[CheckResult]):
+    """The results a callback probe reported; `wait()` for the first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.event = asyncio.Event()
+
+    def __call__(self, result: CheckResult) -> None:
+        self.append(result)
+        self.event.set()
+
+    async def wait(self) -> None:
+        async with asyncio.timeout(2.0):
+            await self.event.wait()
+
+
+def _started(probe: dict[str, object], within: str = "2s") -> tuple[Seen, Pending | None]:
+    """Start a port check by callbacks (inside a running loop)."""
+    results = Seen()
+    check = Check.model_validate({"name": "port", "tcp": probe, "timeout": within})
+    return results, Prober().start(check, CONTEXT, results)
+
+
+async def test_callback_connect_to_an_open_port(port: int) -> None:
+    results, pending = _started({"port": port})
+    assert pending is not None
+    await results.wait()
+    pending.expire()  # after the end: nothing more
+    assert len(results) == 1 and results[0].status is Status.OK
+    assert results[0].message.startswith(f"connected to 127.0.0.1:{port} in ")
+
+
+async def test_callback_connect_refused() -> None:
+    closed = closed_port()
+    results, _ = _started({"port": closed})
+    await results.wait()
+    assert [(r.status, r.message) for r in results] == [
+        (Status.CRITICAL, f"cannot connect to 127.0.0.1:{closed}: Connection refused")
+    ]
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A listener whose accept queue is full: a further connect hangs (SYNs dropped)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = []
+    for _ in range(4):
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(address)
+        fillers.append(client)
+    yield address[1]
+    for client in fillers:
+        client.close()
+    server.close()
+
+
+async def test_callback_connect_that_hangs_is_expired_by_its_scheduler(full_backlog: int) -> None:
+    results, pending = _started({"port": full_backlog}, within="500ms")
+    assert pending is not None
+    await asyncio.sleep(0.05)
+    if results:
+        pytest.skip("this kernel accepted the connection: no hung connect to test")
+    pending.expire()
+    pending.expire()
+    assert [(r.status, r.message) for r in results] == [
+        (Status.CRITICAL, f"no connection to 127.0.0.1:{full_backlog} within 500ms")
+    ]
+
+
+async def test_a_cancelled_callback_connect_reports_nothing(full_backlog: int) -> None:
+    results, pending = _started({"port": full_backlog})
+    assert pending is not None
+    pending.cancel()
+    await asyncio.sleep(0.05)
+    assert results == [] or results[0].status is Status.OK
+
+
+async def test_what_the_callback_probe_does_not_serve_runs_as_a_coroutine() -> None:
+    for probe in (
+        {"host": "localhost", "port": 1},
+        {"port": 1, "send": "x"},
+        {"port": 1, "expect": "x"},
+    ):
+        results, pending = _started(probe)
+        assert pending is None and results == []
+    check = Check.model_validate({"name": "m", "memory": {"host_max_used": "100%"}})
+    assert Prober().start(check, CONTEXT, lambda result: None) is None
+
+
+def test_numeric_addresses_need_no_resolver() -> None:
+    assert tcp._numeric_family("127.0.0.1") is socket.AF_INET
+    assert tcp._numeric_family("::1") is socket.AF_INET6
+    assert tcp._numeric_family("localhost") is None
+    assert tcp._numeric_family("1.2.3") is None
