@@ -33,6 +33,7 @@ from supervisor.config.values import (
     MAX_COUNT,
     Duration,
     PositiveDuration,
+    format_duration,
 )
 
 __all__ = ["Check"]
@@ -107,6 +108,15 @@ class Check(FrozenModel):
         "365d. Default 0s.",
         examples=["30s"],
     )
+    confirm_interval: PositiveDuration | None = Field(
+        default=None,
+        description="After a failure that has not yet reached `failures`, run the probe "
+        "again after this shorter time (instead of `interval`) until the check is "
+        "hard-failed or a success resets the count: a verdict in `failures` x this "
+        "instead of `failures` x `interval`. Shorter than `interval`. Default none: "
+        "every run waits `interval`.",
+        examples=["200ms"],
+    )
     critical: bool = Field(
         default=True,
         description="A failing critical check triggers repair; a non-critical one only "
@@ -131,6 +141,17 @@ class Check(FrozenModel):
             raise located_error(
                 (kinds[1],),
                 f"one probe per check, got {' and '.join(kinds)}; split them into two checks",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _confirm_shorter(self) -> Check:
+        if self.confirm_interval is not None and self.confirm_interval >= self.interval:
+            raise located_error(
+                ("confirm_interval",),
+                "confirm_interval must be shorter than interval "
+                f"({format_duration(self.confirm_interval)} is not shorter than "
+                f"{format_duration(self.interval)})",
             )
         return self
 

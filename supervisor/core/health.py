@@ -165,3 +165,39 @@ def unit_health(condition: Condition, checks: Iterable[tuple[bool, HardState]]) 
     if all(hard is HardState.PENDING for _, hard in states):
         return Condition.UNKNOWN
     return Condition.HEALTHY
+
+
+# -- when a check runs next ---------------------------------------------------------
+
+
+class Schedule(Protocol):
+    """A check's schedule (satisfied by `config.Check`)."""
+
+    @property
+    def interval(self) -> float: ...
+    @property
+    def confirm_interval(self) -> float | None: ...
+
+
+def confirming(state: CheckHealth) -> bool:
+    """A failure is being counted toward `failures`: the latest result is bad (or
+    UNKNOWN), counted (not inside the start period), and not yet the hard state."""
+    last = state.last
+    return (
+        last is not None
+        and last is not Status.OK
+        and state.streak_of is _kind(last)
+        and state.hard is not _HARD_OF[last]
+    )
+
+
+def next_run(schedule: Schedule, state: CheckHealth, due: float, now: float) -> float:
+    """When a check whose run was due at `due` runs next, its result recorded in `state`
+    at `now`. Fixed-rate: `due + interval`, or `now` if the run outlasted its interval
+    (once, not a burst). With a `confirm_interval`, while a failure is being confirmed
+    (`confirming`): `now + confirm_interval`, unless the regular time comes first."""
+    regular = due + schedule.interval
+    confirm = schedule.confirm_interval
+    if confirm is not None and confirming(state):
+        regular = min(regular, now + confirm)
+    return regular if regular > now else now
