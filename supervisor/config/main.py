@@ -23,6 +23,7 @@ from supervisor.config.types import (
 )
 from supervisor.config.values import (
     MAX_COUNT,
+    Duration,
     Percent,
     PositiveDuration,
 )
@@ -200,6 +201,15 @@ class ChecksConfig(FrozenModel):
         description="Command probes running at once, 1 to 1,000,000. Default 4.",
         examples=[4],
     )
+    batch_window: Duration = Field(
+        default="5ms",
+        validate_default=True,
+        le=0.1,
+        description="Checks falling due within this time of each other start together, "
+        "from one wake-up of the scheduler: a check may start up to this much early, "
+        "never late, and its schedule keeps its rate. 0s to 100ms. Default 5ms.",
+        examples=["5ms"],
+    )
 
 
 class ControlConfig(FrozenModel):
@@ -245,7 +255,7 @@ class MainConfig(FrozenModel):
     )
     checks: ChecksConfig = Field(
         default_factory=ChecksConfig,
-        description="Probe limits. Default {max_concurrent_commands: 4}.",
+        description="Probe limits. Default {max_concurrent_commands: 4, batch_window: 5ms}.",
         examples=[{"max_concurrent_commands": 4}],
     )
     control: ControlConfig = Field(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from supervisor.checks.result import CheckResult, ProbeContext
+from supervisor.checks.result import CheckResult, Pending, ProbeContext
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
 from supervisor.core.values import Rung
@@ -61,6 +61,13 @@ class Probes(Protocol):
     """Runs one check once; never raises."""
 
     async def run(self, check: Check, context: ProbeContext) -> CheckResult: ...
+    def start(
+        self, check: Check, context: ProbeContext, done: Callable[[CheckResult], None]
+    ) -> Pending | None:
+        """Start `check` by callbacks alone if it can be (no task, no timer): `done` gets
+        its result; the caller calls `expire()` at the timeout. None: `run` it instead."""
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.checks.result import CheckResult, ProbeContext, Status
+from supervisor.checks.result import CheckResult, Pending, ProbeContext, Status
 from supervisor.config import Check, Policy
 from supervisor.core.alerting import Alert
 from supervisor.errors import BusError
@@ -263,6 +263,11 @@ class FakeProbes:
 
     async def run(self, check: Check, context: ProbeContext) -> CheckResult:
         return self.answers.get((context.unit, check.name), CheckResult(Status.OK, "ok", 0.0))
+
+    def start(
+        self, check: Check, context: ProbeContext, done: Callable[[CheckResult], None]
+    ) -> Pending | None:
+        return None  # every fake answer runs as a coroutine
 
     async def close(self) -> None:
         return None
