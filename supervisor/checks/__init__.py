@@ -14,10 +14,10 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from supervisor.checks import command, memory, tcp, unit
 from supervisor.checks.disk import DiskProber
-from supervisor.checks.http import HttpProber
 from supervisor.checks.process import ProcessProber
 from supervisor.checks.result import MESSAGE_MAX, CheckResult, Pending, ProbeContext, Status
 from supervisor.config.check import Check
@@ -33,6 +33,9 @@ from supervisor.config.probes import (
 from supervisor.config.values import format_duration
 from supervisor.secrets import mask
 from supervisor.text import one_line
+
+if TYPE_CHECKING:
+    from supervisor.checks.http import HttpProber
 
 __all__ = ["BACKSTOP_GRACE", "CheckResult", "Pending", "ProbeContext", "Prober", "Status"]
 
@@ -53,18 +56,23 @@ class Prober:
     def __init__(self, max_concurrent_commands: int = 4) -> None:
         if max_concurrent_commands < 1:
             raise ValueError("max_concurrent_commands must be at least 1")
-        self._http = HttpProber()
+        self._http: HttpProber | None = None  # aiohttp is imported at the first HTTP check
         self._process = ProcessProber()
         self._disk = DiskProber()
         self._commands = asyncio.Semaphore(max_concurrent_commands)
 
     async def close(self) -> None:
         """Close the HTTP connections."""
-        await self._http.close()
+        if self._http is not None:
+            await self._http.close()
 
     async def _probe(self, check: Check, context: ProbeContext) -> CheckResult:
         probe, timeout = check.probe, check.timeout
         if isinstance(probe, HttpProbe):
+            if self._http is None:
+                from supervisor.checks.http import HttpProber  # aiohttp: only when used
+
+                self._http = HttpProber()
             return await self._http.run(probe, context, timeout)
         if isinstance(probe, TcpProbe):
             return await tcp.run(probe, context, timeout)

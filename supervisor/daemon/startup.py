@@ -15,13 +15,12 @@ import structlog
 from supervisor.alerts import Alerter
 from supervisor.checks import Prober
 from supervisor.checks.command import CommandRunner
-from supervisor.cluster.driver import ClusterDriver
 from supervisor.config import LoadedConfig, load_config
 from supervisor.core.host import checked_guard_doc, checked_unit_doc
 from supervisor.daemon.control import ControlServer
 from supervisor.daemon.listener import HttpServer
 from supervisor.daemon.loop import Daemon, DaemonOptions, Stored
-from supervisor.daemon.ports import Ports
+from supervisor.daemon.ports import ClusterPort, Ports
 from supervisor.daemon.preconditions import LocalHost
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.logs import configure_logging
@@ -89,13 +88,21 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: AsyncStore) 
         clock=time.time,
         hostname=hostname,
         log_level=configure_logging,
-        cluster=ClusterDriver,
+        cluster=_cluster_driver() if loaded.main.cluster is not None else None,
         http=(
             (lambda daemon: HttpServer(daemon, http, textfile))
             if http.listen is not None or textfile is not None
             else None
         ),
     )
+
+
+def _cluster_driver() -> Callable[..., ClusterPort]:
+    """The etcd driver, imported only for a host with a `cluster:` section (a change of
+    that section takes effect at the next start anyway)."""
+    from supervisor.cluster.driver import ClusterDriver  # only when a cluster is configured
+
+    return ClusterDriver
 
 
 def run_daemon(options: DaemonOptions) -> int:
