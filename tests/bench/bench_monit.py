@@ -5,8 +5,14 @@
    kill -> active again (systemd's ActiveEnterTimestamp).
 2. http: an endpoint turns bad (500s): time to the restart being issued, 3 consecutive
    failures at 1 s for both (host-supervisor's "restarting unit"; monit's "trying to restart").
-3. overhead: 100/500/1,000 units, one HTTP + one TCP check each at 1 s, all healthy:
-   CPU s per minute, peak RSS, CPU per check run.
+   2b. the same for host-supervisor with `confirm_interval: 200ms` (issue 13).
+3. overhead: 10/100/500/1,000 units, one HTTP + one TCP check each at 1 s, all healthy:
+   CPU s per minute, peak RSS, CPU per check run, and host-supervisor's exec -> READY=1.
+   monit is measured as configured (`check process` per service: it reads /proc every
+   cycle) and, at the largest size, probing only (`check host`, the same two tests);
+   both tools again at the largest size against an endpoint that closes every
+   connection. The kernel's floors (a bare client's system CPU for a fresh loopback
+   connect + request, and for a keep-alive request) are measured in the same run.
 4. timeliness: 1,000 units, 10% of HTTP endpoints hung, 5 s timeout: lateness of the
    healthy checks against their 1 s schedule.
 
@@ -45,7 +51,8 @@ ROOT = Path(__file__).parents[2]
 BENCH_ASSETS = Path(__file__).parent / "assets"
 FLAKY_SERVER = ROOT / "tests" / "integration" / "assets" / "flaky_server.py"
 WEB = "bench-web.service"  # bench_crash's unit name (its POLICY and detections() use it)
-WEB_PORT, FLAKY_PORT, OK_PORT, HUNG_PORT = 8090, 8201, 9000, 9001
+WEB_PORT, FLAKY_PORT, OK_PORT, HUNG_PORT, CLOSE_PORT = 8090, 8201, 9000, 9001, 9002
+CONFIRM = "200ms"  # section 2b's confirm_interval
 MONIT_START_PAUSE = 30  # s: monit's default start program timeout
 EXE = Path(sys.prefix) / "bin" / "host-supervisor"
 
@@ -65,6 +72,11 @@ recovery:
   reset_after: 1s
   max_attempts: 1000
 """
+
+
+CONFIRM_POLICY = FLAKY_POLICY.replace(
+    "    failures: 3\n", f"    failures: 3\n    confirm_interval: {CONFIRM}\n"
+)
 
 
 def scale_policy(n: int, port: int, timeout: int) -> str:
@@ -133,6 +145,16 @@ class HostSupervisor(Tool):
     def restarts(self) -> list[float]:
         return self.lines("restarting unit", "flaky.service")
 
+    def ready(self) -> float:
+        """Seconds from exec to READY=1 (systemd's own stamps)."""
+        stamps = self.lab.show(
+            self.unit, "ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic"
+        )
+        return (
+            int(stamps["ActiveEnterTimestampMonotonic"])
+            - int(stamps["ExecMainStartTimestampMonotonic"])
+        ) / 1e6
+
     def metrics(self, *args: str) -> dict:
         out = self.lab.run(str(EXE), "metrics", *args, "--socket", str(self.sock)).stdout
         return json.loads(out) if out.strip() else {}
@@ -171,6 +193,12 @@ class Monit(Tool):
 
     def restarts(self) -> list[float]:
         return self.journal("'flaky' trying to restart")
+
+
+class MonitProbing(Monit):
+    """monit probing only: `check host` entries, no process to read from /proc."""
+
+    name = "monit-host"
 
 
 def _iso(text: str) -> float:
@@ -238,7 +266,14 @@ def failing_http(lab: Lab, tool: Tool, reps: int) -> list[float]:
 # -- 3 and 4: scale --------------------------------------------------------------------
 
 
-def monit_scaled(units: int, port: int, timeout: int, ticks: Path, every: int) -> str:
+def monit_scaled(
+    units: int,
+    port: int,
+    timeout: int,
+    ticks: Path,
+    every: int,
+    entry: Callable[[int, int, int], str] = mc.scaled,
+) -> str:
     """Config for `units` services; with hung endpoints (0..units/10-1), one in every 10
     services in config order, and a tick every `every` services (0 = only at the start)."""
     hung = units // 10 if port == HUNG_PORT else 0
@@ -251,7 +286,7 @@ def monit_scaled(units: int, port: int, timeout: int, ticks: Path, every: int) -
     for i, n in enumerate(order):
         if every and i and i % every == 0:
             body.append(mc.tick(f"tick{i}", ticks))
-        body.append(mc.scaled(n, port, timeout))
+        body.append(entry(n, port, timeout))
     return "".join(body)
 
 
@@ -270,11 +305,14 @@ def measure_scale(
     ticks = Path(lab.shared_dir) / f"ticks-{tag}"
     hung = port == HUNG_PORT
     every = 10 if hung else 0
+    ready = float("nan")
     if isinstance(tool, HostSupervisor):
         tool.start({f"b{n}.yaml": scale_policy(n, port, timeout) for n in range(units)})
+        ready = tool.ready()
     else:
         assert isinstance(tool, Monit)
-        tool.start(monit_scaled(units, port, timeout, ticks, every))
+        entry = mc.scaled_host if isinstance(tool, MonitProbing) else mc.scaled
+        tool.start(monit_scaled(units, port, timeout, ticks, every, entry))
     pid = tool.host_pid()
     time.sleep(5.0)  # start-up, start jitter, first connections
     if isinstance(tool, HostSupervisor):
@@ -287,7 +325,7 @@ def measure_scale(
     cpu = sum(cpu_seconds(pid)) - cpu0
     elapsed = time.time() - t0
     _rss, hwm = memory_mb(pid)
-    r: dict[str, float | str] = {"cpu_per_min": 60 * cpu / elapsed, "hwm": hwm}
+    r: dict[str, float | str] = {"cpu_per_min": 60 * cpu / elapsed, "hwm": hwm, "ready": ready}
     if isinstance(tool, HostSupervisor):
         m = tool.metrics()
         runs = m["check_runs"] - runs0
@@ -339,7 +377,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--reps", type=int, default=3, help="failing-endpoint repetitions")
-    parser.add_argument("--units", default="100,500,1000")
+    parser.add_argument("--units", default="10,100,500,1000")
     parser.add_argument("--window", type=float, default=30.0)
     parser.add_argument("--pause", type=float, default=1.2, help="s between kills")
     parser.add_argument("--skip", default="", help="comma list of sections to skip: 1,2,3,4")
@@ -354,7 +392,12 @@ def main() -> int:
     sizes = [int(u) for u in args.units.split(",")]
     top = max(sizes)
     started = time.monotonic()
-    results: dict[str, dict[str, object]] = {"host-supervisor": {}, "monit": {}}
+    results: dict[str, dict[str, object]] = {
+        "host-supervisor": {},
+        "monit": {},
+        "monit-host": {},
+        "floor": {},
+    }
     with Lab() as lab:
         lab.boot()
         shared = Path(lab.shared_dir)
@@ -385,27 +428,48 @@ def main() -> int:
                     print(f"[{time.monotonic() - started:.0f}s] http: {tool.name}", flush=True)
                     results[tool.name]["http"] = failing_http(lab, tool, args.reps)
                 tool.stop()
+        if "2" not in skip:
+            tool = HostSupervisor(lab, "confirm")
+            tool.start({"flaky.yaml": CONFIRM_POLICY})
+            time.sleep(3.0)
+            print(f"[{time.monotonic() - started:.0f}s] http confirm: {tool.name}", flush=True)
+            results[tool.name]["http_confirm"] = failing_http(lab, tool, args.reps)
+            tool.stop()
         if not {"3", "4"} <= skip:
             lab.install_unit(
                 "bench@.service",
                 "[Service]\nExecStart=/bin/sleep infinity\n"
                 "ExecStartPost=/bin/sh -c 'echo $MAINPID > /run/bench-%i.pid'\n",
             )
-            for port, hung in ((OK_PORT, 0), (HUNG_PORT, top // 10)):
+            for port, hung, extra in (
+                (OK_PORT, 0, ""),
+                (HUNG_PORT, top // 10, ""),
+                (CLOSE_PORT, 0, " close"),
+            ):
                 lab.install_unit(
                     f"bench-server-{port}.service",
                     f"[Service]\nExecStart=/usr/bin/python3 {BENCH_ASSETS / 'bench_server.py'} "
-                    f"{port} {hung}\nLimitNOFILE=65536\n",
+                    f"{port} {hung}{extra}\nLimitNOFILE=65536\n",
                 )
                 lab.run("systemctl", "start", f"bench-server-{port}.service")
             lab.run("systemctl", "start", *[f"bench@{n}.service" for n in range(top)], timeout=300)
-        runs: list[tuple[str, int, int, int]] = []
         if "3" not in skip:
-            runs += [("scale", n, OK_PORT, 1) for n in sizes]
+            for mode in ("fresh", "keepalive"):
+                out = lab.run(
+                    "/usr/bin/python3", str(BENCH_ASSETS / "floor.py"), str(OK_PORT), "3000", mode
+                )
+                results["floor"][mode] = json.loads(out.stdout)
+        runs: list[tuple[str, int, int, int, tuple[type[Tool], ...]]] = []
+        both: tuple[type[Tool], ...] = (HostSupervisor, Monit)
+        if "3" not in skip:
+            runs += [
+                ("scale", n, OK_PORT, 1, (*both, MonitProbing) if n == top else both) for n in sizes
+            ]
+            runs += [("close", top, CLOSE_PORT, 1, (HostSupervisor, MonitProbing))]
         if "4" not in skip:
-            runs += [("slow", top, HUNG_PORT, 5)]
-        for kind, n, port, timeout in runs:
-            for cls in (HostSupervisor, Monit):
+            runs += [("slow", top, HUNG_PORT, 5, both)]
+        for kind, n, port, timeout, tools in runs:
+            for cls in tools:
                 print(f"[{time.monotonic() - started:.0f}s] {kind} {n}: {cls.name}", flush=True)
                 results[cls.name][f"{kind}{n}"] = measure_scale(
                     lab, cls, n, port, timeout, args.window
@@ -415,32 +479,40 @@ def main() -> int:
 
 
 def report(args, sizes, top, results, facts, took) -> None:  # type: ignore[no-untyped-def]
-    hs, mo = results["host-supervisor"], results["monit"]
-    rows: list[tuple[str, str, str]] = []
+    hs, mo, mh = results["host-supervisor"], results["monit"], results["monit-host"]
+    floor = results["floor"]
+    rows: list[tuple[str, str, str, str]] = []
 
     def add(label: str, key: str, fmt: Callable[[object], str]) -> None:
-        if key in hs or key in mo:
-            rows.append((label, fmt(hs.get(key)), fmt(mo.get(key))))
+        if key in hs or key in mo or key in mh:
+            rows.append(
+                (
+                    label,
+                    fmt(hs.get(key)),
+                    fmt(mo.get(key)),
+                    fmt(mh.get(key)) if key in mh else "",
+                )
+            )
 
     def pct(i: int, which: int) -> Callable[[object], str]:
         return lambda v: "-" if v is None else percentiles(v[which])[i]  # type: ignore[index]
 
+    def median(v: object) -> str:
+        return "-" if v is None else f"{statistics.median(v):.0f}"  # type: ignore[arg-type]
+
+    def each(v: object) -> str:
+        return "-" if v is None else " ".join(f"{x:.0f}" for x in v)  # type: ignore[union-attr]
+
+    g = lambda f: lambda v: "-" if v is None else f(v)  # noqa: E731
     for which, what in ((0, "kill -> detection"), (1, "kill -> active again")):
         for i, q in enumerate(("p50", "p95", "p99")):
             add(f"1. {what} {q} (ms)", "crash", pct(i, which))
-    add(
-        "2. endpoint bad -> restart issued, median (ms)",
-        "http",
-        lambda v: "-" if v is None else f"{statistics.median(v):.0f}",  # type: ignore[arg-type]
-    )
-    add(
-        "   (each run, ms)",
-        "http",
-        lambda v: "-" if v is None else " ".join(f"{x:.0f}" for x in v),  # type: ignore[union-attr]
-    )
+    add("2. endpoint bad -> restart issued, median (ms)", "http", median)
+    add("   (each run, ms)", "http", each)
+    add(f"2b. the same, confirm_interval {CONFIRM}, median (ms)", "http_confirm", median)
+    add("   (each run, ms)", "http_confirm", each)
     for n in sizes:
         key = f"scale{n}"
-        g = lambda f: lambda v: "-" if v is None else f(v)  # noqa: E731
         add(f"3. {n} units: CPU s per minute", key, g(lambda v: f"{v['cpu_per_min']:.2f}"))
         add(f"3. {n} units: peak RSS (MB)", key, g(lambda v: f"{v['hwm']:.0f}"))
         add(f"3. {n} units: CPU per check run (us)", key, g(lambda v: f"{v['cpu_us_per_run']:.0f}"))
@@ -449,8 +521,19 @@ def report(args, sizes, top, results, facts, took) -> None:  # type: ignore[no-u
             key,
             g(lambda v: f"{v['late_p50']:.0f} / {v['late_p99']:.0f}"),
         )
+        add(
+            f"3. {n} units: exec -> READY=1 (s)",
+            key,
+            g(lambda v: "" if v["ready"] != v["ready"] else f"{v['ready']:.2f}"),
+        )
+    key = f"close{top}"
+    add(
+        f"3c. {top} units, endpoint closes every connection: CPU per check run (us)",
+        key,
+        g(lambda v: f"{v['cpu_us_per_run']:.0f}"),
+    )
+    add("3c.   CPU s per minute", key, g(lambda v: f"{v['cpu_per_min']:.2f}"))
     key = f"slow{top}"
-    g = lambda f: lambda v: "-" if v is None else f(v)  # noqa: E731
     add(
         f"4. {top} units, 10% hung, 5 s timeout: lateness p50 (ms)",
         key,
@@ -468,18 +551,57 @@ def report(args, sizes, top, results, facts, took) -> None:  # type: ignore[no-u
         f"kills={args.kills} reps={args.reps} window={args.window:g}s pause={args.pause:g}s; "
         f"took {took:.0f} s"
     )
-    print_table(("measure", "host-supervisor", "monit"), rows)
+    print_table(("measure", "host-supervisor", "monit", "monit probing-only"), rows)
+
+    def per_run(res: dict[str, object], key: str) -> float:
+        v = res.get(key)
+        value = float(v["cpu_us_per_run"]) if isinstance(v, dict) else float("nan")
+        return value if value > 0 else float("nan")  # monit's CPU ticks can round to 0
+
+    ratios = [
+        (
+            f"CPU per check run at {top} units / monit as configured",
+            per_run(hs, f"scale{top}") / per_run(mo, f"scale{top}"),
+            "<= 0.5",
+        ),
+        (
+            f"CPU per check run at {top} units / monit probing-only, keep-alive endpoint",
+            per_run(hs, f"scale{top}") / per_run(mh, f"scale{top}"),
+            "<= 1.5",
+        ),
+        (
+            f"CPU per check run at {top} units / monit probing-only, closing endpoint",
+            per_run(hs, f"close{top}") / per_run(mh, f"close{top}"),
+            "<= 2.5",
+        ),
+    ]
+    print()
+    print_table(
+        ("ratio (same run)", "value", "target"),
+        [(label, f"{value:.2f}", target) for label, value, target in ratios],
+    )
+    if floor:
+        print()
+        print_table(
+            ("kernel floor, bare client (us per request)", "system", "user"),
+            [
+                (f"{mode} loopback connect + request" if mode == "fresh" else "keep-alive request",
+                 f"{v['sys_us']:.1f}", f"{v['user_us']:.1f}")
+                for mode, v in floor.items()
+            ],
+        )  # fmt: skip
     print(
         "\nnotes: monit detection/restart times are journald receipt stamps (us) of its syslog "
         "lines; monit's own log-file stamps have 1 s resolution.\n"
         f"monit skips a process's connection tests until it has run {MONIT_START_PAUSE} s (its "
         "start timeout): section 2 waits that out (+3 s) before each round, for both tools.\n"
         "monit lateness = its cycle period (tick check first in the config, date +%s.%N) "
-        "minus the 1 s schedule; every check in a cycle has that interval."
+        "minus the 1 s schedule; every check in a cycle has that interval.\n"
+        "monit probing-only: `check host` entries with the same two tests, no process checks."
     )
     for n in sorted({*sizes, top}):
-        for name, res in (("host-supervisor", hs), ("monit", mo)):
-            for kind in ("scale", "slow"):
+        for name, res in (("host-supervisor", hs), ("monit", mo), ("monit-host", mh)):
+            for kind in ("scale", "close", "slow"):
                 v = res.get(f"{kind}{n}")
                 if isinstance(v, dict):
                     print(f"  {kind} {n} {name}: runs={v['runs']} ({v['runs_note']})")

@@ -60,3 +60,14 @@ check process bench{n} with pidfile /run/bench-{n}.pid
      with timeout {timeout} seconds then alert
   if failed host 127.0.0.1 port {port} type tcp with timeout {timeout} seconds then alert
 """
+
+
+def scaled_host(n: int, port: int, timeout: int) -> str:
+    """The same two tests as `scaled`, probing only: `check host`, no process to read
+    from /proc every cycle (monit's cost as a pure prober)."""
+    return f"""\
+check host bench{n} with address 127.0.0.1
+  if failed port {port} protocol http request "/{n}"
+     with timeout {timeout} seconds then alert
+  if failed port {port} type tcp with timeout {timeout} seconds then alert
+"""

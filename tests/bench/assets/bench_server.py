@@ -1,14 +1,20 @@
 """HTTP/1.1 keep-alive server for the benchmarks (Debian's python3, asyncio, no deps).
 
-Usage: bench_server.py PORT HUNG. GET /N answers 200 "ok", except for N < HUNG,
+Usage: bench_server.py PORT HUNG [close]. GET /N answers 200 "ok", except for N < HUNG,
 whose requests are accepted and never answered. A bare TCP connect is accepted too.
+With `close`, every answer says Connection: close and the connection is closed.
 """
 
 import asyncio
 import sys
 
 PORT, HUNG = int(sys.argv[1]), int(sys.argv[2])
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
+CLOSE = sys.argv[3:] == ["close"]
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n"
+    + (b"Connection: close\r\n" if CLOSE else b"")
+    + b"\r\nok"
+)
 
 
 async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -21,6 +27,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
                 return
             writer.write(RESPONSE)
             await writer.drain()
+            if CLOSE:
+                return
     except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
         pass
     finally:
