@@ -59,6 +59,12 @@ async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
     return b"".join(chunks)
 
 
+def _closing(headers: dict[str, str]) -> dict[str, str]:
+    """The request's headers asking the server to close the connection after it (aiohttp
+    then closes it too, instead of pooling it)."""
+    return {**headers, "Connection": "close"}
+
+
 def _decode(body: bytes, charset: str | None) -> str:
     try:
         return body.decode(charset or "utf-8", errors="replace")
@@ -131,7 +137,7 @@ class HttpProber:
             async with self._get_session().request(
                 spec.method,
                 self._url(url),
-                headers=spec.headers,
+                headers=spec.headers if spec.keep_alive else _closing(spec.headers),
                 allow_redirects=spec.follow_redirects,
                 ssl=spec.tls_verify,  # False: no certificate check
                 timeout=client_timeout,

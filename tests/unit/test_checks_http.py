@@ -117,6 +117,15 @@ async def test_two_runs_reuse_one_connection(server: Server, prober: HttpProber)
     assert len(set(server.peers)) == 1, f"one connection expected, saw ports {server.peers}"
 
 
+async def test_without_keep_alive_each_run_has_a_fresh_connection(
+    server: Server, prober: HttpProber
+) -> None:
+    spec = HttpProbe(url=f"{server.base}/flip", keep_alive=False)
+    for _ in range(3):
+        assert (await prober.run(spec, CONTEXT, 2.0)).status is Status.OK
+    assert len(set(server.peers)) == 3, f"three connections expected, saw ports {server.peers}"
+
+
 async def test_a_timed_out_connection_is_not_reused(server: Server, prober: HttpProber) -> None:
     spec = HttpProbe(url=f"{server.base}/flip")
     server.mode[0] = "hang"
