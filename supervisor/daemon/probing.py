@@ -26,6 +26,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+import time
 import zlib
 from collections.abc import Callable
 
@@ -107,6 +108,7 @@ class Probing:
         self._wake_at = math.inf
         self._done: list[tuple[_Entry, CheckResult]] = []
         self._flushing = False
+        self._woke = 0.0  # time.monotonic() at the current wake-up
 
     @property
     def window(self) -> float:
@@ -170,6 +172,7 @@ class Probing:
         loop = asyncio.get_running_loop()
         try:
             now = loop.time()
+            self._woke = time.monotonic()
             deadlines = self._deadlines
             while deadlines and deadlines[0][0] <= now:
                 _, _, entry, pending = heapq.heappop(deadlines)
@@ -191,7 +194,9 @@ class Probing:
             entry.due = next_run(entry.check, _NO_HEALTH, entry.due, now)
             self._push(entry)
             return
-        entry.late_by = max(0.0, now - entry.due)
+        # How late against its schedule: the wake-up's lateness, plus the time this
+        # wake-up spent starting the checks before it (the loop's clock stands still).
+        entry.late_by = max(0.0, now - entry.due + time.monotonic() - self._woke)
         check, context = entry.check, state.context
         entry.pending = _STARTING
         try:
