@@ -96,6 +96,13 @@ checks:
 """
 
 
+def setenv() -> list[str]:
+    """systemd-run's flag passing PYTHONPATH on (a worktree shadowing the venv's editable
+    install): the daemon measured is that tree's, not the one the venv points at."""
+    path = os.environ.get("PYTHONPATH")
+    return [f"--setenv=PYTHONPATH={path}"] if path else []
+
+
 # -- the two tools ---------------------------------------------------------------------
 
 
@@ -125,7 +132,7 @@ class HostSupervisor(Tool):
         self.lab.run(
             "systemd-run", f"--unit={self.unit}", "--property=Type=notify",
             "--property=NotifyAccess=main", "--property=LimitNOFILE=65536",
-            f"--property=StandardError=append:{self.log}",
+            f"--property=StandardError=append:{self.log}", *setenv(),
             str(EXE), "run", "--config", str(config), "--state-dir",
             str(self.shared / f"hs-{self.tag}-state"), "--socket", str(self.sock), timeout=180,
         )  # fmt: skip

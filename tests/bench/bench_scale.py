@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -54,6 +55,13 @@ def memory_mb(pid: int) -> tuple[float, float]:
     return kib("VmRSS"), kib("VmHWM")
 
 
+def setenv() -> list[str]:
+    """systemd-run's flag passing PYTHONPATH on (a worktree shadowing the venv's editable
+    install): the daemon measured is that tree's, not the one the venv points at."""
+    path = os.environ.get("PYTHONPATH")
+    return [f"--setenv=PYTHONPATH={path}"] if path else []
+
+
 def measure(units: int, hung: int, window: float, timeout: str) -> dict[str, float]:
     with Lab() as lab:
         lab.boot()
@@ -77,7 +85,7 @@ def measure(units: int, hung: int, window: float, timeout: str) -> dict[str, flo
         lab.run(
             "systemd-run", "--unit=hs-bench", "--property=Type=notify",
             "--property=NotifyAccess=main", "--property=LimitNOFILE=65536",
-            f"--property=StandardError=append:{shared / 'daemon.log'}",
+            f"--property=StandardError=append:{shared / 'daemon.log'}", *setenv(),
             str(exe), "run", "--config", str(config), "--state-dir", str(shared / "state"),
             "--socket", str(sock), timeout=120,
         )  # fmt: skip
