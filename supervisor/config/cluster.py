@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from supervisor.config.types import FrozenModel, located_error
+from supervisor.config.types import AbsolutePath, FrozenModel, located_error
 from supervisor.config.values import Duration, PositiveDuration
 
 __all__ = ["MIN_TTL", "ClusterConfig", "ClusterTLS", "Clustered", "HostName"]
@@ -38,15 +38,8 @@ def _endpoint(value: str) -> str:
     return value.rstrip("/")
 
 
-def _absolute(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"expected an absolute path, got {value!r}")
-    return value
-
-
 HostName = Annotated[str, AfterValidator(_host)]
 Endpoint = Annotated[str, AfterValidator(_endpoint)]
-AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 
 
 class ClusterTLS(FrozenModel):

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
-from supervisor.config.types import FrozenModel, located_error
+from supervisor.config.types import AbsolutePath, FrozenModel, located_error
 from supervisor.config.values import PositiveDuration
 
 __all__ = [
@@ -60,12 +60,6 @@ def _listen(value: str) -> str:
     return value
 
 
-def _absolute(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"expected an absolute path, got {value!r}")
-    return value
-
-
 def _cidr(value: str) -> str:
     try:
         return str(ipaddress.ip_network(value, strict=False))
@@ -76,7 +70,6 @@ def _cidr(value: str) -> str:
 
 
 Listen = Annotated[str, AfterValidator(_listen)]
-AbsolutePath = Annotated[str, AfterValidator(_absolute)]
 Cidr = Annotated[str, AfterValidator(_cidr)]
 
 
