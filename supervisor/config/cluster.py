@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from supervisor.config.tls_files import cert_pair_problems
 from supervisor.config.types import AbsolutePath, FrozenModel, located_error
 from supervisor.config.values import Duration, PositiveDuration
 
@@ -184,23 +185,5 @@ def tls_problems(tls: ClusterTLS) -> list[tuple[str, str]]:
         except (ssl.SSLError, OSError, ValueError) as exc:
             problems.append(("ca", f"CA file {tls.ca} is not a PEM certificate ({exc})"))
     if tls.cert is not None and tls.key is not None:
-        for name, path in (("cert", tls.cert), ("key", tls.key)):
-            try:
-                with open(path, "rb"):
-                    pass
-            except FileNotFoundError:
-                problems.append((name, f"{name} file {path} does not exist"))
-            except OSError as exc:
-                problems.append((name, f"{name} file {path} cannot be read ({exc.strerror})"))
-        if not problems or all(field == "ca" for field, _ in problems):
-            try:
-                context.load_cert_chain(tls.cert, tls.key)
-            except (ssl.SSLError, OSError, ValueError) as exc:
-                problems.append(
-                    (
-                        "key",
-                        f"client certificate {tls.cert} and key {tls.key} do not load "
-                        f"together ({exc})",
-                    )
-                )
+        problems += cert_pair_problems(tls.cert, tls.key, context, "client certificate")
     return problems

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
+from supervisor.config.tls_files import cert_pair_problems
 from supervisor.config.types import AbsolutePath, FrozenModel, located_error
 from supervisor.config.values import PositiveDuration
 
@@ -170,20 +171,5 @@ class NodeExporterConfig(FrozenModel):
 
 def http_tls_problems(tls: HttpTLS) -> list[tuple[str, str]]:
     """(field, message) for a certificate or key that cannot be used, naming the file."""
-    problems: list[tuple[str, str]] = []
-    for name, path in (("cert", tls.cert), ("key", tls.key)):
-        try:
-            with open(path, "rb"):
-                pass
-        except FileNotFoundError:
-            problems.append((name, f"{name} file {path} does not exist"))
-        except OSError as exc:
-            problems.append((name, f"{name} file {path} cannot be read ({exc.strerror})"))
-    if not problems:
-        try:
-            ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(tls.cert, tls.key)
-        except (ssl.SSLError, OSError, ValueError) as exc:
-            problems.append(
-                ("key", f"certificate {tls.cert} and key {tls.key} do not load together ({exc})")
-            )
-    return problems
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    return cert_pair_problems(tls.cert, tls.key, context)

@@ -305,23 +305,27 @@ def _check_channels(main: MainConfig, doc: Document | None) -> list[ConfigIssue]
 
 def _check_cluster_tls(main: MainConfig, doc: Document | None) -> list[ConfigIssue]:
     """Each TLS file for etcd that cannot be used: one error naming the file."""
-    if main.cluster is None or main.cluster.tls is None or doc is None:
+    if main.cluster is None or main.cluster.tls is None:
         return []
-    issues: list[ConfigIssue] = []
-    for name, message in tls_problems(main.cluster.tls):
-        loc: Loc = ("cluster", "tls", name)
-        line, col = position(find_node(doc.node, loc))
-        issues.append(ConfigIssue(doc.path, line, col, message, format_path(loc)))
-    return issues
+    return _placed(doc, ("cluster", "tls"), tls_problems(main.cluster.tls))
 
 
 def _check_http_tls(main: MainConfig, doc: Document | None) -> list[ConfigIssue]:
     """The listener's certificate or key that cannot be used: one error naming the file."""
-    if main.http.tls is None or doc is None:
+    if main.http.tls is None:
+        return []
+    return _placed(doc, ("http", "tls"), http_tls_problems(main.http.tls))
+
+
+def _placed(
+    doc: Document | None, section: Loc, problems: list[tuple[str, str]]
+) -> list[ConfigIssue]:
+    """Each (field, message) as an issue at that field of `section` in `doc`."""
+    if doc is None:
         return []
     issues: list[ConfigIssue] = []
-    for name, message in http_tls_problems(main.http.tls):
-        loc: Loc = ("http", "tls", name)
+    for name, message in problems:
+        loc: Loc = (*section, name)
         line, col = position(find_node(doc.node, loc))
         issues.append(ConfigIssue(doc.path, line, col, message, format_path(loc)))
     return issues
