@@ -81,6 +81,8 @@ class ClusterDriver:
         self.mirror: dict[str, KeyValue] = {}
         self.revision = 0  # of the mirror: the last read or watch event
         self.views: dict[str, dict[str, Any]] = {}  # unit -> this host's view, published
+        self._beats_seen: dict[str, tuple[int, float]] = {}
+        """unit -> (its key's mod revision, monotonic time this driver first saw it)"""
         self._locks: dict[str, asyncio.Lock] = {}
         self._keepalives: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -118,6 +120,10 @@ class ClusterDriver:
     def seen(self, unit: str) -> cluster.Seen:
         leader = self.mirror.get(self.leader_key(unit))
         handover = self.mirror.get(self.handover_key(unit))
+        beats = False
+        if leader is not None and (view := self.mirror.get(self.host_key(leader.value))):
+            with contextlib.suppress(ValueError, AttributeError):
+                beats = json.loads(view.value).get("beats") is True
         return cluster.Seen(
             holder=leader.value if leader is not None else None,
             token=leader.create_revision if leader is not None else 0,
@@ -125,6 +131,8 @@ class ClusterDriver:
             alive=self.alive(),
             handover_to=handover.value if handover is not None else None,
             revision=self.revision,
+            beat=leader.mod_revision if leader is not None else 0,
+            holder_beats=beats,
         )
 
     # -- life cycle ----------------------------------------------------------------------
@@ -143,6 +151,8 @@ class ClusterDriver:
             self.error = f"cluster drop-ins not installed: {exc}"
             return
         self._main = asyncio.create_task(self._follow(), name="cluster:follow")
+        if self.config.compact > 0:
+            self._spawn(self._compact(self.config.compact))
 
     async def close(self) -> None:
         tasks = [t for t in (self._main, *self._keepalives.values(), *self._tasks) if t]
@@ -201,6 +211,19 @@ class ClusterDriver:
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
 
+    async def _compact(self, every: float) -> None:
+        """Every `every` seconds, drop the history before the revision seen `every` ago
+        (the beats write each held key every ttl/3; etcd keeps each version until told)."""
+        mark = 0
+        while True:
+            await asyncio.sleep(every)
+            if mark:
+                try:
+                    await self.client.compact(mark)
+                except EtcdError as exc:
+                    log.info("cluster: etcd's history not compacted", error=str(exc))
+            mark = self.revision
+
     async def _read(self) -> int:
         """The prefix as it is now, fed to every machine; its revision."""
         revision, kvs = await self.client.get_prefix(self.prefix)
@@ -211,6 +234,7 @@ class ClusterDriver:
         self.error = ""
         self._reached = True
         for unit in self.units:
+            self._note_beat(unit)
             self._feed(ev.ClusterEvent(unit, self.seen(unit)))
         return revision
 
@@ -249,7 +273,14 @@ class ClusterDriver:
         else:
             touched = [u for u in self.units if key.startswith(f"{self.prefix}units/{u}/")]
         for unit in touched:
+            self._note_beat(unit)
             self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+
+    def _note_beat(self, unit: str) -> None:
+        leader = self.mirror.get(self.leader_key(unit))
+        beat = leader.mod_revision if leader is not None else 0
+        if self._beats_seen.get(unit, (None, 0.0))[0] != beat:
+            self._beats_seen[unit] = (beat, time.monotonic())
 
     # -- this host's registration --------------------------------------------------------
 
@@ -278,7 +309,8 @@ class ClusterDriver:
                 log.debug("host registration not renewed", error=str(exc))
 
     def _view_text(self) -> str:
-        return json.dumps({"units": self.views, "at": round(time.time(), 3)}, sort_keys=True)
+        view = {"units": self.views, "at": round(time.time(), 3), "beats": True}
+        return json.dumps(view, sort_keys=True)
 
     def role_changed(self, change: ev.ClusterRole) -> None:
         self.views[change.unit] = {
@@ -340,6 +372,8 @@ class ClusterDriver:
                 self._feed(ev.ClusterEvent(unit, cluster.Stopped()))
             case cluster.Release(token, lease, to_host):
                 await self._release(unit, token, lease, to_host)
+            case cluster.Evict(token, beat, holder):
+                await self._evict(unit, token, beat, holder)
 
     def _fence_now(self, unit: str, deadline: float) -> None:
         # The keeper counts on CLOCK_MONOTONIC: a step of the wall clock after this
@@ -404,20 +438,46 @@ class ClusterDriver:
         if lease:
             await self._revoke(lease)
 
+    async def _evict(self, unit: str, token: int, beat: int, holder: str) -> None:
+        """The machine decided on the reducer's (wall) clock; a step of that clock must
+        not free a live holder's key, so the silence is checked again on the monotonic
+        clock, from when this driver saw the key at `beat`."""
+        seen = self._beats_seen.get(unit)
+        silent = time.monotonic() - seen[1] if seen is not None and seen[0] == beat else 0.0
+        ttl = self.units.get(unit, 0.0)
+        if silent < ttl:
+            log.warning("cluster: not freeing the key; the clock moved", unit=unit, holder=holder)
+            return
+        try:
+            freed = await self.client.delete_if_unchanged(self.leader_key(unit), token, beat)
+        except EtcdError as exc:
+            log.warning("cluster: could not free the key", unit=unit, error=str(exc))
+            return
+        log.warning(
+            "cluster: freed the key of a silent holder" if freed else "cluster: holder alive",
+            unit=unit,
+            holder=holder,
+            token=token,
+            silent=round(silent, 2),
+        )
+
     def _keep(self, unit: str, action: cluster.KeepAlive) -> None:
         old = self._keepalives.pop(unit, None)
         if old is not None:
             old.cancel()
         self._keepalives[unit] = asyncio.create_task(
-            self._keep_lease(unit, action.lease, action.ttl), name=f"cluster:lease:{unit}"
+            self._keep_lease(unit, action.lease, action.ttl, action.token),
+            name=f"cluster:lease:{unit}",
         )
 
-    async def _keep_lease(self, unit: str, lease: int, ttl: float) -> None:
+    async def _keep_lease(self, unit: str, lease: int, ttl: float, token: int) -> None:
         """Renew now, then every ttl/3, each answer (or failure) fed to the machine. A
-        renewal waits at most ttl/6 (a member without a leader holds requests until there
-        is one) and a failed one is tried again at once (every RENEW_RETRY): an etcd
-        leader election takes a second or two, and the fence deadline is ttl - margin
-        after the last renewal acknowledged."""
+        renewal is a keepalive and a beat (the key written again, so the standbys see
+        this host alive even after etcd's new leader refreshed every lease); it waits at
+        most ttl/6 (a member without a leader holds requests until there is one) and a
+        failed one is tried again at once (every RENEW_RETRY): an etcd leader election
+        takes a second or two, and the fence deadline is ttl - margin after the last
+        renewal acknowledged."""
         loop = asyncio.get_running_loop()
         every = ttl / 3
         patience = min(self.config.timeout, ttl / 6)
@@ -426,6 +486,12 @@ class ClusterDriver:
             try:
                 async with asyncio.timeout(patience):
                     left = await self.client.lease_keepalive(lease)
+                    mine = left <= 0 or await self.client.beat(
+                        self.leader_key(unit), self.me, token, lease
+                    )
+                if not mine:
+                    self._feed(ev.ClusterEvent(unit, cluster.RenewFailed("the key is not ours")))
+                    return
                 self._feed(ev.ClusterEvent(unit, cluster.Renewed(sent, float(left))))
                 if left <= 0:
                     return

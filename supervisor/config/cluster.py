@@ -104,6 +104,15 @@ class ClusterConfig(FrozenModel):
         description="How long one request to one endpoint may take, 1ms to 30s. Default 2s.",
         examples=["2s"],
     )
+    compact: Duration = Field(
+        default="1h",
+        validate_default=True,
+        description="Every this long, drop etcd's history older than this long, as "
+        "kube-apiserver does: each held unit's key is written every ttl/3, and etcd keeps "
+        "every version until compacted. 0 turns it off (for an etcd run with "
+        "--auto-compaction-retention). Default 1h.",
+        examples=["1h", "0"],
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ClusterConfig:

@@ -29,6 +29,7 @@ __all__ = [
     "Drop",
     "EtcdLost",
     "Event",
+    "Evict",
     "Exhausted",
     "Fence",
     "Handover",
@@ -62,6 +63,7 @@ from supervisor.core.cluster_model import (
     Drop,
     EtcdLost,
     Event,
+    Evict,
     Exhausted,
     Fence,
     Handover,
@@ -129,7 +131,12 @@ def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> 
         handover_to=seen.handover_to,
         etcd_error="",
         last_holder=last if seen.holder is None else seen.holder,
+        holder_beats=seen.holder_beats,
     )
+    if seen.holder is None:
+        state = replace(state, beat=0, beat_seen_at=None)
+    elif seen.holder != previous or seen.token != released_token or seen.beat != before.beat:
+        state = replace(state, beat=seen.beat, beat_seen_at=now)
     actions: list[Action] = []
     if seen.holder == spec.me and seen.token == released_token and state.released_at is not None:
         return before, []  # our own key, read before we deleted it: stale
@@ -137,7 +144,7 @@ def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> 
         state = _to(state, Role.RECLAIMING, now, lease=seen.lease, try_at=None)
         actions += [
             Say("cluster", f"etcd names this host as holder (token {seen.token}): renewing"),
-            KeepAlive(seen.lease, spec.ttl),
+            KeepAlive(seen.lease, spec.ttl, seen.token),
             Wake(None),
         ]
         return state, actions
@@ -151,7 +158,7 @@ def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> 
     elif seen.holder is None and was_waiting:
         actions.append(Stop("nobody holds it yet: not run here until this host does"))
     if seen.holder is not None:
-        return replace(state, try_at=None), [*actions, Wake(None)]
+        return replace(state, try_at=None), [*actions, Wake(_evict_at(spec, state))]
     if state.try_at is not None:
         return state, actions
     delay = _turn_delay(spec, state, now)
@@ -193,6 +200,34 @@ def _standby_lost(spec: ClusterSpec, state: ClusterState, event: object, now: fl
         return replace(state, etcd_error=event.error), []
     return replace(state, etcd_error=event.error), [
         Say("cluster", f"etcd unreachable: {event.error}", "warning")
+    ]
+
+
+def _evict_at(spec: ClusterSpec, state: ClusterState) -> float | None:
+    """When the holder's key, unwritten since, is freed by this host (None: never)."""
+    if not (spec.eligible and state.holder_beats and state.beat) or state.beat_seen_at is None:
+        return None
+    return state.beat_seen_at + spec.silent_after
+
+
+def _standby_tick(spec: ClusterSpec, state: ClusterState, event: object, now: float) -> Result:
+    holder = state.holder
+    if holder is None:
+        return _try(spec, state, event, now)
+    at = _evict_at(spec, state)
+    if at is None or now < at:
+        return state, [Wake(at)]
+    assert state.beat_seen_at is not None
+    silent = now - state.beat_seen_at
+    state = replace(state, beat_seen_at=now)  # no answer changes it: try again a ttl later
+    return state, [
+        Say(
+            "cluster",
+            f"{holder} has not written its key for {silent:.1f}s (token {state.token}): freeing it",
+            "warning",
+        ),
+        Evict(state.token, state.beat, holder),
+        Wake(_evict_at(spec, state)),
     ]
 
 
@@ -239,7 +274,7 @@ def _took(
             "warning" if how == "took over" else None,
         ),
         Fence(deadline),
-        KeepAlive(lease, spec.ttl),
+        KeepAlive(lease, spec.ttl, token),
         Start(token),
         Wake(deadline),
     ]
@@ -458,7 +493,13 @@ RULES: tuple[Rule, ...] = (
         _waiting_tick,
     ),
     Rule((Role.STANDBY,), EtcdLost, "say so once", _standby_lost),
-    Rule((Role.STANDBY,), Tick, "its turn and the key still free: try to create it", _try),
+    Rule(
+        (Role.STANDBY,),
+        Tick,
+        "its turn and the key still free: try to create it; the holder's key unwritten "
+        "for a TTL since this host saw it change: delete it if still unchanged",
+        _standby_tick,
+    ),
     Rule(
         (Role.ACQUIRING,),
         Acquired,

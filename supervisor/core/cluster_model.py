@@ -48,6 +48,14 @@ class ClusterSpec:
         return max(1.0, self.ttl / 5)
 
     @property
+    def silent_after(self) -> float:
+        """A holder whose key has not been written for this long (as a standby saw it)
+        has fenced itself: it stops `margin` before, counting from a write it sent before
+        the standby saw it. Its key may then be deleted, without waiting for etcd to
+        expire a lease its new leader refreshed to a full TTL when it took office."""
+        return self.ttl
+
+    @property
     def eligible(self) -> bool:
         return self.me in self.hosts
 
@@ -79,6 +87,12 @@ class ClusterState:
     etcd_error: str = ""
     revision: int = 0
     """The newest etcd revision the machine has heard of (views older are stale)."""
+    beat: int = 0
+    """The holder's key's mod revision as last seen (it moves with each of its beats)."""
+    beat_seen_at: float | None = None
+    """When this host saw `beat` first: the holder was alive a moment before."""
+    holder_beats: bool = False
+    """The holder writes its key every ttl/3 (daemons before that did not: never evicted)."""
 
 
 # -- events ------------------------------------------------------------------------------
@@ -96,6 +110,10 @@ class Seen:
     revision: int = 0
     """etcd's revision this view is of (0: unknown); an older view than one the machine
     has acted on is stale and ignored."""
+    beat: int = 0
+    """The key's mod revision: its holder writes it every ttl/3."""
+    holder_beats: bool = False
+    """The holder's daemon says it writes its key (its published view)."""
 
 
 @dataclass(frozen=True)
@@ -206,10 +224,12 @@ class Fence:
 
 @dataclass(frozen=True)
 class KeepAlive:
-    """Renew `lease` every ttl/3 and say how each renewal went."""
+    """Every ttl/3, renew `lease` and write the key again if it is still `token`'s (a
+    beat the standbys see); say how each round went."""
 
     lease: int
     ttl: float
+    token: int
 
 
 @dataclass(frozen=True)
@@ -233,6 +253,15 @@ class Release:
 
 
 @dataclass(frozen=True)
+class Evict:
+    """Delete the key if it is still `token`'s and unwritten since `beat`."""
+
+    token: int
+    beat: int
+    holder: str
+
+
+@dataclass(frozen=True)
 class Wake:
     at: float | None
 
@@ -247,5 +276,5 @@ class Say:
     alert: str | None = None
 
 
-Action = Acquire | Start | Fence | KeepAlive | Drop | Stop | Release | Wake | Say
+Action = Acquire | Start | Fence | KeepAlive | Drop | Stop | Release | Evict | Wake | Say
 Result = tuple[ClusterState, list[Action]]

@@ -188,18 +188,50 @@ class EtcdClient:
         """Delete the key if its ``create_revision`` is still this one (the fencing token),
         in one transaction. True if this call deleted it; False if the key is gone or was
         created again since (someone else's now)."""
-        if create_revision <= 0:
-            raise ValueError(f"a create revision is positive, not {create_revision!r}")
-        compare = {
-            "key": b64(key),
-            "target": "CREATE",
-            "result": "EQUAL",
-            "create_revision": str(create_revision),
-        }
+        compare = _created(key, create_revision)
         txn = {"compare": [compare], "success": [{"request_delete_range": {"key": b64(key)}}]}
         endpoint, body = await self._transport.post("/kv/txn", txn)
         with _reading(endpoint):
             return wire.boolean(body, "succeeded")
+
+    async def beat(self, key: str, value: str, create_revision: int, lease: int) -> bool:
+        """Write the key again, unchanged, if its ``create_revision`` is still this one:
+        its ``mod_revision`` moves, which tells the other hosts its holder is alive. True
+        if written; False if the key is gone or someone else's."""
+        compare = _created(key, create_revision)
+        put = {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease)}}
+        txn = {"compare": [compare], "success": [put]}
+        endpoint, body = await self._transport.post("/kv/txn", txn)
+        with _reading(endpoint):
+            return wire.boolean(body, "succeeded")
+
+    async def delete_if_unchanged(self, key: str, create_revision: int, mod_revision: int) -> bool:
+        """Delete the key if it is still the one created at ``create_revision`` and not
+        written since ``mod_revision``, in one transaction: True if this call deleted it."""
+        if mod_revision <= 0:
+            raise ValueError(f"a mod revision is positive, not {mod_revision!r}")
+        modified = {
+            "key": b64(key),
+            "target": "MOD",
+            "result": "EQUAL",
+            "mod_revision": str(mod_revision),
+        }
+        txn = {
+            "compare": [_created(key, create_revision), modified],
+            "success": [{"request_delete_range": {"key": b64(key)}}],
+        }
+        endpoint, body = await self._transport.post("/kv/txn", txn)
+        with _reading(endpoint):
+            return wire.boolean(body, "succeeded")
+
+    async def compact(self, revision: int) -> None:
+        """Drop the history before ``revision`` (etcd-wide). A revision already compacted
+        is fine."""
+        try:
+            await self._transport.post("/kv/compaction", {"revision": str(revision)})
+        except EtcdError as e:
+            if "compacted" not in str(e):
+                raise
 
     # -- watches ----------------------------------------------------------------------
 
@@ -217,3 +249,15 @@ class EtcdClient:
             raise ValueError(f"a watch starts at a positive revision, not {start_revision!r}")
         request = {**_range(prefix), "start_revision": str(start_revision), "progress_notify": True}
         return watch_prefix(self._transport, request, idle_timeout)
+
+
+def _created(key: str, create_revision: int) -> dict[str, str]:
+    """The compare: the key is still the one created at ``create_revision``."""
+    if create_revision <= 0:
+        raise ValueError(f"a create revision is positive, not {create_revision!r}")
+    return {
+        "key": b64(key),
+        "target": "CREATE",
+        "result": "EQUAL",
+        "create_revision": str(create_revision),
+    }

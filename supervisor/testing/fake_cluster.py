@@ -195,7 +195,10 @@ class FakeCluster:
                 if not self.etcd.down:
                     self.etcd.delete(unit, token, "deleted by its holder")
                     self.etcd.revoke(lease)
-            case cluster.KeepAlive(lease, ttl):
+            case cluster.Evict(token, _beat, holder):
+                if not self.etcd.down:
+                    self.etcd.delete(unit, token, f"freed: {holder} silent")
+            case cluster.KeepAlive(lease, ttl, _token):
                 self._drop(unit)
                 self._keepalives[unit] = asyncio.ensure_future(self._keep(unit, lease, ttl))
             case cluster.Drop():

@@ -135,6 +135,46 @@ async def test_without_keepalive_the_key_expires_and_a_watch_sees_it(client: Etc
     assert await client.lease_keepalive(lease) == 0
 
 
+async def test_a_beat_moves_the_mod_revision_and_keeps_the_token(client: EtcdClient) -> None:
+    key = "/t/beat/leader"
+    lease, _ = await client.lease_grant(30)
+    created, _, kv = await client.create(key, "host-a", lease)
+    assert created and kv is not None
+    assert await client.beat(key, "host-a", kv.create_revision, lease)
+    _, after = await client.get(key)
+    assert after is not None and after.create_revision == kv.create_revision
+    assert after.mod_revision > kv.mod_revision and after.lease == lease
+    assert not await client.beat(key, "host-a", kv.create_revision + 1000, lease)
+    await client.lease_revoke(lease)
+    assert not await client.beat(key, "host-a", kv.create_revision, lease)  # gone: no put
+    assert (await client.get(key))[1] is None
+
+
+async def test_a_silent_key_is_deleted_only_if_unwritten_since(client: EtcdClient) -> None:
+    key = "/t/evict/leader"
+    lease, _ = await client.lease_grant(30)
+    _, _, kv = await client.create(key, "host-a", lease)
+    assert kv is not None
+    seen = kv.mod_revision
+    assert await client.beat(key, "host-a", kv.create_revision, lease)  # alive after all
+    assert not await client.delete_if_unchanged(key, kv.create_revision, seen)
+    _, now = await client.get(key)
+    assert now is not None
+    assert not await client.delete_if_unchanged(key, kv.create_revision + 1, now.mod_revision)
+    assert await client.delete_if_unchanged(key, kv.create_revision, now.mod_revision)
+    assert (await client.get(key))[1] is None
+    await client.lease_revoke(lease)
+
+
+async def test_compact_drops_history_and_again_is_fine(client: EtcdClient) -> None:
+    old = await client.put("/t/compact2/k", "1")
+    latest = await client.put("/t/compact2/k", "2")
+    await client.compact(latest)
+    await client.compact(old)  # already compacted past it: not an error
+    with pytest.raises(WatchCompacted):
+        await take(client.watch("/t/compact2/", old), 1, within=5)
+
+
 # -- watches ------------------------------------------------------------------------------
 
 

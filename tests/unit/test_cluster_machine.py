@@ -15,6 +15,7 @@ from supervisor.core.cluster import (
     ClusterState,
     Drop,
     EtcdLost,
+    Evict,
     Exhausted,
     Fence,
     Handover,
@@ -110,7 +111,7 @@ def test_acquiring_holds_with_a_deadline_counted_from_the_send() -> None:
     assert fence.deadline == 0.1 + 5.0 - a.spec.margin
     kinds = a.kinds(out)
     assert kinds.index(Fence) < kinds.index(Start)  # the lease unit may run before it starts
-    assert Start(42) in out and KeepAlive(99, 5.0) in out
+    assert Start(42) in out and KeepAlive(99, 5.0, 42) in out
 
 
 def test_renewals_move_the_deadline_failures_do_not_and_it_fences_at_the_deadline() -> None:
@@ -204,7 +205,7 @@ def test_an_operator_handover_names_the_host_that_goes_first() -> None:
 def test_after_a_restart_the_holder_renews_its_lease_and_keeps_its_token() -> None:
     a = Run(spec("a"))
     out = a.feed(0.0, Seen("a", token=7, lease=99, alive=HOSTS))
-    assert a.state.role is Role.RECLAIMING and KeepAlive(99, 5.0) in out
+    assert a.state.role is Role.RECLAIMING and KeepAlive(99, 5.0, 7) in out
     assert Stop not in a.kinds(out)  # the unit keeps running while the lease is checked
     out = a.feed(0.1, Renewed(sent_at=0.05, ttl_left=4))
     assert a.state.role is Role.HOLDER and Start(7) in out
@@ -306,3 +307,70 @@ def test_our_own_key_read_before_we_deleted_it_is_stale() -> None:
     assert a.state.role is Role.STANDBY
     a.feed(10.3, Seen("b", token=301, alive=HOSTS))
     assert a.state.holder == "b"
+
+
+def _watching(me: str = "b") -> Run:
+    """A standby that saw holder a (token 7) write its key at revision 10, at t=0."""
+    run = Run(spec(me))
+    run.feed(0.0, Seen("a", token=7, lease=99, alive=HOSTS, beat=10, holder_beats=True))
+    return run
+
+
+def test_a_holder_silent_for_a_ttl_has_its_key_freed_if_unchanged() -> None:
+    """etcd's new leader refreshes every lease to a full TTL when it takes office, so a
+    dead holder that ran etcd's leader would keep its key for a TTL more: the standby
+    frees it a TTL after it last saw the key written, with the write as the compare."""
+    b = _watching()
+    out = b.feed(0.0, Tick())
+    assert Wake(5.0) in out and Evict not in b.kinds(out)
+    b.feed(1.6, Seen("a", token=7, lease=99, alive=HOSTS, beat=11, holder_beats=True))
+    assert b.state.beat == 11 and b.state.beat_seen_at == 1.6
+    assert b.kinds(b.feed(5.0, Tick())) == [Wake]  # written at 1.6: not silent yet
+    out = b.feed(6.6, Tick())
+    assert Evict(7, 11, "a") in out
+    assert b.state.role is Role.STANDBY  # it takes the key only by its own create
+
+
+def test_the_holder_fences_before_a_standby_may_free_its_key() -> None:
+    """The holder's deadline counts from a beat it sent, which the standby saw after."""
+    a, b = Run(spec("a")), _watching()
+    a.hold(token=7, lease=99)
+    a.feed(0.0, Renewed(sent_at=0.0, ttl_left=5))
+    b.feed(0.05, Seen("a", token=7, lease=99, alive=HOSTS, beat=12, holder_beats=True))
+    fenced = a.feed(a.state.deadline, Tick())
+    assert Stop in a.kinds(fenced)
+    assert a.state.deadline < b.state.beat_seen_at + b.spec.silent_after  # type: ignore[operator]
+    assert Evict not in b.kinds(b.feed(a.state.deadline, Tick()))
+
+
+def test_a_holder_that_does_not_beat_is_left_to_its_lease() -> None:
+    """A daemon from before beats (a rolling upgrade) is never taken for dead."""
+    b = Run(spec("b"))
+    b.feed(0.0, Seen("a", token=7, lease=99, alive=HOSTS, beat=10, holder_beats=False))
+    out = b.feed(60.0, Tick())
+    assert Evict not in b.kinds(out) and b.state.holder == "a"
+
+
+def test_a_failed_eviction_is_tried_again_a_ttl_later_and_a_beat_cancels_it() -> None:
+    b = _watching()
+    b.feed(5.0, Tick())
+    assert b.state.beat_seen_at == 5.0
+    assert b.kinds(b.feed(7.0, Tick())) == [Wake]
+    b.feed(7.5, Seen("a", token=7, lease=99, alive=HOSTS, beat=14, holder_beats=True))
+    assert b.kinds(b.feed(10.0, Tick())) == [Wake]
+    assert Evict(7, 14, "a") in b.feed(12.5, Tick())
+
+
+def test_a_host_not_in_the_list_never_frees_the_key() -> None:
+    d = Run(spec("d"))
+    d.feed(0.0, Seen("a", token=7, lease=99, alive=HOSTS, beat=10, holder_beats=True))
+    assert Evict not in d.kinds(d.feed(30.0, Tick()))
+
+
+def test_once_freed_the_preferred_standby_takes_it_by_its_own_create() -> None:
+    b = _watching()
+    b.feed(5.0, Tick())
+    out = b.feed(5.1, Seen(None, alive=("b", "c")))
+    assert b.state.try_at is not None and Acquire not in b.kinds(out)
+    out = b.feed(b.state.try_at, Tick())
+    assert Acquire(5.0) in out

@@ -34,6 +34,7 @@ def test_a_cluster_and_a_clustered_policy_load_with_their_defaults(tmp_path: Pat
     assert cluster is not None
     assert cluster.endpoints == ("http://10.77.0.1:2379", "http://10.77.0.2:2379")
     assert (cluster.prefix, cluster.host, cluster.timeout) == ("/host-supervisor/", "host-a", 2.0)
+    assert cluster.compact == 3600.0  # the beats' history is dropped hourly by default
     spec = loaded.policies["db.service"].cluster
     assert spec is not None
     assert (spec.ttl, spec.failback, spec.hold_off, spec.release_on) == (
