@@ -1,16 +1,12 @@
 """The cluster driver: carries the cluster machines' actions out through etcd and
 systemd, and feeds back what etcd says.
 
-One etcd client; one watch of the whole prefix, mirrored in memory, from which each
-clustered unit's `Seen` is made; this host's registration (``PREFIX/hosts/HOST``, bound
-to a lease of its own, holding its view of each unit as JSON); one keepalive loop per
-lease held for a unit; the fence files and drop-ins (`fence.py`). Actions for one unit
-are performed in order (a lock per unit): the fence deadline is written before the
-unit starts.
-
-Keys: ``PREFIX/units/UNIT/leader`` (value: the holder's host name; its create revision
-is the fencing token), ``PREFIX/units/UNIT/handover`` (an operator's named host, for a
-few seconds), ``PREFIX/hosts/HOST``.
+One etcd client; one watch of the whole prefix, mirrored in memory (`keys.py`), from
+which each clustered unit's `Seen` is made; this host's registration
+(``PREFIX/hosts/HOST``, bound to a lease of its own, holding its view of each unit as
+JSON); one loop per lease held for a unit, renewing it and writing the key (`leases.py`);
+the fence files and drop-ins (`fence.py`). Actions for one unit are performed in order
+(a lock per unit): the fence deadline is written before the unit starts.
 """
 
 from __future__ import annotations
@@ -26,11 +22,13 @@ from typing import Any, Protocol
 import structlog
 
 from supervisor.cluster.fence import FenceFiles, lease_unit
+from supervisor.cluster.keys import Keys
+from supervisor.cluster.leases import Beats, compact_history, evict, keep_lease
 from supervisor.config.cluster import ClusterConfig
 from supervisor.core import actions as ev
 from supervisor.core import cluster
 from supervisor.errors import BusError, JobFailed
-from supervisor.etcd import EtcdClient, EtcdError, EtcdTLS, KeyValue, WatchCompacted
+from supervisor.etcd import EtcdClient, EtcdError, EtcdTLS, WatchCompacted
 
 __all__ = ["ClusterDriver"]
 
@@ -39,7 +37,6 @@ log = structlog.get_logger("host-supervisor")
 JOB_TIMEOUT = 90.0
 RETRY_MIN, RETRY_MAX = 0.5, 5.0
 RESYNC = 1.0
-RENEW_RETRY = 0.1
 """How often the keys are read to check the watch, and how long it may lag a read."""
 HANDOVER_TTL = 10
 
@@ -78,11 +75,9 @@ class ClusterDriver:
             timeout=config.timeout,
         )
         self.prefix = config.prefix
-        self.mirror: dict[str, KeyValue] = {}
-        self.revision = 0  # of the mirror: the last read or watch event
+        self.keys = Keys(config.prefix)
         self.views: dict[str, dict[str, Any]] = {}  # unit -> this host's view, published
-        self._beats_seen: dict[str, tuple[int, float]] = {}
-        """unit -> (its key's mod revision, monotonic time this driver first saw it)"""
+        self.beats = Beats()
         self._locks: dict[str, asyncio.Lock] = {}
         self._keepalives: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -92,48 +87,9 @@ class ClusterDriver:
         self.error = ""
         self._reached = False  # etcd answered once since the start
 
-    # -- keys ----------------------------------------------------------------------------
-
-    def leader_key(self, unit: str) -> str:
-        return f"{self.prefix}units/{unit}/leader"
-
-    def handover_key(self, unit: str) -> str:
-        return f"{self.prefix}units/{unit}/handover"
-
-    def host_key(self, host: str) -> str:
-        return f"{self.prefix}hosts/{host}"
-
-    def alive(self) -> tuple[str, ...]:
-        start = f"{self.prefix}hosts/"
-        return tuple(sorted(k[len(start) :] for k in self.mirror if k.startswith(start)))
-
     def host_views(self) -> dict[str, Any]:
         """Each registered host's published view (for `status`)."""
-        start = f"{self.prefix}hosts/"
-        views: dict[str, Any] = {}
-        for key, kv in self.mirror.items():
-            if key.startswith(start):
-                with contextlib.suppress(ValueError):
-                    views[key[len(start) :]] = json.loads(kv.value)
-        return views
-
-    def seen(self, unit: str) -> cluster.Seen:
-        leader = self.mirror.get(self.leader_key(unit))
-        handover = self.mirror.get(self.handover_key(unit))
-        beats = False
-        if leader is not None and (view := self.mirror.get(self.host_key(leader.value))):
-            with contextlib.suppress(ValueError, AttributeError):
-                beats = json.loads(view.value).get("beats") is True
-        return cluster.Seen(
-            holder=leader.value if leader is not None else None,
-            token=leader.create_revision if leader is not None else 0,
-            lease=leader.lease if leader is not None else 0,
-            alive=self.alive(),
-            handover_to=handover.value if handover is not None else None,
-            revision=self.revision,
-            beat=leader.mod_revision if leader is not None else 0,
-            holder_beats=beats,
-        )
+        return self.keys.host_views()
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -152,7 +108,8 @@ class ClusterDriver:
             return
         self._main = asyncio.create_task(self._follow(), name="cluster:follow")
         if self.config.compact > 0:
-            self._spawn(self._compact(self.config.compact))
+            every = self.config.compact
+            self._spawn(compact_history(self.client, every, lambda: self.keys.revision))
 
     async def close(self) -> None:
         tasks = [t for t in (self._main, *self._keepalives.values(), *self._tasks) if t]
@@ -171,7 +128,7 @@ class ClusterDriver:
             with contextlib.suppress(BusError):
                 await self.jobs.daemon_reload()
         for unit in self.units:
-            self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+            self._feed(ev.ClusterEvent(unit, self.keys.seen(unit)))
 
     async def _follow(self) -> None:
         """Register, read the prefix, watch it; on any failure say so and start over."""
@@ -211,40 +168,27 @@ class ClusterDriver:
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
 
-    async def _compact(self, every: float) -> None:
-        """Every `every` seconds, drop the history before the revision seen `every` ago
-        (the beats write each held key every ttl/3; etcd keeps each version until told)."""
-        mark = 0
-        while True:
-            await asyncio.sleep(every)
-            if mark:
-                try:
-                    await self.client.compact(mark)
-                except EtcdError as exc:
-                    log.info("cluster: etcd's history not compacted", error=str(exc))
-            mark = self.revision
-
     async def _read(self) -> int:
         """The prefix as it is now, fed to every machine; its revision."""
         revision, kvs = await self.client.get_prefix(self.prefix)
-        self.revision = revision
+        self.keys.revision = revision
         if self.error:
             log.info("etcd reachable again", endpoint=self.client.endpoint)
-        self.mirror = {kv.key: kv for kv in kvs}
+        self.keys.mirror = {kv.key: kv for kv in kvs}
         self.error = ""
         self._reached = True
         for unit in self.units:
             self._note_beat(unit)
-            self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+            self._feed(ev.ClusterEvent(unit, self.keys.seen(unit)))
         return revision
 
     async def _watch(self, revision: int) -> None:
         async for event in self.client.watch(self.prefix, revision + 1):
-            self.revision = max(self.revision, event.revision)
+            self.keys.revision = max(self.keys.revision, event.revision)
             if event.kind == "put":
-                self.mirror[event.kv.key] = event.kv
+                self.keys.mirror[event.kv.key] = event.kv
             else:
-                self.mirror.pop(event.kv.key, None)
+                self.keys.mirror.pop(event.kv.key, None)
             self._changed(event.kv.key)
         raise EtcdError("the watch ended")
 
@@ -260,7 +204,7 @@ class ClusterDriver:
                 watcher.result()
             _, kvs = await self.client.get_prefix(self.prefix)
             fresh = {kv.key: kv.mod_revision for kv in kvs}
-            if fresh == {key: kv.mod_revision for key, kv in self.mirror.items()}:
+            if fresh == {key: kv.mod_revision for key, kv in self.keys.mirror.items()}:
                 behind_since = None
             elif behind_since is None:
                 behind_since = loop.time()
@@ -274,13 +218,11 @@ class ClusterDriver:
             touched = [u for u in self.units if key.startswith(f"{self.prefix}units/{u}/")]
         for unit in touched:
             self._note_beat(unit)
-            self._feed(ev.ClusterEvent(unit, self.seen(unit)))
+            self._feed(ev.ClusterEvent(unit, self.keys.seen(unit)))
 
     def _note_beat(self, unit: str) -> None:
-        leader = self.mirror.get(self.leader_key(unit))
-        beat = leader.mod_revision if leader is not None else 0
-        if self._beats_seen.get(unit, (None, 0.0))[0] != beat:
-            self._beats_seen[unit] = (beat, time.monotonic())
+        leader = self.keys.mirror.get(self.keys.leader(unit))
+        self.beats.note(unit, leader.mod_revision if leader is not None else 0)
 
     # -- this host's registration --------------------------------------------------------
 
@@ -288,7 +230,7 @@ class ClusterDriver:
         ttl = int(min(self.units.values(), default=5.0))
         lease, _ = await self.client.lease_grant(ttl)
         self._host_lease = lease
-        await self.client.put(self.host_key(self.me), self._view_text(), lease)
+        await self.client.put(self.keys.host(self.me), self._view_text(), lease)
         task = self._keepalives.pop("", None)
         if task is not None:
             task.cancel()
@@ -304,7 +246,7 @@ class ClusterDriver:
                     self._published.set()
                 if self._published.is_set():
                     self._published.clear()
-                    await self.client.put(self.host_key(self.me), self._view_text(), lease)
+                    await self.client.put(self.keys.host(self.me), self._view_text(), lease)
             except EtcdError as exc:
                 log.debug("host registration not renewed", error=str(exc))
 
@@ -324,7 +266,7 @@ class ClusterDriver:
 
     async def _publish(self, lease: int) -> None:
         try:
-            await self.client.put(self.host_key(self.me), self._view_text(), lease)
+            await self.client.put(self.keys.host(self.me), self._view_text(), lease)
         except EtcdError:
             self._published.set()  # the keepalive loop tries again
 
@@ -373,7 +315,9 @@ class ClusterDriver:
             case cluster.Release(token, lease, to_host):
                 await self._release(unit, token, lease, to_host)
             case cluster.Evict(token, beat, holder):
-                await self._evict(unit, token, beat, holder)
+                silent = self.beats.silent_for(unit, beat)
+                key, ttl = self.keys.leader(unit), self.units.get(unit, 0.0)
+                await evict(self.client, key, token, beat, holder, silent, ttl)
 
     def _fence_now(self, unit: str, deadline: float) -> None:
         # The keeper counts on CLOCK_MONOTONIC: a step of the wall clock after this
@@ -409,7 +353,7 @@ class ClusterDriver:
             self._feed(ev.ClusterEvent(unit, cluster.AcquireFailed(str(exc))))
             return
         try:
-            ok, revision, kv = await self.client.create(self.leader_key(unit), self.me, lease)
+            ok, revision, kv = await self.client.create(self.keys.leader(unit), self.me, lease)
         except EtcdError as exc:
             self._spawn(self._revoke(lease))
             self._feed(ev.ClusterEvent(unit, cluster.AcquireFailed(str(exc))))
@@ -429,8 +373,8 @@ class ClusterDriver:
         try:
             if to_host is not None:
                 note, _ = await self.client.lease_grant(HANDOVER_TTL)
-                await self.client.put(self.handover_key(unit), to_host, note)
-            await self.client.delete_if_created(self.leader_key(unit), token)
+                await self.client.put(self.keys.handover(unit), to_host, note)
+            await self.client.delete_if_created(self.keys.leader(unit), token)
         except EtcdError as exc:
             log.warning(
                 "could not free the key; it expires with the lease", unit=unit, error=str(exc)
@@ -438,68 +382,27 @@ class ClusterDriver:
         if lease:
             await self._revoke(lease)
 
-    async def _evict(self, unit: str, token: int, beat: int, holder: str) -> None:
-        """The machine decided on the reducer's (wall) clock; a step of that clock must
-        not free a live holder's key, so the silence is checked again on the monotonic
-        clock, from when this driver saw the key at `beat`."""
-        seen = self._beats_seen.get(unit)
-        silent = time.monotonic() - seen[1] if seen is not None and seen[0] == beat else 0.0
-        ttl = self.units.get(unit, 0.0)
-        if silent < ttl:
-            log.warning("cluster: not freeing the key; the clock moved", unit=unit, holder=holder)
-            return
-        try:
-            freed = await self.client.delete_if_unchanged(self.leader_key(unit), token, beat)
-        except EtcdError as exc:
-            log.warning("cluster: could not free the key", unit=unit, error=str(exc))
-            return
-        log.warning(
-            "cluster: freed the key of a silent holder" if freed else "cluster: holder alive",
-            unit=unit,
-            holder=holder,
-            token=token,
-            silent=round(silent, 2),
-        )
-
     def _keep(self, unit: str, action: cluster.KeepAlive) -> None:
         old = self._keepalives.pop(unit, None)
         if old is not None:
             old.cancel()
-        self._keepalives[unit] = asyncio.create_task(
-            self._keep_lease(unit, action.lease, action.ttl, action.token),
-            name=f"cluster:lease:{unit}",
-        )
+        key, patience = self.keys.leader(unit), min(self.config.timeout, action.ttl / 6)
 
-    async def _keep_lease(self, unit: str, lease: int, ttl: float, token: int) -> None:
-        """Renew now, then every ttl/3, each answer (or failure) fed to the machine. A
-        renewal is a keepalive and a beat (the key written again, so the standbys see
-        this host alive even after etcd's new leader refreshed every lease); it waits at
-        most ttl/6 (a member without a leader holds requests until there is one) and a
-        failed one is tried again at once (every RENEW_RETRY): an etcd leader election
-        takes a second or two, and the fence deadline is ttl - margin after the last
-        renewal acknowledged."""
-        loop = asyncio.get_running_loop()
-        every = ttl / 3
-        patience = min(self.config.timeout, ttl / 6)
-        while True:
-            sent, paced = self.clock(), loop.time()
-            try:
-                async with asyncio.timeout(patience):
-                    left = await self.client.lease_keepalive(lease)
-                    mine = left <= 0 or await self.client.beat(
-                        self.leader_key(unit), self.me, token, lease
-                    )
-                if not mine:
-                    self._feed(ev.ClusterEvent(unit, cluster.RenewFailed("the key is not ours")))
-                    return
-                self._feed(ev.ClusterEvent(unit, cluster.Renewed(sent, float(left))))
-                if left <= 0:
-                    return
-                await asyncio.sleep(max(0.0, paced + every - loop.time()))
-            except (EtcdError, TimeoutError) as exc:
-                why = str(exc) or f"no answer within {patience:.2f}s"
-                self._feed(ev.ClusterEvent(unit, cluster.RenewFailed(why)))
-                await asyncio.sleep(max(0.0, paced + RENEW_RETRY - loop.time()))
+        def tell(event: cluster.Event) -> None:
+            self._feed(ev.ClusterEvent(unit, event))
+
+        keeping = keep_lease(
+            self.client,
+            key,
+            self.me,
+            action.token,
+            action.lease,
+            action.ttl,
+            patience,
+            self.clock,
+            tell,
+        )
+        self._keepalives[unit] = asyncio.create_task(keeping, name=f"cluster:lease:{unit}")
 
     # -- status --------------------------------------------------------------------------
 

@@ -32,6 +32,11 @@ class FakeEtcd:
     """lease -> (ttl, expiry)"""
     down: bool = False
     watchers: list[Callable[[str], None]] = field(default_factory=list)
+    mods: dict[str, int] = field(default_factory=dict)
+    """unit -> its key's mod revision"""
+    beating: set[str] = field(default_factory=set)
+    """Hosts whose daemons say they beat (this fake's own daemon does not: one daemon per
+    scenario, and its writes would renumber every token after them)."""
 
     def grant(self, ttl: float) -> int:
         self.revision += 1
@@ -45,6 +50,7 @@ class FakeEtcd:
             return False, held, token
         self.revision += 1
         self.keys[unit] = (holder, self.revision, lease)
+        self.mods[unit] = self.revision
         self.timeline.add(f"etcd: {unit} key created by {holder} (token {self.revision})")
         self._tell(unit)
         return True, holder, self.revision
@@ -81,9 +87,23 @@ class FakeEtcd:
                     if bound == lease:
                         self.delete(unit, token, "expired with its lease")
 
-    def put_other(self, unit: str, holder: str) -> None:
+    def put_other(self, unit: str, holder: str, beats: bool = False) -> None:
         """Another host takes the key (its daemon is not in the scenario)."""
+        if beats:
+            self.beating.add(holder)
         self.create(unit, holder, lease=0)
+
+    def beat(self, unit: str) -> None:
+        """The holder writes its key again."""
+        if unit in self.keys:
+            self.revision += 1
+            self.mods[unit] = self.revision
+            self._tell(unit)
+
+    def delete_unchanged(self, unit: str, token: int, mod: int, why: str) -> bool:
+        if self.mods.get(unit) != mod:
+            return False
+        return self.delete(unit, token, why)
 
     def _tell(self, unit: str) -> None:
         for watcher in list(self.watchers):
@@ -114,7 +134,16 @@ class FakeCluster:
         revision = self.etcd.revision
         if found is None:
             return cluster.Seen(None, alive=(self.me,), revision=revision)
-        return cluster.Seen(found[0], found[1], found[2], alive=(self.me,), revision=revision)
+        holder, token, lease = found
+        return cluster.Seen(
+            holder,
+            token,
+            lease,
+            alive=(self.me,),
+            revision=revision,
+            beat=self.etcd.mods.get(unit, 0),
+            holder_beats=holder in self.etcd.beating,
+        )
 
     def _on_change(self, unit: str) -> None:
         if unit in self.units and not self.etcd.down:
@@ -195,9 +224,9 @@ class FakeCluster:
                 if not self.etcd.down:
                     self.etcd.delete(unit, token, "deleted by its holder")
                     self.etcd.revoke(lease)
-            case cluster.Evict(token, _beat, holder):
+            case cluster.Evict(token, beat, holder):
                 if not self.etcd.down:
-                    self.etcd.delete(unit, token, f"freed: {holder} silent")
+                    self.etcd.delete_unchanged(unit, token, beat, f"freed: {holder} silent")
             case cluster.KeepAlive(lease, ttl, _token):
                 self._drop(unit)
                 self._keepalives[unit] = asyncio.ensure_future(self._keep(unit, lease, ttl))

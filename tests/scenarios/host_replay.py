@@ -213,7 +213,10 @@ async def _apply(world: World, daemon: Daemon, raw: dict[str, Any]) -> None:
         world.timeline.add(f"world: etcd {raw['etcd']}")
         world.etcd.down = raw["etcd"] == "down"
     elif "etcd_other" in raw:
-        world.etcd.put_other(raw["etcd_other"]["unit"], raw["etcd_other"]["holder"])
+        other = raw["etcd_other"]
+        world.etcd.put_other(other["unit"], other["holder"], bool(other.get("beats", False)))
+    elif "etcd_beat" in raw:
+        world.etcd.beat(raw["etcd_beat"])
     elif "etcd_delete" in raw:
         world.etcd.delete(raw["etcd_delete"], why="deleted by the other host")
     else:
