@@ -4,6 +4,8 @@ failed over.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import (
     Field,
     model_validator,
@@ -20,7 +22,9 @@ from supervisor.config.types import (
     located_error,
 )
 
-__all__ = ["Policy"]
+__all__ = ["Mode", "Policy"]
+
+Mode = Literal["act", "observe"]
 
 
 class Policy(FrozenModel):
@@ -29,6 +33,13 @@ class Policy(FrozenModel):
     unit: UnitName = Field(
         description="The systemd unit, with its type suffix. Required.",
         examples=["nginx.service"],
+    )
+    mode: Mode = Field(
+        default="act",
+        description="act: repair the unit by its recovery ladder and fail it over as "
+        "configured. observe: watch, check and alert, never act on the unit (what "
+        "`host-supervisor discover` writes; change it to act to promote the unit). Default act.",
+        examples=["observe"],
     )
     checks: tuple[Check, ...] = Field(
         default=(),
@@ -77,6 +88,14 @@ class Policy(FrozenModel):
         for index, name in enumerate(self.alerts):
             if name in self.alerts[:index]:
                 raise located_error(("alerts", index), f"channel {name!r} is listed twice")
+        if self.mode == "observe":
+            for section in ("failover", "cluster"):
+                if getattr(self, section) is not None:
+                    raise located_error(
+                        ("mode",),
+                        f"mode observe never acts on the unit, so it cannot have {section}:; "
+                        f"set mode: act, or remove the {section} section",
+                    )
         if self.failover is not None and self.cluster is not None:
             raise located_error(
                 ("cluster",),

@@ -21,6 +21,8 @@ from supervisor.core.values import Severity
 PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
 OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
 
+OBSERVE_ONLY = "observe only (mode: observe): watched and alerted, never repaired"
+
 Hold = tuple[str, float | None]
 """Why, and when to ask again (None: when something changes, or a resume)."""
 
@@ -41,6 +43,12 @@ class Rule:
     name: str
     question: str
     check: Callable[[Tx, UnitState, Checked], Hold | None]
+
+
+def _observe_only(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
+    if state.policy.mode == "observe":
+        return OBSERVE_ONLY, None
+    return None
 
 
 def _observing(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
@@ -115,6 +123,12 @@ def _guard(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
 
 
 HOLDS = (
+    Rule(
+        "observe only",
+        "Does the unit's policy say `mode: observe`? Then it is watched, checked and "
+        "alerted on, never acted on; `mode: act` promotes it.",
+        _observe_only,
+    ),
     Rule(
         "observing",
         "Is the daemon still observing after its start? The unit states and one round "

@@ -74,6 +74,11 @@ def perform(tx: Tx, state: UnitState, actions: list[Action]) -> None:
 
 def next_steps(tx: Tx, state: UnitState) -> str:
     recovery = state.policy.recovery
+    if state.policy.mode == "observe":
+        return (
+            "Observe only (mode: observe): it is not repaired automatically; "
+            "its policy's mode: act would let the daemon repair it."
+        )
     if guard.is_protected(state.unit, tx.loaded.main.guard, state.policy.allow_automatic):
         return "It is protected: it is not repaired automatically; a person must act."
     rungs = ", ".join(recovery.ladder)

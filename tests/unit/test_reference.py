@@ -48,6 +48,7 @@ def test_readme_lists_the_holds_in_the_order_the_code_asks_them() -> None:
     generated = text[text.index(start) + len(start) : text.index(end)]
     assert generated == render_hold_order()
     assert [rule.name for rule in HOLDS] == [
+        "observe only",
         "observing",
         "failover",
         "standby",
