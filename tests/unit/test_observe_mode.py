@@ -12,6 +12,7 @@ from supervisor.core import host
 from supervisor.core.actions import (
     Action,
     CheckPreconditions,
+    Event,
     PreconditionsChecked,
     RunRepair,
     SendAlert,
@@ -36,7 +37,7 @@ def fail(mode: str) -> tuple[HostState, list[Action]]:
     loaded = LoadedConfig(MainConfig.model_validate(CHANNELS), {unit: policy}, {})
     state, _ = host.initial(loaded, {}, {}, hostname="h", dry_run=False, now=0.0)
     actions: list[Action] = []
-    events = (
+    events: tuple[Event, ...] = (
         UnitChanged(snapshot(unit, "active", "running", "success")),
         Started(),
         UnitChanged(snapshot(unit, "failed", "failed", "exit-code")),
