@@ -93,6 +93,17 @@ def build_parser() -> _Parser:
     validate = commands.add_parser("validate", help="check the main config and every policy")
     config_flag(validate)
 
+    discover = commands.add_parser(
+        "discover",
+        help="write an observe-only policy for every enabled service unit, from systemd's "
+        "metadata; never over an existing policy file",
+    )
+    config_flag(discover)
+    discover.add_argument("--dry-run", action="store_true", help="print the policies, write none")
+    discover.add_argument(
+        "--unit", action="append", default=[], metavar="NAME", help="only this unit; repeatable"
+    )
+
     schema = commands.add_parser("schema", help="print the JSON Schema of a policy")
     schema.add_argument("--main", action="store_true", help="the main config's schema instead")
 
@@ -235,6 +246,12 @@ def _command(args: argparse.Namespace) -> int:
 
             return check_command(
                 args.target, args.config, args.json, sys.stdout, args.warning, args.critical
+            )
+        case "discover":
+            from supervisor.commands.discover import discover_command
+
+            return discover_command(
+                args.config, dry_run=args.dry_run, units=args.unit, out=sys.stdout, err=sys.stderr
             )
         case "test-alert":
             return _test_alert(args)

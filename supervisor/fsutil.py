@@ -19,6 +19,7 @@ __all__ = [
     "CREATE",
     "TEMP_SUFFIX",
     "atomic_write",
+    "create_new_at",
     "create_synced",
     "fsync_dir",
     "removed_on_error",
@@ -116,3 +117,17 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, mode: int = 0o600) -
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def create_new_at(dir_fd: int, name: str, data: bytes, mode: int = 0o600) -> None:
+    """Create ``name`` in the directory ``dir_fd`` with ``data``, whole or not at all, and
+    never over an existing entry (a file or a symlink: FileExistsError): a temporary
+    file beside it, fsync'd, then hard-linked to ``name`` (link() never replaces and
+    never follows a symlink at ``name``) and unlinked. The caller fsyncs the directory."""
+    temp = temp_name(name)
+    create_synced(temp, lambda fd: write_all(fd, data), mode, dir_fd=dir_fd)
+    try:
+        os.link(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)

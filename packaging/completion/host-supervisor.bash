@@ -21,7 +21,7 @@ _host_supervisor()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
 
-    local commands="run validate schema check test-alert status history pause resume
+    local commands="run validate discover schema check test-alert status history pause resume
         failover failback reset metrics reload"
 
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -61,6 +61,7 @@ _host_supervisor()
     case $cmd in
         run) flags+=" --config --socket --state-dir --dry-run" ;;
         validate) flags+=" --config" ;;
+        discover) flags+=" --config --dry-run --unit" ;;
         schema) flags+=" --main" ;;
         check) flags+=" --config --json --warning --critical" ;;
         test-alert) flags+=" --config" ;;

@@ -188,7 +188,7 @@ def host_supervisor_8() -> str:
         ),
         ".PP",
         escape(
-            "The run, validate, schema, check and test-alert commands work alone; the "
+            "The run, validate, discover, schema, check and test-alert commands work alone; the "
             "others talk to the running daemon over its control socket. "
             "systemctl reload host-supervisor (SIGHUP) re-reads the policies; a reload "
             "with an invalid policy is refused and the old policies stay in force."
