@@ -28,7 +28,7 @@ from supervisor.config.discovery import (
     discovered_policy,
     policy_file_name,
 )
-from supervisor.config.loader import POLICY_DIR, load_config
+from supervisor.config.loader import POLICY_DIR, ConfigIssue, load_config
 from supervisor.config.policy import Policy
 from supervisor.errors import BusError, ConfigError
 from supervisor.fsutil import create_new_at
@@ -203,6 +203,12 @@ def discover_command(
     except ConfigError as exc:
         print(f"host-supervisor discover: {exc}", file=err)
         return 1
+    directory = config_dir / POLICY_DIR
+    refused = [i for i in loaded.errors if i.refused and i.path in (config_dir, directory)]
+    if refused:  # its policies could not be read: what has one is unknown
+        print(f"host-supervisor discover: {refused[0]}", file=err)
+        return 1
+    claimed = {**_units_of_broken_files(loaded.errors), **loaded.sources}
     try:
         found = asyncio.run(read_units(address))
     except BusError as exc:
@@ -215,13 +221,12 @@ def discover_command(
         reason = found.skipped.get(name, "not an enabled service unit")
         print(f"{name}: no policy discovered: {reason}", file=err)
         code = 1
-    directory = config_dir / POLICY_DIR
     plans: list[Discovered] = []
     for facts in found.units:
         if wanted and facts.unit not in wanted:
             continue
-        if facts.unit in loaded.sources:
-            print(f"skipped {facts.unit}: has a policy in {loaded.sources[facts.unit]}", file=out)
+        if facts.unit in claimed:
+            print(f"skipped {facts.unit}: has a policy in {claimed[facts.unit]}", file=out)
             continue
         path = directory / policy_file_name(facts.unit)
         if path.is_symlink() or path.exists():
@@ -256,6 +261,20 @@ def discover_command(
         file=out,
     )
     return code
+
+
+def _units_of_broken_files(issues: list[ConfigIssue]) -> dict[str, Path]:
+    """The units that policy files with errors name, as far as they can be read: a
+    policy being fixed still has its unit, and a second one would be a duplicate."""
+    units: dict[str, Path] = {}
+    for path in sorted({issue.path for issue in issues}):
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(document, dict) and isinstance(document.get("unit"), str):
+            units.setdefault(document["unit"], path)
+    return units
 
 
 def _invalid(plan: Discovered) -> str:

@@ -73,7 +73,7 @@ def test_discover_writes_policies_the_daemon_watches(lab: Lab) -> None:
     for unit in ("disco-web", "disco-mine", "disco-plain", "disco-echo.socket"):
         lab.run("systemctl", "enable", "--runtime", "--now", unit)
     expected = enabled_services(lab) | {"disco-echo.service"}
-    assert {"disco-web.service", "disco-mine.service", "nginx.service"} <= expected
+    assert {"disco-web.service", "disco-mine.service", "nginx.service", "etcd.service"} <= expected
 
     dry = lab.run(*daemon_cli(), "discover", "--config", str(config), "--dry-run")
     assert "# would write" in dry.stdout and not (config / "policies.d" / "disco-web.yaml").exists()
@@ -107,9 +107,8 @@ def test_discover_writes_policies_the_daemon_watches(lab: Lab) -> None:
         {"name": "tcp-8411", "tcp": {"host": "127.0.0.1", "port": 8411}}
     ]
     assert "disco-echo.socket Stream /run/disco-echo.sock" in echo
-    if "postgresql.service" in expected:
-        postgres = (config / "policies.d" / "postgresql.yaml").read_text()
-        assert "# Protected (guard.protected matches 'postgresql*')" in postgres
+    etcd = (config / "policies.d" / "etcd.yaml").read_text()  # etcd-server: tests/setup-env
+    assert "# Protected (guard.protected matches 'etcd*')" in etcd
 
     # A second run writes nothing: every unit has its policy now.
     again = lab.run(*daemon_cli(), "discover", "--config", str(config))

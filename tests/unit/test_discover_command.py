@@ -110,3 +110,20 @@ def test_a_missing_config_directory_is_one_line(tmp_path: Path) -> None:
     code, _, err = run(tmp_path / "nope")
     assert code == 1
     assert err == f"host-supervisor discover: config directory {tmp_path / 'nope'} does not exist\n"
+
+
+def test_a_broken_policy_still_claims_its_unit(config: Path) -> None:
+    broken = config / "policies.d" / "web.yaml"
+    broken.write_text("unit: nginx.service\nchecks: 3\n")
+    code, out, _ = run(config, "nginx")
+    assert code == 0
+    assert f"skipped nginx.service: has a policy in {broken}" in out
+    assert not (config / "policies.d" / "nginx.yaml").exists()
+
+
+def test_an_untrusted_config_directory_is_refused(config: Path) -> None:
+    (config / "policies.d").chmod(0o777)
+    code, out, err = run(config)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"host-supervisor discover: {config / 'policies.d'}:1:1: refused: ")
+    assert list((config / "policies.d").iterdir()) == []
