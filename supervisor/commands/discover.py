@@ -124,20 +124,25 @@ async def _read(bus: _Bus) -> Found:
         unit = await _unit(bus, socket)
         if unit is not None:
             services += [t for t in map(str, unit.get("Triggers", ())) if t.endswith(".service")]
-    seen: set[str] = set()
+    wanted: list[str] = []
     for name in sorted(set(services)):
         if "@" in name:
             found.skipped[name] = "a template or an instance of one"
-            continue
-        if name == DAEMON_UNIT:
+        elif name == DAEMON_UNIT:
             found.skipped[name] = "the daemon itself"
-            continue
+        else:
+            wanted.append(name)
+
+    async def read(name: str) -> UnitFacts | None:
         try:
-            facts = await _service(bus, name, found)
+            return await _service(bus, name, found)
         except BusError as exc:
             found.skipped[name] = f"not read: {exc}"
-            continue
-        if facts is not None and facts.unit not in seen:
+            return None
+
+    seen: set[str] = set()
+    for facts in await asyncio.gather(*(read(name) for name in wanted)):
+        if facts is not None and facts.unit not in seen:  # an alias and its unit: once
             seen.add(facts.unit)
             found.units.append(facts)
     return found
@@ -232,7 +237,8 @@ def discover_command(
         if path.is_symlink() or path.exists():
             print(f"skipped {facts.unit}: {path} exists (never overwritten)", file=out)
             continue
-        plans.append(discovered_policy(facts, loaded.main.guard.protected))
+        channels = tuple(loaded.main.alerts.channels)
+        plans.append(discovered_policy(facts, loaded.main.guard.protected, channels))
     if not wanted:
         for name, reason in sorted(found.skipped.items()):
             print(f"skipped {name}: {reason}", file=out)

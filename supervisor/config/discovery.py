@@ -5,6 +5,8 @@ The mapping, in the order a policy file shows it:
 
 * every policy says `mode: observe`: watched and alerted on, never acted on; editing
   that one key to `act` promotes the unit;
+* it alerts every channel the main config defines (a policy alerts only the channels
+  it names); with none defined, a comment says so;
 * each TCP address a triggering .socket unit listens on (`ListenStream=`) becomes a
   tcp check, when it can be reached over loopback: 0.0.0.0 becomes 127.0.0.1 and [::]
   becomes ::1; other addresses, unix sockets and datagram sockets are named in a
@@ -131,9 +133,11 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def discovered_policy(facts: UnitFacts, protected: tuple[str, ...]) -> Discovered:
+def discovered_policy(
+    facts: UnitFacts, protected: tuple[str, ...], channels: tuple[str, ...] = ()
+) -> Discovered:
     """The observe-only policy for `facts`; `protected` is the main config's
-    guard.protected (globs)."""
+    guard.protected (globs), `channels` the names of its alert channels."""
     unit = facts.unit
     about = f" ({_one_line(facts.description)})" if facts.description.strip() else ""
     lines = [
@@ -142,6 +146,13 @@ def discovered_policy(facts: UnitFacts, protected: tuple[str, ...]) -> Discovere
         f"unit: {unit}",
         "mode: observe",
     ]
+    if channels:
+        lines.append(f"alerts: [{', '.join(channels)}]")
+    else:
+        lines.append(
+            "# alerts: no channel in host-supervisor.yaml yet; define one there and name it "
+            "here to be told."
+        )
     checks: list[tuple[str, str, int, str]] = []
     unreachable: list[str] = []
     for listen in facts.listens:

@@ -41,6 +41,8 @@ def run(config: Path, *units: str, dry_run: bool = False) -> tuple[int, str, str
 
 
 def test_writes_one_valid_policy_per_unit(config: Path) -> None:
+    channels = 'alerts: {channels: {ops: {url: "json://localhost/hook"}}}\n'
+    (config / "host-supervisor.yaml").write_text(channels)
     code, out, err = run(config)
     assert (code, err) == (0, "")
     names = sorted(p.name for p in (config / "policies.d").iterdir())
@@ -52,7 +54,9 @@ def test_writes_one_valid_policy_per_unit(config: Path) -> None:
     )
     report = io.StringIO()
     assert validate_command(config, report) == 0, report.getvalue()
-    assert (config / "policies.d" / "nginx.yaml").stat().st_mode & 0o777 == 0o644
+    nginx = config / "policies.d" / "nginx.yaml"
+    assert nginx.stat().st_mode & 0o777 == 0o644
+    assert "\nalerts: [ops]\n" in nginx.read_text()
 
 
 def test_never_overwrites_a_policy_file_or_a_unit_with_a_policy(config: Path) -> None:

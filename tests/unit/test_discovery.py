@@ -119,3 +119,11 @@ def test_a_description_cannot_break_out_of_its_comment() -> None:
 def test_policy_file_names() -> None:
     assert policy_file_name("nginx.service") == "nginx.yaml"
     assert policy_file_name("php8.2-fpm.service") == "php8.2-fpm.yaml"
+
+
+def test_it_alerts_every_channel_of_the_main_config() -> None:
+    found = discovered_policy(UnitFacts("cron.service"), GUARD_DEFAULTS, ("ops", "pager"))
+    assert Policy.model_validate(yaml.safe_load(found.text)).alerts == ("ops", "pager")
+    _, document, text = policy(UnitFacts("cron.service"))
+    assert "alerts" not in document
+    assert "# alerts: no channel in host-supervisor.yaml yet" in text
