@@ -21,6 +21,7 @@ from supervisor.core.values import Severity
 PRECONDITION_RETRY = 30.0  # a repair held by a precondition asks again this much later
 OBSERVE_POLL = 0.5  # while observing, a held repair asks again this often
 
+OBSERVE_RULE = "observe only"  # the name of the hold, as `UnitState.held_by` keeps it
 OBSERVE_ONLY = "observe only (mode: observe): watched and alerted, never repaired"
 
 Hold = tuple[str, float | None]
@@ -124,7 +125,7 @@ def _guard(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
 
 HOLDS = (
     Rule(
-        "observe only",
+        OBSERVE_RULE,
         "Does the unit's policy say `mode: observe`? Then it is watched, checked and "
         "alerted on, never acted on; `mode: act` promotes it.",
         _observe_only,

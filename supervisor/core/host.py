@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.config import LoadedConfig, UnitProbe
 from supervisor.core import actions as ev
-from supervisor.core import cluster_host, failover_host, ladder
+from supervisor.core import cluster_host, failover_host, holds, ladder
 from supervisor.core.actions import (
     LADDER,
     SNAPSHOT,
@@ -26,7 +26,7 @@ from supervisor.core.guard import GuardState
 from supervisor.core.health import Condition
 from supervisor.core.notices import AlertKind
 from supervisor.core.observe import arm_snapshot, expire_flapping, on_result, on_unit_change
-from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Tick
+from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Resume, Tick
 from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import HostState, Tx
 from supervisor.core.unit import UnitState
@@ -292,6 +292,7 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
         del tx.units[unit]
         tx.actions.append(ev.DeleteUnit(unit))
         tx.log("info", "no longer supervising", unit=unit)
+    promoted: list[UnitState] = []
     for unit in sorted(old & new):
         state = tx.unit(unit)
         assert state is not None
@@ -301,7 +302,15 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
             if checks_changed:
                 tx.actions.append(ev.StopChecks(unit))
                 tx.actions.append(ev.StartChecks(unit))
+            if state.recovery.phase is Phase.HELD and state.held_by == holds.OBSERVE_RULE:
+                promoted.append(state)
     tx.loaded = loaded
+    for state in promoted:
+        # Held only because the policy said observe: ask again under the new policy,
+        # or a unit promoted while it is down would wait for a resume.
+        if state.policy.mode == "act":
+            tx.log("info", "promoted to mode act: repairs may run", unit=state.unit)
+            ladder.feed(tx, state, Resume())
     added = sorted(new - old)
     for unit in added:
         tx.add_unit(loaded.policies[unit])

@@ -125,6 +125,16 @@ def test_discover_writes_policies_the_daemon_watches(lab: Lab) -> None:
     time.sleep(1)
     assert lab.show("disco-plain.service", "ActiveState")["ActiveState"] == "failed"
 
+    # Promoted by editing one key: the held unit is repaired at once.
+    plain = config / "policies.d" / "disco-plain.yaml"
+    plain.write_text(plain.read_text().replace("\nmode: observe\n", "\nmode: act\n"))
+    lab.run("systemctl", "reload", DAEMON_UNIT)
+    lab.wait_for(
+        lambda: lab.show("disco-plain.service", "ActiveState")["ActiveState"] == "active",
+        timeout=30,
+        what="disco-plain.service restarted after mode: act",
+    )
+
 
 def status_row(lab: Lab, unit: str) -> dict[str, str]:
     out = lab.run(*daemon_cli(), "status", unit, "--socket", SOCKET, "--json").stdout

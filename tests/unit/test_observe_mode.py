@@ -13,6 +13,7 @@ from supervisor.core.actions import (
     Action,
     CheckPreconditions,
     Event,
+    PoliciesLoaded,
     PreconditionsChecked,
     RunRepair,
     SendAlert,
@@ -29,13 +30,16 @@ def snapshot(unit: str, active: str, sub: str, result: str) -> UnitSnapshot:
     return UnitSnapshot(unit, "loaded", active, sub, result, 0, 0, True, "no")
 
 
+def loaded_with(mode: str) -> LoadedConfig:
+    policy = Policy.model_validate({"unit": "web.service", "mode": mode, "alerts": ["ops"]})
+    return LoadedConfig(MainConfig.model_validate(CHANNELS), {"web.service": policy}, {})
+
+
 def fail(mode: str) -> tuple[HostState, list[Action]]:
     """Start a daemon with one policy in `mode`, then let its unit fail and the shell
     answer the precondition check with 'all hold'."""
     unit = "web.service"
-    policy = Policy.model_validate({"unit": unit, "mode": mode, "alerts": ["ops"]})
-    loaded = LoadedConfig(MainConfig.model_validate(CHANNELS), {unit: policy}, {})
-    state, _ = host.initial(loaded, {}, {}, hostname="h", dry_run=False, now=0.0)
+    state, _ = host.initial(loaded_with(mode), {}, {}, hostname="h", dry_run=False, now=0.0)
     actions: list[Action] = []
     events: tuple[Event, ...] = (
         UnitChanged(snapshot(unit, "active", "running", "success")),
@@ -64,6 +68,22 @@ def test_the_same_policy_with_mode_act_is_repaired() -> None:
     assert [(a.unit, a.rung) for a in actions if isinstance(a, RunRepair)] == [
         ("web.service", "restart")
     ]
+
+
+def test_promoting_a_held_unit_to_act_asks_for_its_repair_at_once() -> None:
+    state, _ = fail("observe")
+    state, actions = host.step(state, PoliciesLoaded(loaded_with("act")), 200.0)
+    assert CheckPreconditions("web.service") in actions
+    state, actions = host.step(state, PreconditionsChecked("web.service", ""), 200.1)
+    assert [(a.unit, a.rung) for a in actions if isinstance(a, RunRepair)] == [
+        ("web.service", "restart")
+    ]
+
+
+def test_a_reload_that_keeps_observe_asks_nothing() -> None:
+    state, _ = fail("observe")
+    _, actions = host.step(state, PoliciesLoaded(loaded_with("observe")), 200.0)
+    assert not [a for a in actions if isinstance(a, (CheckPreconditions, RunRepair))]
 
 
 def test_mode_defaults_to_act_and_refuses_other_words() -> None:
