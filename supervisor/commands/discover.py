@@ -87,9 +87,8 @@ class _Bus:
         return list(reply.body)
 
     async def manager(self, member: str, signature: str, body: list[Any]) -> Any:
-        return (await self.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, body, member))[
-            0
-        ]
+        reply = await self.call(MANAGER_PATH, MANAGER_INTERFACE, member, signature, body, member)
+        return reply[0]
 
     async def properties(self, path: str, interface: str, what: str) -> dict[str, Any]:
         body = await self.call(
@@ -121,7 +120,11 @@ async def _read(bus: _Bus) -> Found:
     names = sorted({os.path.basename(path) for path, _state in files})
     services = [n for n in names if n.endswith(".service")]
     for socket in (n for n in names if n.endswith(".socket") and "@" not in n):
-        unit = await _unit(bus, socket)
+        try:
+            unit = await _unit(bus, socket)
+        except BusError as exc:
+            found.skipped[socket] = f"not read: {exc}"
+            continue
         if unit is not None:
             services += [t for t in map(str, unit.get("Triggers", ())) if t.endswith(".service")]
     wanted: list[str] = []
