@@ -236,6 +236,10 @@ class Rig:
         outcome = Outcome(kind, fault_at, old, token)
         undo: Callable[[], object] = lambda: None  # noqa: E731
         hold = rnd.uniform(8.0, 12.0)
+        if kind in ("partition", "kill-host"):
+            with contextlib.suppress(LabError):  # the figures are split by it
+                leader = self.cluster.etcd_leader()
+                outcome.notes.append(f"etcd leader {'on the holder' if leader == old else leader}")
         match kind:
             case "partition":
                 self.cluster.partition(old)
