@@ -10,7 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 from supervisor.config.schema import main_json_schema, policy_json_schema
-from supervisor.config.values import DURATION_PATTERN, PERCENT_PATTERN, SIZE_PATTERN
+from supervisor.config.values import (
+    DURATION_PATTERN,
+    PERCENT_PATTERN,
+    POSITIVE_DURATION_PATTERN,
+    SIZE_PATTERN,
+)
 from supervisor.text import one_line
 
 Schema = dict[str, Any]
@@ -34,7 +39,7 @@ def _type_label(node: Schema, defs: Schema) -> str:
             return "size"
         return " or ".join(labels)
     pattern = node.get("pattern", "")
-    if pattern and ("ms|s|m|h|d" in pattern or pattern == DURATION_PATTERN):
+    if pattern in (DURATION_PATTERN, POSITIVE_DURATION_PATTERN):
         return "duration"
     if pattern in (SIZE_PATTERN,) or "[KkMmGgTt]" in pattern:
         return "size"

@@ -23,12 +23,14 @@ from supervisor.secrets import mask_url
 from supervisor.text import clip
 
 __all__ = [
+    "DURATION_HINT",
     "DURATION_PATTERN",
     "MAX_COUNT",
     "MAX_DURATION",
     "MAX_SIZE",
     "MIN_POSITIVE_DURATION",
     "PERCENT_PATTERN",
+    "POSITIVE_DURATION_PATTERN",
     "SIZE_PATTERN",
     "Duration",
     "Percent",
@@ -54,10 +56,24 @@ MAX_COUNT = 1_000_000
 
 _NUMBER = r"\d+(?:\.\d+)?"
 
+# The short forms, then systemd's time span words (systemd.time(7)): "5min", "30sec",
+# "1h 30min", "2 hours". Case matters, as in systemd (its "M" is a month; not taken).
 _DURATION_UNITS: dict[str, float] = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION_PART = re.compile(rf"({_NUMBER})\s*(ms|s|m|h|d)")
-_DURATION_FULL = re.compile(rf"(?:{_NUMBER}\s*(?:ms|s|m|h|d)\s*)+")
-DURATION_PATTERN = rf"^\s*(?:(?:{_NUMBER}\s*(?:ms|s|m|h|d)\s*)+|{_NUMBER})\s*$"
+_DURATION_WORDS: dict[str, float] = {
+    **dict.fromkeys(("usec", "us", "\u00b5s"), 0.000001),
+    **dict.fromkeys(("msec", "ms"), 0.001),
+    **dict.fromkeys(("seconds", "second", "sec", "s"), 1.0),
+    **dict.fromkeys(("minutes", "minute", "min", "m"), 60.0),
+    **dict.fromkeys(("hours", "hour", "hr", "h"), 3600.0),
+    **dict.fromkeys(("days", "day", "d"), 86400.0),
+    **dict.fromkeys(("weeks", "week", "w"), 7 * 86400.0),
+}
+# Longest first, so that "min" is not read as "m" followed by "in".
+_UNIT = "|".join(sorted(_DURATION_WORDS, key=len, reverse=True))
+_DURATION_PART = re.compile(rf"({_NUMBER})\s*({_UNIT})(?![a-z])")
+_DURATION_FULL = re.compile(rf"(?:{_NUMBER}\s*(?:{_UNIT})(?![a-z])\s*)+")
+DURATION_PATTERN = rf"^\s*(?:(?:{_NUMBER}\s*(?:{_UNIT})(?![a-z])\s*)+|{_NUMBER})\s*$"
+DURATION_HINT = "use e.g. 500ms, 30s, 5min, 1h 30min, 2h, 1d"
 
 # SI units are powers of 1000; IEC units and systemd's bare K/M/G/T are powers of 1024.
 _SIZE_UNITS: dict[str, int] = {
@@ -118,9 +134,10 @@ def _is_number(value: object) -> bool:
 
 
 def parse_duration(value: Any) -> float:
-    """Turn "500ms", "5s", "1m30s", "1h", "1d" or a number of seconds into float seconds,
-    from 0 to `MAX_DURATION`."""
-    hint = "use e.g. 500ms, 5s, 5m, 1h"
+    """Turn "500ms", "5s", "1m30s", "1h", "1d", systemd's time spans ("5min", "30sec",
+    "1h 30min", "2 weeks") or a number of seconds into float seconds, from 0 to
+    `MAX_DURATION`."""
+    hint = DURATION_HINT
     if _is_number(value):
         if value != value:  # NaN
             raise ValueError(f"{describe(value)} is not a duration; {hint}")
@@ -134,7 +151,7 @@ def parse_duration(value: Any) -> float:
     elif not _DURATION_FULL.fullmatch(text):
         raise ValueError(f"{describe(value)} is not a duration; {hint}")
     else:
-        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+        seconds = sum(float(n) * _DURATION_WORDS[u] for n, u in _DURATION_PART.findall(text))
     if seconds > MAX_DURATION:  # also an infinity
         raise ValueError(f"{describe(value)} is too long; a duration is at most 365d (a year)")
     return float(seconds)
@@ -226,16 +243,15 @@ Duration = Annotated[
                 {"type": "number", "minimum": 0, "maximum": MAX_DURATION},
             ],
             "description": "A duration from 0s to 365d: 500ms, 5s, 5m, 1h, 1d, combined as "
-            "1m30s; a bare number is seconds.",
+            "1m30s, or systemd's time spans (5min, 30sec, 1h 30min, 2 weeks); a bare number "
+            "is seconds.",
         }
     ),
 ]
 """Float seconds from 0 to 365d, written as "500ms", "5s", "5m", "1h", "1d", "1m30s" or a
 number of seconds."""
 
-_POSITIVE_DURATION_PATTERN = (
-    r"^\s*(?=.*[1-9])(?:(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+|\d+(?:\.\d+)?)\s*$"
-)
+POSITIVE_DURATION_PATTERN = rf"^(?=.*[1-9]){DURATION_PATTERN[1:]}"
 
 PositiveDuration = Annotated[
     float,
@@ -243,11 +259,12 @@ PositiveDuration = Annotated[
     WithJsonSchema(
         {
             "anyOf": [
-                {"type": "string", "pattern": _POSITIVE_DURATION_PATTERN},
+                {"type": "string", "pattern": POSITIVE_DURATION_PATTERN},
                 {"type": "number", "minimum": MIN_POSITIVE_DURATION, "maximum": MAX_DURATION},
             ],
             "description": "A duration from 1ms to 365d: 500ms, 5s, 5m, 1h, 1d, combined as "
-            "1m30s; a bare number is seconds.",
+            "1m30s, or systemd's time spans (5min, 30sec, 1h 30min, 2 weeks); a bare number "
+            "is seconds.",
         }
     ),
 ]

@@ -216,7 +216,8 @@ def test_bad_duration_size_and_percent(tmp_path: Path) -> None:
         "use e.g. 512MiB, 1GiB, 100MB or a number of bytes",
         f"{path}:4:44: checks[0].memory.host_max_used: '120%' is not a percentage; "
         "use a value from 0% to 100%, e.g. 90%",
-        f"{path}:5:15: checks[0].interval: '5x' is not a duration; use e.g. 500ms, 5s, 5m, 1h",
+        f"{path}:5:15: checks[0].interval: '5x' is not a duration; "
+        "use e.g. 500ms, 30s, 5min, 1h 30min, 2h, 1d",
     ]
 
 
@@ -639,7 +640,8 @@ def test_every_error_in_every_file_is_reported_and_valid_policies_kept(tmp_path:
         f"{bad1}:1:7: unit: 'bad' is not a systemd unit name; write it with its type, "
         "e.g. 'bad.service'",
         f"{bad1}:4:17: checks[0].tcp.port: must be at least 1, got 0",
-        f"{bad1}:5:15: checks[0].interval: 'soon' is not a duration; use e.g. 500ms, 5s, 5m, 1h",
+        f"{bad1}:5:15: checks[0].interval: 'soon' is not a duration; "
+        "use e.g. 500ms, 30s, 5min, 1h 30min, 2h, 1d",
         f"{bad2}:1:7: unit: expected a string, got a list",
     ]
     assert list(loaded.policies) == ["good.service"]
@@ -808,7 +810,7 @@ def test_main_config_nan_window_falls_back_to_defaults(tmp_path: Path) -> None:
     loaded = load_config(tmp_path)
     assert [str(e) for e in loaded.errors] == [
         f"{path}:2:27: guard.repair_budget.window: .nan is not a duration; "
-        "use e.g. 500ms, 5s, 5m, 1h"
+        "use e.g. 500ms, 30s, 5min, 1h 30min, 2h, 1d"
     ]
     assert loaded.main == MainConfig()
 

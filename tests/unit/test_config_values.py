@@ -42,17 +42,31 @@ from supervisor.config.values import (
         (7, 7.0),
         (0.25, 0.25),
         ("0s", 0.0),
+        # systemd's time spans (systemd.time(7))
+        ("5min", 300.0),
+        ("30sec", 30.0),
+        ("1h 30min", 5400.0),
+        ("2h", 7200.0),
+        ("1 hour 2 minutes", 3720.0),
+        ("2 weeks", 14 * 86400.0),
+        ("1w", 7 * 86400.0),
+        ("250msec", 0.25),
+        ("1day 1hr", 90000.0),
+        ("1000us", 0.001),
     ],
 )
 def test_duration_parses(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["5x", "", "s", "5 s s", "-5s", "1h-2m", "five seconds"])
+@pytest.mark.parametrize(
+    "text", ["5x", "", "s", "5 s s", "-5s", "1h-2m", "five seconds", "5mins", "1M", "5 min utes"]
+)
 def test_duration_refuses_garbage_naming_it(text: str) -> None:
     with pytest.raises(ValueError) as caught:
         parse_duration(text)
-    assert str(caught.value) == f"{text!r} is not a duration; use e.g. 500ms, 5s, 5m, 1h"
+    hint = "use e.g. 500ms, 30s, 5min, 1h 30min, 2h, 1d"
+    assert str(caught.value) == f"{text!r} is not a duration; {hint}"
 
 
 def test_duration_refuses_negative_numbers_and_other_types() -> None:
@@ -142,6 +156,7 @@ def test_json_schema_offers_string_patterns_and_numbers() -> None:
     ("pattern", "parse", "samples"),
     [
         (DURATION_PATTERN, parse_duration, ["500ms", "1m30s", "10", "5x", "-5s", "1h 30m", ""]),
+        (DURATION_PATTERN, parse_duration, ["5min", "30sec", "1h 30min", "5mins", "2 weeks", "1M"]),
         (SIZE_PATTERN, parse_size, ["512MiB", "100MB", "512M", "1024", "12XB", "2kb", "MiB"]),
         (PERCENT_PATTERN, parse_percent, ["90%", "90", "99.5%", "ninety", "%", "5 %"]),
     ],
@@ -176,7 +191,7 @@ NAN, INF = float("nan"), float("inf")
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        (NAN, ".nan is not a duration; use e.g. 500ms, 5s, 5m, 1h"),
+        (NAN, ".nan is not a duration; use e.g. 500ms, 30s, 5min, 1h 30min, 2h, 1d"),
         (INF, ".inf is too long; a duration is at most 365d (a year)"),
         (10**400, "a whole number of 401 digits is too long; a duration is at most 365d (a year)"),
         (2**63, "9223372036854775808 is too long; a duration is at most 365d (a year)"),
