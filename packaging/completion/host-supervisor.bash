@@ -7,9 +7,10 @@
 _host_supervisor_units()
 {
     # Supervised units from the daemon when it answers, else systemd's loaded units.
+    # (status exits 1 or 2 when a unit is unwell: its output counts all the same.)
     local socket=$1 out
-    out=$(timeout 2 host-supervisor status --json ${socket:+--socket "$socket"} 2>/dev/null) &&
-        out=$(printf '%s\n' "$out" | sed -n 's/^ *"unit": *"\([^"]*\)".*/\1/p') &&
+    out=$(timeout 2 host-supervisor status --json ${socket:+--socket "$socket"} 2>/dev/null)
+    out=$(printf '%s\n' "$out" | sed -n 's/^ *"unit": *"\([^"]*\)".*/\1/p') &&
         [[ -n $out ]] && { printf '%s\n' "$out"; return; }
     systemctl list-units --all --plain --no-legend --full 2>/dev/null | awk '{print $1}'
 }
@@ -21,7 +22,7 @@ _host_supervisor()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
 
-    local commands="run validate discover schema check test-alert status history pause resume
+    local commands="run validate discover schema config check test-alert status history pause resume
         failover failback reset metrics reload"
 
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -43,7 +44,7 @@ _host_supervisor()
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return 0
             ;;
-        --since | --limit | --to)
+        --since | --limit | --to | --to-host | --for | --reason | --interval)
             return 0
             ;;
     esac
@@ -60,17 +61,18 @@ _host_supervisor()
     local flags="--help"
     case $cmd in
         run) flags+=" --config --socket --state-dir --dry-run" ;;
-        validate) flags+=" --config" ;;
-        discover) flags+=" --config --dry-run --unit" ;;
+        validate) flags+=" --config --main" ;;
         schema) flags+=" --main" ;;
+        config) [[ " ${COMP_WORDS[*]} " == *" show "* ]] && flags+=" --config" ;;
         check) flags+=" --config --json --warning --critical" ;;
         test-alert) flags+=" --config" ;;
-        status) flags+=" --socket --json" ;;
-        history) flags+=" --socket --since --limit --json" ;;
-        pause | failback | reset | reload) flags+=" --socket" ;;
-        resume) flags+=" --socket --all" ;;
-        failover) flags+=" --socket --to --to-host" ;;
-        metrics) flags+=" --socket --reset" ;;
+        status) flags+=" --socket --json --full --no-color" ;;
+        history) flags+=" --socket --since --limit --follow --interval --json --no-color" ;;
+        pause) flags+=" --socket --json --for --reason" ;;
+        failback | reset | reload) flags+=" --socket --json" ;;
+        resume) flags+=" --socket --json --all" ;;
+        failover) flags+=" --socket --json --to --to-host" ;;
+        metrics) flags+=" --socket --reset --json" ;;
         *) return 0 ;;
     esac
 
@@ -80,6 +82,13 @@ _host_supervisor()
     fi
 
     case $cmd in
+        config)
+            [[ $prev == config ]] && mapfile -t COMPREPLY < <(compgen -W "show" -- "$cur")
+            ;;
+        validate)
+            compopt -o filenames 2>/dev/null
+            mapfile -t COMPREPLY < <(compgen -f -- "$cur")
+            ;;
         status | history | pause | resume | reset | failover | failback)
             mapfile -t COMPREPLY < <(compgen -W "$(_host_supervisor_units "$socket")" -- "$cur")
             ;;

@@ -11,8 +11,10 @@ The facts are mapped to a policy by `supervisor.config.discovery`, which is pure
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -322,3 +324,10 @@ def _write(directory: Path, plans: list[Discovered], out: TextIO, err: TextIO) -
     finally:
         os.close(dir_fd)
     return written
+
+
+def run(args: argparse.Namespace) -> int:
+    """`host-supervisor discover`."""
+    return discover_command(
+        args.config, dry_run=args.dry_run, units=args.unit, out=sys.stdout, err=sys.stderr
+    )

@@ -1,4 +1,6 @@
-"""The `validate` command: check a config directory and print every problem."""
+"""The `validate` command: check a config directory, or single files, and print every
+problem as FILE:LINE:COL. Single files are for Ansible's `validate: host-supervisor
+validate %s` and for pre-commit hooks: a file is judged on its own, wherever it is."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import TextIO
 from supervisor.config.loader import ConfigIssue, LoadedConfig, load_config
 from supervisor.errors import ConfigError
 
-__all__ = ["validate_command"]
+__all__ = ["validate_command", "validate_files"]
 
 
 def _count(number: int, singular: str, plural: str) -> str:
@@ -38,6 +40,28 @@ def validate_command(config_dir: Path, out: TextIO) -> int:
         return 1
     units = _count(len(loaded.policies), "unit", "units")
     print(f"OK: {_count(policies, 'policy', 'policies')} for {units}", file=out)
+    return 0
+
+
+def validate_files(paths: list[Path], out: TextIO, *, main: bool = False) -> int:
+    """Each file as a policy (or with `main` as host-supervisor.yaml) on its own; 0 when
+    every one is valid, else 1. Cross-file rules (one policy per unit, alert channels
+    that the main config defines) need the whole directory: `validate --config DIR`."""
+    from supervisor.config.loader import load_main_file, load_policy_file
+
+    bad = 0
+    for path in paths:
+        if main:
+            issues = load_main_file(path)
+        else:
+            _policy, issues = load_policy_file(path)
+        for issue in issues:
+            print(issue, file=out)
+        bad += bool(issues)
+    if bad:
+        print(f"{_count(bad, 'file', 'files')} of {len(paths)} invalid", file=out)
+        return 1
+    print(f"OK: {_count(len(paths), 'file', 'files')} valid", file=out)
     return 0
 
 

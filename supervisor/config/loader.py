@@ -116,6 +116,24 @@ def load_policy_file(path: Path) -> tuple[Policy | None, list[ConfigIssue]]:
     return policy, issues
 
 
+def load_main_file(path: Path) -> list[ConfigIssue]:
+    """The errors of one main config file judged on its own (for `validate --main FILE`);
+    a file that does not exist is an error here, not the defaults. Never raises."""
+    issues: list[ConfigIssue] = []
+
+    def load(p: Path, found: list[ConfigIssue]) -> None:
+        if not p.is_file():
+            found.append(ConfigIssue(p, 1, 1, "no such file"))
+            return
+        main, doc, _ok = _load_main(p, found)
+        if main is not None:
+            found.extend(_check_channels(main, doc) + _check_cluster_tls(main, doc))
+            found.extend(_check_http_tls(main, doc))
+
+    _guarded(path, issues, None, load)
+    return issues
+
+
 def _load_one_policy(path: Path, issues: list[ConfigIssue]) -> Policy | None:
     doc = read_document(path, policy=True)
     issues.extend(doc.issues)

@@ -439,8 +439,13 @@ async def test_cli_an_internal_error_is_one_line(
     h: Harness, capsys: pytest.CaptureFixture[str]
 ) -> None:
     h.daemon.explode = True
-    assert await _cli(h, capsys, "status") == (
+    assert await _cli(h, capsys, "reload") == (
         1,
+        "host-supervisor: internal error: RuntimeError: boom second line\n",
+    )
+    # status exits 1 for "degraded": a status it could not get is 4, LSB's "unknown".
+    assert await _cli(h, capsys, "status") == (
+        4,
         "host-supervisor: internal error: RuntimeError: boom second line\n",
     )
 

@@ -385,7 +385,9 @@ async def test_no_planted_secret_leaves(
         out.add("stderr", so_far.err)
         out.add("stdout", so_far.out)
         for command in (["status"], ["status", "--json"], ["history"], ["history", "--json"]):
-            assert cli.main(command) == 0
+            # status exits with the units' health (0 to 3); anything else is an error
+            allowed = (0, 1, 2, 3) if command[0] == "status" else (0,)
+            assert cli.main(command) in allowed
         out.add("CLI", capsys.readouterr().out)
     finally:
         structlog.reset_defaults()
