@@ -30,6 +30,7 @@ JUDGE = "judge"
 GUARD = "guard"
 FLAPPING = "flapping"
 CLUSTER = "cluster"
+PAUSE = "pause"
 
 
 # -- events ----------------------------------------------------------------------------
@@ -178,6 +179,8 @@ class ReloadDone:
 class OperatorPause:
     unit: str
     caller: str = ""  # who asked, as the control socket saw them: "uid 0 (root)"
+    duration: float | None = None  # seconds until the pause ends on its own; None: never
+    reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -54,8 +54,10 @@ from supervisor.core.guard_state import (
     GuardNotice,
     GuardState,
     NoticeKind,
+    PauseNote,
     Verdict,
 )
+from supervisor.core.pauses import pause, pause_ends, pause_expired, resume
 
 __all__ = [
     "HALF_OPEN_RETRY",
@@ -65,6 +67,7 @@ __all__ = [
     "GuardNotice",
     "GuardState",
     "NoticeKind",
+    "PauseNote",
     "Verdict",
     "breaker_phase",
     "budget_used",
@@ -73,6 +76,8 @@ __all__ = [
     "next_deadline",
     "pause",
     "pause_all",
+    "pause_ends",
+    "pause_expired",
     "protecting_glob",
     "request",
     "resume",
@@ -343,16 +348,6 @@ def tick(cfg: GuardConfig, state: GuardState, now: float) -> tuple[GuardState, l
     return state, notices
 
 
-def pause(state: GuardState, unit: str) -> GuardState:
-    """An operator pauses automation on `unit` (maintenance): watched, not repaired."""
-    return state if unit in state.paused else replace(state, paused=state.paused | {unit})
-
-
-def resume(state: GuardState, unit: str) -> GuardState:
-    """Ends `pause(unit)`. It does not end `pause_all`, which only `resume_all` does."""
-    return state if unit not in state.paused else replace(state, paused=state.paused - {unit})
-
-
 def pause_all(state: GuardState) -> GuardState:
     return state if state.paused_all else replace(state, paused_all=True)
 
@@ -373,8 +368,8 @@ def resume_all(state: GuardState, now: float) -> tuple[GuardState, list[GuardNot
             )
         )
         state = replace(state, frozen_until=None, actions=())
-    if state.paused or state.paused_all:
-        state = replace(state, paused=frozenset(), paused_all=False)
+    if state.paused or state.paused_all or state.pause_notes:
+        state = replace(state, paused=frozenset(), paused_all=False, pause_notes=frozenset())
     return state, notices
 
 

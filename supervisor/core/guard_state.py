@@ -55,6 +55,15 @@ class GuardNotice:
 
 
 @dataclass(frozen=True)
+class PauseNote:
+    """What an operator said with a pause: when it ends on its own, and why."""
+
+    unit: str
+    until: float | None = None  # wall-clock time; None: until `resume`
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class GuardState:
     actions: tuple[float, ...] = ()  # start times of automatic actions inside the budget window
     frozen_until: float | None = None  # frozen (budget spent) until then, or until resume_all
@@ -64,6 +73,10 @@ class GuardState:
     running: frozenset[str] = frozenset()  # units with an automatic action in flight
     paused: frozenset[str] = frozenset()  # units paused by an operator
     paused_all: bool = False
+    pause_notes: frozenset[PauseNote] = frozenset()  # of paused units, with an end or a reason
+
+    def pause_note(self, unit: str) -> PauseNote | None:
+        return next((note for note in self.pause_notes if note.unit == unit), None)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (lists sorted, so equal states give equal documents)."""
@@ -76,6 +89,10 @@ class GuardState:
             "running": sorted(self.running),
             "paused": sorted(self.paused),
             "paused_all": self.paused_all,
+            "pause_notes": [
+                {"unit": n.unit, "until": n.until, "reason": n.reason}
+                for n in sorted(self.pause_notes, key=lambda n: n.unit)
+            ],
         }
 
     @classmethod
@@ -92,6 +109,7 @@ class GuardState:
             running=frozenset(_str(v, "running") for v in _list(d, "running")),
             paused=frozenset(_str(v, "paused") for v in _list(d, "paused")),
             paused_all=_bool(d, "paused_all"),
+            pause_notes=frozenset(_pause_note(v) for v in _list(d, "pause_notes")),
         )
 
 
@@ -128,6 +146,17 @@ def _bool(d: Mapping[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"guard state: {key} must be true or false, got {value!r}")
     return value
+
+
+def _pause_note(value: Any) -> PauseNote:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"guard state: pause_notes must hold mappings, got {value!r}")
+    reason = value.get("reason", "")
+    if not isinstance(reason, str):
+        raise ValueError(f"guard state: a pause's reason must be text, got {reason!r}")
+    return PauseNote(
+        _str(value.get("unit"), "pause_notes"), _optional_number(value, "until"), reason
+    )
 
 
 def _str(value: Any, key: str) -> str:

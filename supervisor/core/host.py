@@ -201,6 +201,7 @@ def _started(tx: Tx) -> None:
         tx.schedule_ladder(state)
         arm_snapshot(tx, state)
     tx.schedule_guard()
+    ladder.arm_pause_timers(tx)
     tx.history(None, "daemon", "started", units=len(tx.units))
     tx.alert(
         None,
@@ -238,6 +239,8 @@ def _timer(tx: Tx, key: ev.TimerKey) -> None:
             cluster_host.timer(tx, unit)
         case "flapping":
             expire_flapping(tx, unit)
+        case "pause":
+            ladder.pause_timer(tx, unit)
 
 
 # -- last-known-good snapshots ------------------------------------------------------------

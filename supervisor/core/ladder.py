@@ -9,9 +9,10 @@ here too.
 
 from __future__ import annotations
 
+from supervisor.config.values import format_duration
 from supervisor.core import actions as ev
 from supervisor.core import cluster_host, failover_host, guard
-from supervisor.core.actions import Event
+from supervisor.core.actions import PAUSE, Event
 from supervisor.core.health import Condition, describe
 from supervisor.core.holds import Checked, hold_reason
 from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
@@ -47,8 +48,8 @@ def handle(tx: Tx, event: Event) -> None:
                 _decide(tx, state, Checked(reason, unsaved))
         case ev.RepairDone():
             _repair_done(tx, event)
-        case ev.OperatorPause(unit, caller):
-            _pause(tx, unit, caller)
+        case ev.OperatorPause(unit, caller, duration, reason):
+            _pause(tx, unit, caller, duration, reason)
         case ev.OperatorResume(unit, caller):
             _resume(tx, unit, caller)
         case ev.OperatorReset(unit, caller):
@@ -271,15 +272,47 @@ def _reset(tx: Tx, unit: str, caller: str) -> None:
     tx.actions.append(ev.Answer(None))
 
 
-def _pause(tx: Tx, unit: str, caller: str) -> None:
+def _pause(tx: Tx, unit: str, caller: str, duration: float | None, reason: str) -> None:
     if unit not in tx.units:
         tx.actions.append(ev.Answer(f"no policy for unit {unit}"))
         return
-    tx.log("info", "paused by operator: watching, not acting", unit=unit, action="pause")
-    tx.operator(unit, "paused: watched and alerted, not repaired", caller)
-    tx.guard = guard.pause(tx.guard, unit)
+    until = None if duration is None else tx.now + duration
+    span = "" if duration is None else f" for {format_duration(duration)}"
+    why = f"; reason: {reason}" if reason else ""
+    tx.log(
+        "info",
+        "paused by operator: watching, not acting",
+        unit=unit,
+        action="pause",
+        until=until,
+        reason=reason or None,
+    )
+    tx.operator(unit, f"paused{span}: watched and alerted, not repaired{why}", caller)
+    tx.guard = guard.pause(tx.guard, unit, until, reason)
+    tx.set_timer((PAUSE, unit), until)
     tx.guard_changed([])
     tx.actions.append(ev.Answer(None))
+
+
+def pause_timer(tx: Tx, unit: str) -> None:
+    """A pause's end came: the unit is repaired again, as after `resume`."""
+    if not guard.pause_expired(tx.guard, unit, tx.now):
+        return  # resumed, or paused again with another end, since the timer was armed
+    note = tx.guard.pause_note(unit)
+    why = f" ({note.reason})" if note is not None and note.reason else ""
+    tx.log("info", "pause ended: its time is up", unit=unit, action="resume")
+    tx.history(unit, "operator", f"pause ended{why}: its time is up; repaired again if it fails")
+    tx.guard = guard.resume(tx.guard, unit)
+    tx.guard_changed([])
+    if (state := tx.unit(unit)) is not None:
+        feed(tx, state, Resume())
+
+
+def arm_pause_timers(tx: Tx) -> None:
+    """At start: the pauses the store kept end when they were meant to (at once if the
+    daemon was down then)."""
+    for unit, until in sorted(guard.pause_ends(tx.guard).items()):
+        tx.set_timer((PAUSE, unit), until)
 
 
 def _resume(tx: Tx, unit: str | None, caller: str) -> None:
@@ -290,12 +323,15 @@ def _resume(tx: Tx, unit: str | None, caller: str) -> None:
     if unit is None:
         tx.log("info", "resumed by operator: all units, and the repair budget", action="resume")
         tx.operator(None, "resume --all", caller)
+        for paused in guard.pause_ends(tx.guard):
+            tx.set_timer((PAUSE, paused), None)
         tx.guard, notices = guard.resume_all(tx.guard, tx.now)
         targets = list(tx.units)
     else:
         tx.log("info", "resumed by operator", unit=unit, action="resume")
         tx.operator(unit, "resumed", caller)
         tx.guard, notices = guard.resume(tx.guard, unit), []
+        tx.set_timer((PAUSE, unit), None)
         targets = [unit]
     tx.guard_changed(notices)
     for name in targets:

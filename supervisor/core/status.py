@@ -56,6 +56,7 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
                 ),
                 "held": sup.recovery.held_reason,
                 "paused": unit in state.guard.paused or state.guard.paused_all,
+                **_pause_fields(state, unit, now),
                 "flapping": state.flaps.get(unit, FlapState()).flapping,
                 "last_event": sup.last_event,
                 "failover": failover_host.status(state.failovers, unit, now),
@@ -80,6 +81,15 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
             }
         )
     return rows
+
+
+def _pause_fields(state: HostState, unit: str, now: float) -> dict[str, object]:
+    note = state.guard.pause_note(unit) if unit in state.guard.paused else None
+    until = note.until if note is not None else None
+    return {
+        "pause_left_s": None if until is None else round(max(0.0, until - now), 1),
+        "pause_reason": note.reason if note is not None else "",
+    }
 
 
 def guard_row(state: HostState, now: float) -> dict[str, object]:

@@ -66,6 +66,10 @@ __all__ = [
 
 MAX_HISTORY = 100_000
 """The most history entries one request may ask for."""
+MAX_PAUSE_S = 365 * 86400.0
+"""The longest pause with an end: a year (`pause --for`)."""
+MAX_REASON = 200
+"""The longest reason a pause may carry: one line of status."""
 
 
 class Control(Protocol):
@@ -81,7 +85,9 @@ class Control(Protocol):
     def guard_status(self) -> dict[str, object]: ...
     async def reload(self, caller: str = "") -> bool: ...
     def reset(self, unit: str, caller: str = "") -> bool: ...
-    def pause(self, unit: str, caller: str = "") -> bool: ...
+    def pause(
+        self, unit: str, caller: str = "", duration: float | None = None, reason: str = ""
+    ) -> bool: ...
     def resume(self, unit: str | None, caller: str = "") -> bool: ...
     def manual_failover(self, unit: str, to: str | None, caller: str = "") -> str | None: ...
     def manual_failback(self, unit: str, caller: str = "") -> str | None: ...
@@ -287,7 +293,21 @@ class ControlServer:
 
     async def _pause(self, request: web.Request, peer: Peer) -> web.Response:
         unit = request.match_info["unit"]
-        if not self.daemon.pause(unit, caller=peer.caller):
+        duration: float | None = None
+        if "for_s" in request.query:
+            text = request.query["for_s"]
+            try:
+                duration = float(text)
+            except ValueError:
+                duration = math.nan
+            if not (math.isfinite(duration) and 0 < duration <= MAX_PAUSE_S):
+                return _error(
+                    400, f"for_s must be a number of seconds above 0, at most a year, got {text!r}"
+                )
+        reason = _one_line(request.query.get("reason", ""))
+        if len(reason) > MAX_REASON:
+            return _error(400, f"reason must be at most {MAX_REASON} characters")
+        if not self.daemon.pause(unit, caller=peer.caller, duration=duration, reason=reason):
             return _no_policy(unit)
         return await self._stored()
 

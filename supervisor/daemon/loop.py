@@ -330,8 +330,10 @@ class Daemon:
     def reset(self, unit: str, caller: str = "") -> bool:
         return self._ask(act.OperatorReset(unit, caller)) is None
 
-    def pause(self, unit: str, caller: str = "") -> bool:
-        return self._ask(act.OperatorPause(unit, caller)) is None
+    def pause(
+        self, unit: str, caller: str = "", duration: float | None = None, reason: str = ""
+    ) -> bool:
+        return self._ask(act.OperatorPause(unit, caller, duration, reason)) is None
 
     def resume(self, unit: str | None, caller: str = "") -> bool:
         """Resume one unit, or with None every unit and a frozen automation."""

@@ -11,7 +11,8 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
       - {at: 5s, unit: web.service, state: failed, result: exit-code}
       - {at: 5s, probe: web.service/http, status: critical, message: refused}
       - {at: 6s, after_start: {web.service: crash}}      # what the next starts lead to
-      - {at: 9s, operator: pause, unit: web.service}     # pause resume resume-all reset
+      - {at: 9s, operator: pause, unit: web.service}     # pause resume resume-all reset;
+                                                         # pause: for: 1min, reason: ...
                                                          # failover (to:) failback;
                                                          # by: who asked (the socket's caller)
       - {at: 9s, reload: {policies: {...}, main: {...}}} # rewrite the files, reload
@@ -227,7 +228,9 @@ def _operator(daemon: Daemon, raw: dict[str, Any]) -> str:
     verb, unit, by = raw["operator"], raw.get("unit", ""), raw.get("by", "")
     match verb:
         case "pause":
-            return "ok" if daemon.pause(unit, by) else "no such unit"
+            duration = parse_duration(raw["for"]) if "for" in raw else None
+            paused = daemon.pause(unit, by, duration, raw.get("reason", ""))
+            return "ok" if paused else "no such unit"
         case "resume":
             return "ok" if daemon.resume(unit, by) else "no such unit"
         case "resume-all":

@@ -64,7 +64,9 @@ class FakeDaemon:
         self.calls.append(("reset", unit, caller))
         return unit in self.units
 
-    def pause(self, unit: str, caller: str = "") -> bool:
+    def pause(
+        self, unit: str, caller: str = "", duration: float | None = None, reason: str = ""
+    ) -> bool:
         self.calls.append(("pause", unit, caller))
         return unit in self.units
 
