@@ -161,7 +161,9 @@ def build_parser() -> _Parser:
     schema.set_defaults(handler="supervisor.commands.local:schema")
 
     config = commands.add_parser("config", help="the configuration: config show")
-    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="ACTION")
+    config_commands = config.add_subparsers(
+        dest="config_command", required=True, metavar="ACTION", help="show: print it"
+    )
     config_show = config_commands.add_parser(
         "show",
         help="print the effective configuration (main config and policies) with every "

@@ -59,6 +59,8 @@ def daemon_unit(config: Path, state: Path, *, dry_run: bool = False, watchdog: s
         if key == "ExecStart":
             paths = f"--config {config} --state-dir {state} --socket {SOCKET}"
             line = f"ExecStart={exe} run {paths}{flags}"
+        elif key == "ExecReload":
+            line = f"ExecReload={exe} reload --socket {SOCKET}"
         elif key == "WatchdogSec":
             line = f"WatchdogSec={watchdog}"
         elif key.startswith(("StateDirectory", "ConfigurationDirectory", "PrivateTmp")):

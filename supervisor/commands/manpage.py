@@ -75,11 +75,16 @@ def _sh(title: str) -> str:
 def _subcommands(
     parser: argparse.ArgumentParser,
 ) -> list[tuple[str, str, argparse.ArgumentParser]]:
-    """(name, help, parser) of every sub-command, in the order they were added."""
+    """(name, help, parser) of every sub-command, in the order they were added; one with
+    sub-commands of its own (`config`) is followed by each of them (`config show`)."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             helps = {a.dest: a.help or "" for a in action._choices_actions}
-            return [(name, helps.get(name, ""), sub) for name, sub in action.choices.items()]
+            found: list[tuple[str, str, argparse.ArgumentParser]] = []
+            for name, sub in action.choices.items():
+                found.append((name, helps.get(name, ""), sub))
+                found += [(f"{name} {n}", h, s) for n, h, s in _subcommands(sub)]
+            return found
     return []
 
 
@@ -100,6 +105,8 @@ def _option_synopsis(action: argparse.Action) -> str:
 def _positional_synopsis(action: argparse.Action) -> str:
     metavar = str(action.metavar or action.dest)
     text = f"\\fI{escape(metavar)}\\fR"
+    if action.nargs == "*":
+        return f"[{text}...]"
     return f"[{text}]" if action.nargs == "?" else text
 
 
@@ -148,6 +155,7 @@ def _describe_actions(sub: argparse.ArgumentParser) -> list[str]:
         else:
             lines.append(_positional_synopsis(action))
         help_text = (action.help or "").replace("%(default)s", str(action.default))
+        help_text = help_text.replace("%%", "%")
         if not help_text and not action.option_strings:
             help_text = _POSITIONAL_HELP.get(action.dest, "")
         lines.append(escape(help_text))
@@ -196,6 +204,7 @@ def host_supervisor_8() -> str:
         _sh("COMMANDS"),
     ]
     for name, help_text, sub in commands:
+        help_text = help_text.replace("%%", "%")  # argparse's escape of a literal %
         out += [".SS " + _arg(name), _synopsis(name, sub), ".PP", escape(help_text)]
         described = _describe_actions(sub)
         if described:
@@ -250,10 +259,25 @@ def host_supervisor_8() -> str:
                 ("3", "Unknown."),
             ]
         ),
+        ".SS status",
+        escape("As systemctl is-active and the LSB status codes; the worst unit decides:"),
+        *_tp(
+            [
+                ("0", "Every unit is healthy (or none is supervised)."),
+                ("1", "Degraded: a unit is degraded or in transition, none worse."),
+                ("2", "Unhealthy: a unit is unhealthy, stopped or missing."),
+                (
+                    "3",
+                    "Unknown: a unit is not known yet and none is unhealthy; or no daemon "
+                    "answered on the control socket.",
+                ),
+                ("4", "No status: no such unit, not allowed, or the daemon failed."),
+            ]
+        ),
         ".SS validate",
         *_tp(
             [
-                ("0", "The main configuration and every policy are valid."),
+                ("0", "The main configuration and every policy (or every FILE) are valid."),
                 (
                     "1",
                     "Something is invalid; each error is printed as "
@@ -267,8 +291,18 @@ def host_supervisor_8() -> str:
             "error (from the command line or the daemon), 3 when the daemon cannot be "
             "reached, 4 when the caller is not allowed (the socket file's mode, or the "
             "daemon's check of its uid against control.read_group and control.act_group), "
-            "130 when interrupted, 70 on an internal error. Every error is one line on "
-            "standard error."
+            "130 when interrupted (how history --follow ends), 70 on an internal error. "
+            "Every error is one line on standard error. reload exits 1 when the daemon "
+            "refuses the new policies; the unit's ExecReload= runs it, so systemctl reload "
+            "host-supervisor fails then, and the daemon keeps the previous policies."
+        ),
+        _sh("DURATIONS"),
+        escape(
+            "Wherever a duration is written, in a policy, the main configuration or a flag "
+            "(history --since, pause --for), systemd's time spans are accepted: 500ms, "
+            "30sec, 5min, 1h 30min, 2h, 1d, 2 weeks (usec, msec, seconds, minutes, hours, "
+            "days, weeks and their short forms, as in systemd.time(7)), as are the short "
+            "forms 30s, 5m, 1m30s and a bare number of seconds."
         ),
         _sh("SEE ALSO"),
         "\\fBhost\\-supervisor.yaml\\fR(5), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), "

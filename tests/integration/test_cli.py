@@ -241,27 +241,35 @@ def _check_the_cli(sock: Path) -> None:
         )
         assert result.returncode == code, (argv, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr
-        if code != 0:
+        if stderr:  # an error: one line
             assert result.stderr.count("\n") == 1, result.stderr
             assert stderr in result.stderr, result.stderr
+        else:  # done, or a status exiting with the units' health
+            assert result.stderr == "", result.stderr
         return result.stdout
 
     info = sock.stat()
     assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o660, grp.getgrnam("nogroup").gr_gid)
-    assert json.loads(expect(["status", "--json"], 0))["units"][0]["unit"] == "cli-web.service"
+    # cli-web.service does not exist: status exits 2 (unhealthy), as systemctl is-active would.
+    assert json.loads(expect(["status", "--json"], 2))["units"][0]["unit"] == "cli-web.service"
+    assert "not-found" in expect(["status", "--no-color"], 2)
     expect(["history", "--limit", "-1"], 2, "limit must be a whole number from 1 to 100000")
     expect(["history", "--limit", "0"], 2, "got '0'")
     expect(["history", "--since", "soon"], 2, "argument --since: 'soon' is not a duration")
     expect(["history", "nope.service"], 1, "no policy for unit nope.service")
-    expect(["status", "nope.service"], 1, "no policy for unit nope.service")
+    expect(["status", "nope.service"], 4, "no policy for unit nope.service")  # no status
     expect(["pause", "nope.service"], 1, "no policy for unit nope.service")
     expect(["failover", "cli-web.service", "--to", "x.service"], 1, "host-supervisor: ")
     expect(["history", "cli-web.service", "--since", "1h", "--limit", "5"], 0)
-    expect(["pause", "cli-web.service"], 0)
-    expect(["resume", "cli-web.service"], 0)
+    said = expect(["pause", "cli-web.service", "--for", "1h 30min", "--reason", "lab"], 0)
+    assert said.startswith("cli-web.service paused for 1h 30m (until ") and "lab" in said
+    assert "paused (1h 29m left: lab)" in expect(["status", "--full"], 2)
+    assert expect(["resume", "cli-web.service"], 0) == (
+        "cli-web.service resumed: it is repaired again when it fails\n"
+    )
     # nobody is in nogroup, the read group: reads, and is refused acting with a 403.
     nobody = _as("nobody", "nogroup")
-    assert "cli-web.service" in expect([*nobody, "status"], 0)
+    assert "cli-web.service" in expect([*nobody, "status"], 2)
     expect(
         [*nobody, "pause", "cli-web.service"],
         4,

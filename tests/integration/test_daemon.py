@@ -107,34 +107,35 @@ def test_the_daemon_is_a_notify_unit_with_a_watchdog_and_a_status(
     }
 
 
-def test_reload_with_a_broken_policy_keeps_the_old_policies(
+def test_reload_with_a_broken_policy_fails_and_keeps_the_old_policies(
     lab: Lab, supervised: Supervised
 ) -> None:
+    pid = lab.show(DAEMON_UNIT, "MainPID")["MainPID"]
     broken = supervised.config / "policies.d" / "zz-broken.yaml"
     broken.write_text(
         "unit: web-z.service\nchecks:\n  - name: x\n    intervall: 5s\n    tcp: {port: 1}\n"
     )
     try:
-        lab.run("systemctl", "reload", DAEMON_UNIT)
-        lab.wait_for(
-            lambda: "reload refused" in lab.show(DAEMON_UNIT, "StatusText")["StatusText"],
-            timeout=10,
-            what="StatusText saying the reload was refused",
-        )
-        status = lab.show(DAEMON_UNIT, "StatusText")["StatusText"]
-        assert f"{broken}:4:5" in status
-        assert "intervall" in status
+        # ExecReload= waits for the daemon's verdict: a refused policy fails the reload.
+        refused = lab.run("systemctl", "reload", DAEMON_UNIT, check=False, timeout=60)
+        assert refused.returncode != 0, refused.stdout + refused.stderr
+        status = lab.show(DAEMON_UNIT, "StatusText", "ActiveState", "MainPID")
+        assert "reload refused" in status["StatusText"]
+        assert f"{broken}:4:5" in status["StatusText"]
+        assert "intervall" in status["StatusText"]
+        assert (status["ActiveState"], status["MainPID"]) == ("active", pid)
+        said = lab.run("journalctl", "-q", "--no-pager", "-u", DAEMON_UNIT, "-o", "cat").stdout
+        assert "host-supervisor: reload refused, the previous policies stay in force" in said
+        assert "Traceback" not in said
         # The old policies still work.
         kill_and_wait_restarted(lab, "web-a.service")
     finally:
         broken.unlink()
-    lab.run("systemctl", "reload", DAEMON_UNIT)
-    lab.wait_for(
-        lambda: "reload refused" not in lab.show(DAEMON_UNIT, "StatusText")["StatusText"],
-        timeout=10,
-        what="a clean reload clearing the refusal",
-    )
-    assert lab.show(DAEMON_UNIT, "MainPID")["MainPID"] != "0"
+    done = lab.run("systemctl", "reload", DAEMON_UNIT, check=False, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    status = lab.show(DAEMON_UNIT, "StatusText", "MainPID")
+    assert "reload refused" not in status["StatusText"]
+    assert status["MainPID"] == pid
 
 
 def test_systemds_start_limit_does_not_block_a_guarded_restart(
@@ -150,8 +151,9 @@ def test_systemds_start_limit_does_not_block_a_guarded_restart(
 
 
 def test_status_and_reset_over_the_control_socket(lab: Lab, supervised: Supervised) -> None:
-    out = lab.run(*daemon_cli(), "status", "--socket", SOCKET, "--json").stdout
-    body = json.loads(out)
+    done = lab.run(*daemon_cli(), "status", "--socket", SOCKET, "--json", check=False)
+    assert done.returncode == 2  # web-stop.service is stopped: unhealthy, as is-active says
+    body = json.loads(done.stdout)
     rows = {row["unit"]: row for row in body["units"]}
     assert set(rows) == {"web-a.service", "web-stop.service", "late.service", "web-limit.service"}
     assert rows["web-stop.service"]["condition"] == "stopped"
@@ -159,12 +161,36 @@ def test_status_and_reset_over_the_control_socket(lab: Lab, supervised: Supervis
     assert lab.run("stat", "-c", "%a %U", SOCKET).stdout.split() == ["600", "root"]
 
     lab.run(*daemon_cli(), "reset", "web-a.service", "--socket", SOCKET)
-    after = json.loads(lab.run(*daemon_cli(), "status", "web-a.service", "--json").stdout)
+    one = lab.run(*daemon_cli(), "status", "web-a.service", "--json", check=False)
+    after = json.loads(one.stdout)
     assert [row["attempts"] for row in after["units"]] == [0]
 
     missing = lab.run(*daemon_cli(), "reset", "nope.service", check=False)
     assert missing.returncode == 1
     assert "no policy for unit nope.service" in missing.stderr
+
+
+def test_a_pause_for_a_while_ends_on_its_own(lab: Lab, supervised: Supervised) -> None:
+    cli = daemon_cli()
+    said = lab.run(
+        *cli, "pause", "web-a.service", "--for", "3sec", "--reason", "lab", "--socket", SOCKET
+    ).stdout
+    assert said.startswith("web-a.service paused for 3s (until ")
+    shown = lab.run(*cli, "status", "web-a.service", "--socket", SOCKET, check=False).stdout
+    assert "paused (" in shown and "left: lab)" in shown
+    lab.wait_for(
+        lambda: (
+            "pause ended (lab): its time is up"
+            in lab.run(*cli, "history", "web-a.service", "--socket", SOCKET).stdout
+        ),
+        timeout=15,
+        what="the pause of web-a.service ending on its own",
+    )
+    row = json.loads(
+        lab.run(*cli, "status", "web-a.service", "--json", "--socket", SOCKET, check=False).stdout
+    )["units"][0]
+    assert (row["paused"], row["pause_left_s"], row["pause_reason"]) == (False, None, "")
+    kill_and_wait_restarted(lab, "web-a.service")  # repaired again
 
 
 def test_dry_run_logs_the_action_and_takes_none(lab: Lab) -> None:

@@ -32,7 +32,7 @@ def test_every_example_policy_is_valid_once_activated(tmp_path: Path) -> None:
     assert len(loaded.policies) == len(examples)
 
 
-def test_the_unit_is_a_notify_service_with_a_watchdog_and_sighup_reload() -> None:
+def test_the_unit_is_a_notify_service_with_a_watchdog_and_a_reload_that_waits() -> None:
     unit = configparser.ConfigParser(interpolation=None, strict=False)
     unit.optionxform = str  # type: ignore[assignment,method-assign]
     unit.read(ROOT / "units" / "host-supervisor.service")
@@ -40,5 +40,6 @@ def test_the_unit_is_a_notify_service_with_a_watchdog_and_sighup_reload() -> Non
     assert service["Type"] == "notify"
     assert service["NotifyAccess"] == "main"
     assert service["WatchdogSec"]
-    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    # `reload` waits for the daemon's verdict, so a refused policy fails systemctl reload.
+    assert service["ExecReload"] == "/usr/bin/host-supervisor reload"
     assert "dbus.socket" in unit["Unit"]["After"]
