@@ -161,7 +161,7 @@ def render_status(body: Mapping[str, Any], term: Terminal) -> list[str]:
                 str(u.get("last_event") or ""),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(_HEADER))]
+    widths = _fit([max(len(r[i]) for r in rows) for i in range(len(_HEADER))], term.width)
     for index, row in enumerate(rows):
         lines.append(_row(row, widths, term, header=index == 0))
     for u in units:
@@ -170,23 +170,38 @@ def render_status(body: Mapping[str, Any], term: Terminal) -> list[str]:
     return lines
 
 
+_MIN_NEXT = 12
+"""Columns the NEXT column keeps when even the fixed columns do not fit."""
+
+
+def _fit(widths: list[int], width: int | None) -> list[int]:
+    """The column widths, with NEXT narrowed when the columns before LAST EVENT leave it
+    less than `_MIN_LAST` of the terminal's `width`."""
+    if width is None:
+        return widths
+    used = sum(widths) + 2 * len(widths)
+    over = used + _MIN_LAST - width
+    if over > 0:
+        widths = [*widths[:-1], max(widths[-1] - over, min(widths[-1], _MIN_NEXT))]
+    return widths
+
+
 def _row(row: Sequence[str], widths: list[int], term: Terminal, *, header: bool) -> str:
-    """One row: every column padded, the last event cut to what the terminal has left."""
-    cells = list(row)
-    last = cells.pop()
-    plain_prefix = "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + "  "
+    """One row: every column cut and padded to its width, the last event to what the
+    terminal has left (whole when there is no terminal)."""
+    cells = [_cut(cell, w) for cell, w in zip(row, widths, strict=False)]
+    last = row[-1]
     if term.width is not None:
-        room = max(term.width - len(plain_prefix), _MIN_LAST)
-        last = _cut(last, room)
-        if len(plain_prefix) + len(last) > term.width:
-            # Even the fixed columns do not fit: cut the NEXT column, the widest note.
-            over = len(plain_prefix) + len(last) - term.width
-            cells[-1] = _cut(cells[-1], max(len(cells[-1]) - over, 8))
-    padded = [c.ljust(w) for c, w in zip(cells, widths, strict=True)]
+        last = _cut(last, max(term.width - sum(widths) - 2 * len(widths), _MIN_LAST))
+    padded = [c.ljust(w) for c, w in zip(cells, widths, strict=False)]
+    plain = "  ".join([*padded, last]).rstrip()
+    if term.width is not None and len(plain) > term.width:
+        return _cut(plain, term.width)  # a very narrow terminal: the row's start, plain
     if header:
         return term.paint(("  ".join([*padded, last])).rstrip(), "bold")
-    padded[1] = term.paint(cells[1], _STYLE_OF_CONDITION.get(cells[1])) + " " * (
-        widths[1] - len(cells[1])
+    health = cells[1]
+    padded[1] = term.paint(health, _STYLE_OF_CONDITION.get(health)) + " " * (
+        widths[1] - len(health)
     )
     return "  ".join([*padded, last]).rstrip()
 

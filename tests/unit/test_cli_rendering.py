@@ -187,7 +187,11 @@ def test_rows_fit_the_terminal_and_full_keeps_them_whole() -> None:
     whole = render_status(data, Terminal(width=None))
     assert whole[-1].endswith(long_event.rstrip())
     narrow = render_status(data, Terminal(width=60))
-    assert "web.service" in narrow[-1]
+    assert narrow[-1].startswith("web.service") and all(len(line) <= 60 for line in narrow)
+    columns = render_status(
+        body(unit(), unit("db.service", last_event="x" * 200)), Terminal(width=90)
+    )
+    assert columns[2].index("started") == columns[1].index("LAST EVENT")  # aligned
 
 
 def test_the_header_names_the_columns_and_the_guard_shows_when_it_holds() -> None:
