@@ -40,6 +40,7 @@ class FakeDaemon:
         self.entries: dict[str | None, list[dict[str, Any]]] = {"gone.service": [{"kind": "x"}]}
         self.refuse_failover: str | None = None
         self.explode = False
+        self.pauses: list[tuple[float | None, str]] = []
 
     @property
     def dry_run(self) -> bool:
@@ -68,6 +69,7 @@ class FakeDaemon:
         self, unit: str, caller: str = "", duration: float | None = None, reason: str = ""
     ) -> bool:
         self.calls.append(("pause", unit, caller))
+        self.pauses.append((duration, reason))
         return unit in self.units
 
     def resume(self, unit: str | None, caller: str = "") -> bool:
@@ -162,6 +164,18 @@ async def test_root_may_act_and_is_named_as_the_caller(h: Harness) -> None:
     assert await h.ask("POST", "/v1/units/web.service/pause") == (200, {"ok": True})
     assert await h.ask("POST", "/v1/reload") == (200, {"ok": True, "status": "1 unit healthy"})
     assert h.daemon.calls == [("pause", "web.service", "uid 0 (root)"), ("reload", "uid 0 (root)")]
+
+
+async def test_a_pause_may_carry_an_end_and_a_reason(h: Harness) -> None:
+    url = "/v1/units/web.service/pause"
+    assert await h.ask("POST", f"{url}?for_s=7200&reason=deploy%0Anow") == (200, {"ok": True})
+    assert h.daemon.pauses == [(7200.0, "deploy now")]  # one line
+    for bad in ("0", "-5", "nan", "inf", "soon", "31536001"):
+        code, body = await h.ask("POST", f"{url}?for_s={bad}")
+        assert code == 400 and body["error"].startswith("for_s must be a number of seconds")
+    code, body = await h.ask("POST", f"{url}?reason={'x' * 201}")
+    assert (code, body) == (400, {"error": "reason must be at most 200 characters"})
+    assert len(h.daemon.pauses) == 1  # nothing refused reached the daemon
 
 
 async def test_a_reader_reads_but_may_not_act(h: Harness) -> None:
