@@ -105,12 +105,30 @@ def test_config_show_fills_defaults_and_masks_secrets(
     text = out.getvalue()
     assert "s3cr3tT0ken" not in text and "slack://****" in text
     data = yaml.safe_load(text)
-    web = data["policies"]["web.service"]
-    assert web["file"] == str(etc / "policies.d" / "web.yaml")
+    web = data["policies"][str(etc / "policies.d" / "web.yaml")]
+    assert web["unit"] == "web.service"
     assert web["recovery"]["max_attempts"] >= 1  # a default, filled in
-    assert "guard" in data["main"] and "bad.service" not in data["policies"]
+    assert web["recovery"]["cooldown"] == "5m"  # the default, as a person writes it: not 300.0
+    assert data["main"]["guard"]["repair_budget"]["window"] == "15m"
+    assert len(data["policies"]) == 1  # bad.yaml is left out
     err = capsys.readouterr().err
     assert "left out:" in err and "bad.yaml:2:1" in err
+
+
+@pytest.mark.parametrize("example", sorted((REPO / "etc").glob("**/policies.d/*.example")))
+def test_a_shown_policy_loads_as_the_same_policy(example: Path) -> None:
+    from supervisor.commands.config_show import written
+    from supervisor.config.loader import load_policy_file
+    from supervisor.config.main import MainConfig
+    from supervisor.config.policy import Policy
+
+    policy, issues = load_policy_file(example)
+    assert policy is not None, issues
+    shown = yaml.safe_dump(written(policy))
+    assert Policy.model_validate(yaml.safe_load(shown)) == policy
+    assert "null" not in shown  # unset options are left out
+    main = MainConfig()
+    assert MainConfig.model_validate(yaml.safe_load(yaml.safe_dump(written(main)))) == main
 
 
 def test_config_show_of_a_missing_directory_is_one_line(tmp_path: Path) -> None:
