@@ -121,7 +121,7 @@ def next_label(unit: Mapping[str, Any]) -> str:
     if phase == "exhausted":
         return f"gave up; `host-supervisor reset {unit.get('unit')}` to try again"
     if phase == "held":
-        return f"held: {held}" + (f" (retry in {when})" if when else "")
+        return "held" + (f": {held}" if held else "") + (f" (retry in {when})" if when else "")
     if not when:
         return "judging the repair" if phase == "acting" else ""
     match phase:
@@ -139,8 +139,8 @@ def render_status(body: Mapping[str, Any], term: Terminal) -> list[str]:
     """The STATUS= line, one row per unit (cut to the terminal's width), the guard when
     it holds repairs back, and a line per clustered unit."""
     lines = [str(body.get("status", ""))]
-    guard = body.get("guard") if isinstance(body.get("guard"), Mapping) else {}
-    assert isinstance(guard, Mapping)
+    raw_guard = body.get("guard")
+    guard: Mapping[str, Any] = raw_guard if isinstance(raw_guard, Mapping) else {}
     lines += _guard_lines(guard, term)
     units = [u for u in body.get("units") or [] if isinstance(u, Mapping)]
     if not units:
@@ -166,7 +166,7 @@ def render_status(body: Mapping[str, Any], term: Terminal) -> list[str]:
         lines.append(_row(row, widths, term, header=index == 0))
     for u in units:
         if isinstance(u.get("cluster"), Mapping):
-            lines.append(term.paint(cluster_line(str(u["unit"]), u["cluster"]), None))
+            lines.append(cluster_line(str(u["unit"]), u["cluster"]))
     return lines
 
 

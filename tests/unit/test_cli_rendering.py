@@ -13,6 +13,7 @@ import pytest
 from supervisor.commands.acting import pause_confirmation
 from supervisor.commands.history import Follower
 from supervisor.commands.rendering import (
+    cluster_line,
     history_line,
     human_duration,
     next_label,
@@ -240,3 +241,11 @@ def test_pause_confirms_in_one_line() -> None:
     assert pause_confirmation("web.service", None, "", 0.0) == (
         "web.service paused: watched, not repaired, until `host-supervisor resume web.service`"
     )
+
+
+def test_a_clustered_unit_gets_its_line_with_the_lease_in_words() -> None:
+    section = {"role": "holder", "holder": "db1", "token": 42, "alive": [], "lease_left_s": 3.4}
+    lines = render_status(body(unit("db.service", cluster=section)), PLAIN)
+    assert lines[-1] == "db.service: holder here, token 42, lease 3s left"
+    standby = {"role": "standby", "holder": None, "token": None, "alive": []}
+    assert cluster_line("db.service", standby) == "db.service: standby here, held by nobody"
