@@ -4,8 +4,10 @@ clear line and an exit code, never a traceback."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -19,6 +21,9 @@ from supervisor.commands import client
 from supervisor.commands.config_show import config_show_command
 from supervisor.commands.history import EXIT_INTERRUPTED, Follower, follow
 from supervisor.commands.validate import validate_files
+from tests.unit.test_openapi import Served, served
+
+__all__ = ["served"]  # the fixture: a daemon with its ports faked, on a real socket
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -249,3 +254,49 @@ def test_no_traceback_from_any_command_given_bad_input(tmp_path: Path) -> None:
             assert done.stderr.count("\n") == 1, (argv, done.stderr)
             assert done.stderr.startswith("host-supervisor"), (argv, done.stderr)
     assert "'5x' is not a duration" in cli("history", "--since", "5x").stderr
+
+
+async def test_follow_against_a_daemon_shows_new_entries_and_ends_on_ctrl_c(
+    served: Served,
+) -> None:
+    """A real daemon (its ports faked) and the CLI in its own process, as a person runs
+    `history --follow`: what the operator does next appears, Ctrl-C ends it with 130."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("HOST_SUPERVISOR_DEBUG", None)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "supervisor",
+        "history",
+        "--follow",
+        "--interval",
+        "100ms",
+        "--socket",
+        str(served.socket),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None
+
+    async def line_with(words: str) -> str:
+        while True:
+            line = (await asyncio.wait_for(stdout.readline(), 30)).decode()
+            assert line, "the follower ended"
+            if words in line:
+                return line
+
+    try:
+        assert "web.service" in await line_with("paused")  # what was there before
+        served.daemon.resume("web.service", "uid 0 (root)")
+        assert "operator" in await line_with("resumed (by uid 0 (root))")  # what came after
+        proc.send_signal(signal.SIGINT)
+        code = await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    err = (await stderr.read()).decode()
+    assert code == EXIT_INTERRUPTED
+    assert "Traceback" not in err and err == ""

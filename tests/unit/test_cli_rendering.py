@@ -213,7 +213,13 @@ def test_the_header_names_the_columns_and_the_guard_shows_when_it_holds() -> Non
 
 
 def test_history_lines() -> None:
-    entry = {"time": 0.0, "unit": None, "kind": "daemon", "message": "started", "data": {}}
+    entry: dict[str, Any] = {
+        "time": 0.0,
+        "unit": None,
+        "kind": "daemon",
+        "message": "started",
+        "data": {},
+    }
     line = history_line(entry)
     assert line.endswith("  -                        daemon    started")
     assert ANSI.sub("", history_line(entry | {"kind": "alert"}, Terminal(colour=True))) == (
@@ -244,8 +250,14 @@ def test_pause_confirms_in_one_line() -> None:
 
 
 def test_a_clustered_unit_gets_its_line_with_the_lease_in_words() -> None:
-    section = {"role": "holder", "holder": "db1", "token": 42, "alive": [], "lease_left_s": 3.4}
+    section: dict[str, Any] = {
+        "role": "holder",
+        "holder": "db1",
+        "token": 42,
+        "alive": [],
+        "lease_left_s": 3.4,
+    }
     lines = render_status(body(unit("db.service", cluster=section)), PLAIN)
     assert lines[-1] == "db.service: holder here, token 42, lease 3s left"
-    standby = {"role": "standby", "holder": None, "token": None, "alive": []}
+    standby: dict[str, Any] = {"role": "standby", "holder": None, "token": None, "alive": []}
     assert cluster_line("db.service", standby) == "db.service: standby here, held by nobody"
