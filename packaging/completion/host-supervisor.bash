@@ -62,6 +62,7 @@ _host_supervisor()
     case $cmd in
         run) flags+=" --config --socket --state-dir --dry-run" ;;
         validate) flags+=" --config --main" ;;
+        discover) flags+=" --config --dry-run --unit" ;;
         schema) flags+=" --main" ;;
         config) [[ " ${COMP_WORDS[*]} " == *" show "* ]] && flags+=" --config" ;;
         check) flags+=" --config --json --warning --critical" ;;
