@@ -111,7 +111,14 @@ def handle(tx: Tx, event: Event) -> None:
     match event:
         case ev.FailoverJobDone(primary, target, verb, ok, detail):
             if detail != "dry run":
-                tx.history(primary, "result", f"{verb.value} {target}: {detail}")
+                tx.history(
+                    primary,
+                    "result",
+                    f"{verb.value} {target}: {detail}",
+                    failover=verb.value,
+                    target=target,
+                    result="done" if ok else "failed",
+                )
             _feed(tx, primary, JobDone(target, verb, ok, detail))
         case ev.CanRecoverDone(unit, ok, status, message):
             tx.history(unit, "failover", f"can_recover: {status}: {message}")

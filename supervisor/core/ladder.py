@@ -16,6 +16,7 @@ from supervisor.core.actions import PAUSE, Event
 from supervisor.core.health import Condition, describe
 from supervisor.core.holds import Checked, hold_reason
 from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
+from supervisor.core.reasons import cause, rung_fields
 from supervisor.core.recovery import (
     Action,
     ActionFinished,
@@ -91,7 +92,14 @@ def _report(tx: Tx, state: UnitState, report: Report) -> None:
     unit = state.unit
     tx.log(level, report.notice.value, unit=unit, detail=report.detail)
     kind = "alert" if report.notice is Notice.EXHAUSTED else "recovery"
-    tx.history(unit, kind, f"{report.notice.value}: {report.detail}")
+    data: dict[str, object] = {"notice": report.notice.value}
+    if report.notice is Notice.HELD:
+        data["held_by"] = state.held_by
+    elif report.notice is Notice.EXHAUSTED:
+        data["attempts"] = state.recovery.attempts
+        data["max_attempts"] = state.policy.recovery.max_attempts
+        data["tried"] = list(state.recovery.ran)
+    tx.history(unit, kind, f"{report.notice.value}: {report.detail}", **data)
     state.last_event = f"{report.notice.value}: {report.detail}"
     tx.status_changed()
     match report.notice:
@@ -132,7 +140,15 @@ def _decide(tx: Tx, state: UnitState, checked: Checked) -> None:
         feed(tx, state, Held(reason, until))
         return
     attempt = f"{action.attempt}/{action.max_attempts}"
-    tx.history(unit, "action", f"{action.rung} (attempt {attempt})")
+    tx.history(
+        unit,
+        "action",
+        f"{action.rung} (attempt {attempt})",
+        reason=cause(state),
+        condition=state.condition.value,
+        **rung_fields(state.policy.recovery, state.recovery, action),
+        **({"dry_run": True} if tx.dry_run else {}),
+    )
     tx.alert(
         state,
         AlertKind.ACTION.numbered(action.rung, action.attempt),
@@ -167,7 +183,16 @@ def _decide(tx: Tx, state: UnitState, checked: Checked) -> None:
 def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
     unit = done.unit
     attempt = f"{done.attempt}/{done.max_attempts}"
-    tx.history(unit, "result", f"{done.rung} {done.result}: {done.detail}")
+    tx.history(
+        unit,
+        "result",
+        f"{done.rung} {done.result}: {done.detail}",
+        rung=str(done.rung),
+        attempt=done.attempt,
+        max_attempts=done.max_attempts,
+        result=str(done.result),
+        took_ms=done.took_ms,
+    )
     state = tx.unit(unit)
     if state is not None:
         settle = state.policy.recovery.settle

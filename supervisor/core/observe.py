@@ -11,6 +11,7 @@ from supervisor.core.actions import FLAPPING, GRACE, SNAPSHOT
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
 from supervisor.core.notices import AlertKind
+from supervisor.core.reasons import cause, check_fields
 from supervisor.core.recovery import Resume
 from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import CheckChange, UnitState, Update
@@ -92,6 +93,7 @@ def _log_check_change(tx: Tx, unit: str, change: CheckChange) -> None:
             f"{change.result.message}",
             check=change.check.name,
             state=change.after.value,
+            **check_fields(change),
         )
 
 
@@ -107,7 +109,13 @@ def _log_transition(
             tx.log("warning", "unit failed", action="detect", **fields)
             failover_host.primary_failed(tx, state, fields["state"])
             cluster_host.unhealthy(tx, state, fields["state"])
-            tx.history(unit, "health", f"failed: {fields['state']}")
+            tx.history(
+                unit,
+                "health",
+                f"failed: {fields['state']}",
+                condition="unhealthy",
+                reason=cause(state),
+            )
             tx.alert(
                 state,
                 AlertKind.UNHEALTHY,
@@ -121,7 +129,13 @@ def _log_transition(
             tx.log("warning", "unit unhealthy", action="detect", checks=failing, **fields)
             failover_host.primary_failed(tx, state, f"checks {failing}")
             cluster_host.unhealthy(tx, state, f"checks {failing}")
-            tx.history(unit, "health", f"unhealthy: failing checks {failing}")
+            tx.history(
+                unit,
+                "health",
+                f"unhealthy: failing checks {failing}",
+                condition="unhealthy",
+                reason=cause(state),
+            )
             messages = "; ".join(
                 f"{check.name}: {result.message}"
                 for check, result in zip(state.policy.checks, state.results, strict=True)
@@ -142,17 +156,17 @@ def _log_transition(
             Condition.UNKNOWN,
         ):
             tx.log("info", "unit stopped cleanly; respecting the stop", action="none", **fields)
-            tx.history(unit, "health", "stopped cleanly; not restarted")
+            tx.history(unit, "health", "stopped cleanly; not restarted", condition="stopped")
         case Condition.MISSING if previous is not Condition.UNKNOWN:
             tx.log("warning", "unit disappeared", **fields)
-            tx.history(unit, "health", "disappeared")
+            tx.history(unit, "health", "disappeared", condition="missing")
         case Condition.HEALTHY if previous is Condition.MISSING:
             tx.log("info", "unit appeared", **fields)
-            tx.history(unit, "health", "appeared")
+            tx.history(unit, "health", "appeared", condition="healthy")
         case _:
             tx.log("info", "unit state", condition=condition.value, **fields)
             if previous is not Condition.UNKNOWN or condition is not Condition.HEALTHY:
-                tx.history(unit, "health", condition.value)
+                tx.history(unit, "health", condition.value, condition=condition.value)
     if condition in (Condition.HEALTHY, Condition.DEGRADED):
         arm_snapshot(tx, state)
         ladder.announce_recovered(tx, state)
