@@ -249,6 +249,17 @@ def build_parser() -> _Parser:
     _no_color_flag(history)
     history.set_defaults(handler="supervisor.commands.history:history_command")
 
+    why = commands.add_parser(
+        "why", help="why the daemon did what it did to a unit: event, rule, action, result"
+    )
+    _socket_flag(why)
+    why.add_argument("unit")
+    why.add_argument(
+        "--last", type=int, default=3, metavar="N", help="the last N chains (default 3)"
+    )
+    _json_flag(why, "machine-readable output")
+    why.set_defaults(handler="supervisor.commands.why:run")
+
     pause = _acting(commands, "pause", "maintenance: watch a unit but do not repair it")
     pause.add_argument("unit")
     pause.add_argument(

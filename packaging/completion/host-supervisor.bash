@@ -22,7 +22,7 @@ _host_supervisor()
     cur=${COMP_WORDS[COMP_CWORD]}
     prev=${COMP_WORDS[COMP_CWORD - 1]}
 
-    local commands="run validate discover schema config check test-alert status history pause resume
+    local commands="run validate discover schema config check test-alert status history why pause resume
         failover failback reset metrics reload"
 
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -44,7 +44,7 @@ _host_supervisor()
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             return 0
             ;;
-        --since | --limit | --to | --to-host | --for | --reason | --interval)
+        --since | --limit | --last | --to | --to-host | --for | --reason | --interval)
             return 0
             ;;
     esac
@@ -69,6 +69,7 @@ _host_supervisor()
         test-alert) flags+=" --config" ;;
         status) flags+=" --socket --json --full --no-color" ;;
         history) flags+=" --socket --since --limit --follow --interval --json --no-color" ;;
+        why) flags+=" --socket --last --json" ;;
         pause) flags+=" --socket --json --for --reason" ;;
         failback | reset | reload) flags+=" --socket --json" ;;
         resume) flags+=" --socket --json --all" ;;
@@ -90,7 +91,7 @@ _host_supervisor()
             compopt -o filenames 2>/dev/null
             mapfile -t COMPREPLY < <(compgen -f -- "$cur")
             ;;
-        status | history | pause | resume | reset | failover | failback)
+        status | history | why | pause | resume | reset | failover | failback)
             mapfile -t COMPREPLY < <(compgen -W "$(_host_supervisor_units "$socket")" -- "$cur")
             ;;
         check)

@@ -276,6 +276,11 @@ def _final(daemon: Daemon, world: World) -> dict[str, Any]:
 
 
 def replay(scenario_dir: Path, work_dir: Path) -> str:
+    return replay_world(scenario_dir, work_dir)[0]
+
+
+def replay_world(scenario_dir: Path, work_dir: Path) -> tuple[str, World]:
+    """The summary, and the world it leaves (its store holds the recorded history)."""
     spec = yaml.safe_load((scenario_dir / "input.yaml").read_text())
     world = World(spec, work_dir)
     events: list[dict[str, Any]] = spec.get("events") or []
@@ -297,7 +302,7 @@ def replay(scenario_dir: Path, work_dir: Path) -> str:
             _abandon(loop)
     lines = [f"# {spec['description']}", *world.timeline.render(), "final:"]
     lines += json.dumps(final, indent=2, sort_keys=True).splitlines()
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n", world
 
 
 def _abandon(loop: asyncio.AbstractEventLoop) -> None:

@@ -556,3 +556,68 @@ async def test_an_acting_request_is_acknowledged_only_once_stored(h: Harness) ->
             "another process for 12 s"
         },
     )
+
+
+# -- why ---------------------------------------------------------------------------------
+
+WHY_HISTORY = [
+    {"id": 1, "time": 1000.0, "unit": "web.service", "kind": "health",
+     "message": "failed: failed/failed (signal)", "data": {"condition": "unhealthy"}},
+    {"id": 2, "time": 1000.0, "unit": "web.service", "kind": "action",
+     "message": "restart (attempt 1/3)",
+     "data": {"reason": "systemd reports failed/failed (signal)", "rung": "restart",
+              "rung_index": 1, "ladder": ["restart"], "attempt": 1, "max_attempts": 3,
+              "cooldown_s": 30.0, "rule": "ladder rung 1 of 1 (restart), attempt 1 of 3"}},
+    {"id": 3, "time": 1001.0, "unit": "web.service", "kind": "result",
+     "message": "restart done: job done", "data": {"rung": "restart", "took_ms": 250.0}},
+]  # fmt: skip
+
+
+async def _why_out(h: Harness, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from supervisor.cli import main
+
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["why", *argv, "--socket", str(h.path)])
+    return code, capsys.readouterr().out
+
+
+async def test_cli_why_tells_the_chain_from_the_history(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    h.daemon.entries["web.service"] = WHY_HISTORY
+    code, out = await _why_out(h, capsys, "web.service")
+    assert code == 0
+    assert h.daemon.calls[-1] == ("history", "web.service", None, 5000)
+    lines = out.splitlines()
+    assert lines[0] == "web.service: the last 1 chain(s) of events and decisions, oldest first"
+    assert lines[2].endswith("   unit failed (failed/failed (signal)) -> unhealthy")
+    assert lines[3].endswith("-> ladder rung 1 of 1: restart (attempt 1 of 3, cooldown 30s)")
+    assert lines[4].endswith("-> restart done: job done (0.2s)")
+
+
+async def test_cli_why_json_has_roles_and_the_rule(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    h.daemon.entries["web.service"] = WHY_HISTORY
+    code, out = await _why_out(h, capsys, "web.service", "--json")
+    assert code == 0
+    doc = json.loads(out)
+    [chain] = doc["chains"]
+    assert [link["role"] for link in chain["links"]] == ["event", "action", "result"]
+    assert chain["links"][1]["rule"] == "ladder rung 1 of 1 (restart), attempt 1 of 3"
+    assert chain["started"] == 1000.0 and chain["actions"] == 1
+
+
+async def test_cli_why_of_an_unknown_unit_or_a_bad_count_is_one_line(
+    h: Harness, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await _cli(h, capsys, "why", "nope.service") == (
+        1,
+        "host-supervisor: no policy for unit nope.service\n",
+    )
+    assert await _cli(h, capsys, "why", "web.service", "--last", "0") == (
+        2,
+        "host-supervisor: --last must be 1 or more, got 0\n",
+    )
