@@ -237,6 +237,10 @@ def host_supervisor_8() -> str:
                     "/run/host-supervisor/control.sock",
                     "The control socket the commands use to talk to the daemon.",
                 ),
+                (
+                    "/usr/lib/systemd/catalog/host-supervisor.catalog",
+                    "The journal's explanations of the MESSAGE IDS (journalctl -x).",
+                ),
             ]
         ),
         _sh("EXIT STATUS"),
@@ -304,11 +308,38 @@ def host_supervisor_8() -> str:
             "days, weeks and their short forms, as in systemd.time(7)), as are the short "
             "forms 30s, 5m, 1m30s and a bare number of seconds."
         ),
+        *_journal(),
         _sh("SEE ALSO"),
         "\\fBhost\\-supervisor.yaml\\fR(5), \\fBsystemctl\\fR(1), \\fBjournalctl\\fR(1), "
         "\\fBsystemd.service\\fR(5)",
     ]
     return "\n".join(out) + "\n"
+
+
+def _journal() -> list[str]:
+    """JOURNAL FIELDS and MESSAGE IDS, from supervisor.systemd.journal_fields."""
+    from supervisor.systemd.journal_fields import ALWAYS, FIELDS, MESSAGE_IDS
+
+    return [
+        _sh("JOURNAL FIELDS"),
+        escape(
+            "The daemon logs to the journal, one record per line, with the fields below "
+            "as the line binds them, so journalctl can filter on any of them: "
+            "journalctl -t host-supervisor UNIT=nginx.service ACTION=restart. "
+            "Every record has:"
+        ),
+        *_tp(ALWAYS.items()),
+        ".PP",
+        escape("and, when the line is about it:"),
+        *_tp(FIELDS.items()),
+        _sh("MESSAGE IDS"),
+        escape(
+            "The records of these events carry a fixed MESSAGE_ID=, so "
+            "journalctl MESSAGE_ID=ID finds them, and journalctl -x explains them from the "
+            "shipped catalog:"
+        ),
+        *_tp((message_id.value, text) for message_id, text in MESSAGE_IDS.items()),
+    ]
 
 
 def _tp(items: Iterable[tuple[str, str]]) -> list[str]:

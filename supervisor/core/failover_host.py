@@ -34,11 +34,16 @@ from supervisor.core.failover import (
 )
 from supervisor.core.guard import Verdict
 from supervisor.core.health import Condition, UnitView, unit_condition
-from supervisor.core.notices import FAILOVER_PROBLEMS, AlertKind, doing
+from supervisor.core.notices import FAILOVER_PROBLEMS, AlertKind, MessageId, doing
 from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import UnitState
 
 JUDGE_EVERY = 1.0  # while judging a unit, its health is reported this often
+
+_DONE_IDS = {
+    AlertKind.FAILOVER_DONE: MessageId.FAILED_OVER,
+    AlertKind.FAILBACK_DONE: MessageId.FAILED_BACK,
+}
 
 
 def init(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
@@ -327,6 +332,7 @@ def _apply(tx: Tx, unit: str, state: FailoverState, actions: list[Any]) -> None:
                         problem=kind in FAILOVER_PROBLEMS,
                         resolves=FAILOVER_PROBLEMS if done else (),
                     ),
+                    message_id=_DONE_IDS.get(kind),
                     action=kind.value,
                 )
             case Record(message):

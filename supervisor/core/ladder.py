@@ -15,7 +15,7 @@ from supervisor.core import cluster_host, failover_host, guard
 from supervisor.core.actions import PAUSE, Event
 from supervisor.core.health import Condition, describe
 from supervisor.core.holds import Checked, hold_reason
-from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
+from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, MessageId, doing
 from supervisor.core.reasons import cause, rung_fields
 from supervisor.core.recovery import (
     Action,
@@ -34,6 +34,11 @@ from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import RepairResult, Severity
+
+_NOTICE_ID = {
+    Notice.RECOVERED: MessageId.REPAIRED,
+    Notice.EXHAUSTED: MessageId.EXHAUSTED,
+}
 
 _NOTICE_LEVEL = {
     Notice.EXHAUSTED: "error",
@@ -90,7 +95,17 @@ def next_steps(tx: Tx, state: UnitState) -> str:
 def _report(tx: Tx, state: UnitState, report: Report) -> None:
     level = _NOTICE_LEVEL.get(report.notice, "info")
     unit = state.unit
-    tx.log(level, report.notice.value, unit=unit, detail=report.detail)
+    message_id = _NOTICE_ID.get(report.notice)
+    if message_id is not None:
+        tx.log(
+            level,
+            report.notice.value,
+            unit=unit,
+            detail=report.detail,
+            message_id=message_id.value,
+        )
+    else:
+        tx.log(level, report.notice.value, unit=unit, detail=report.detail)
     kind = "alert" if report.notice is Notice.EXHAUSTED else "recovery"
     data: dict[str, object] = {"notice": report.notice.value}
     if report.notice is Notice.HELD:

@@ -63,3 +63,18 @@ def doing(verb: str) -> str:
 
 def values(kinds: tuple[AlertKind, ...]) -> tuple[str, ...]:
     return tuple(kind.value for kind in kinds)
+
+
+class MessageId(enum.Enum):
+    """journald MESSAGE_ID= of the records people search for (`journalctl MESSAGE_ID=...`),
+    each explained in the shipped catalog (packaging/host-supervisor.catalog). Generated
+    once (128 random bits, as `systemd-id128 new` does) and never changed: scripts and
+    monitoring match on them."""
+
+    DETECTED = "e2d9979880f74a768a8d2f6386b877fd"  # a unit turned unhealthy
+    REPAIRED = "a3a4abcc5bbc47fdb8fed417a8924ba7"  # healthy again after a repair
+    EXHAUSTED = "b239ab4d9fbf489eb35764f396bc63d8"  # the ladder gave up
+    FAILED_OVER = "ac43b4e763744b7db7bc9532dfc9e375"  # a backup serves in place of the unit
+    FAILED_BACK = "1041e927b3fe4e6eb8694f249ae37d47"  # the unit serves again
+    FROZEN = "1943f4a1b9414b44a7fee2095acda4af"  # the guard froze automation
+    THAWED = "beda9c506f894efd9c06abc99ab22515"  # automation resumed

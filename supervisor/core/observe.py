@@ -10,7 +10,7 @@ from supervisor.core import cluster_host, failover_host, flapping, ladder
 from supervisor.core.actions import FLAPPING, GRACE, SNAPSHOT
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
-from supervisor.core.notices import AlertKind
+from supervisor.core.notices import AlertKind, MessageId
 from supervisor.core.reasons import cause, check_fields
 from supervisor.core.recovery import Resume
 from supervisor.core.state import AlertText, Tx
@@ -106,7 +106,13 @@ def _log_transition(
         fields["main_pid"] = snapshot.main_pid
     match condition:
         case Condition.UNHEALTHY if view and unit_condition(view) is Condition.UNHEALTHY:
-            tx.log("warning", "unit failed", action="detect", **fields)
+            tx.log(
+                "warning",
+                "unit failed",
+                action="detect",
+                message_id=MessageId.DETECTED.value,
+                **fields,
+            )
             failover_host.primary_failed(tx, state, fields["state"])
             cluster_host.unhealthy(tx, state, fields["state"])
             tx.history(
@@ -126,7 +132,14 @@ def _log_transition(
             )
         case Condition.UNHEALTHY:
             failing = ",".join(state.failing_checks())
-            tx.log("warning", "unit unhealthy", action="detect", checks=failing, **fields)
+            tx.log(
+                "warning",
+                "unit unhealthy",
+                action="detect",
+                checks=failing,
+                message_id=MessageId.DETECTED.value,
+                **fields,
+            )
             failover_host.primary_failed(tx, state, f"checks {failing}")
             cluster_host.unhealthy(tx, state, f"checks {failing}")
             tx.history(

@@ -33,9 +33,11 @@ from supervisor.core.cluster import ClusterState
 from supervisor.core.failover import FailoverState
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import GuardNotice, GuardState
-from supervisor.core.notices import AlertKind
+from supervisor.core.notices import AlertKind, MessageId
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity, UnitSnapshot
+
+_GUARD_IDS = {"frozen": MessageId.FROZEN, "thawed": MessageId.THAWED}
 
 
 @dataclass(frozen=True)
@@ -180,12 +182,16 @@ class Tx:
         record: str,
         recorded: str | None = None,
         alert: AlertText | None = None,
+        message_id: MessageId | None = None,
         **fields: Any,
     ) -> None:
         """The one path for news: a log line, a history entry (`record` is its kind;
-        `recorded` its text when it differs from the log line), and an alert."""
+        `recorded` its text when it differs from the log line), and an alert.
+        `message_id` goes on the log line only (the journal's MESSAGE_ID=)."""
         unit = about.unit if about is not None else None
-        log_fields = {"unit": unit, **fields} if unit is not None else fields
+        log_fields = {"unit": unit, **fields} if unit is not None else dict(fields)
+        if message_id is not None:
+            log_fields["message_id"] = message_id.value
         self.log(level, message, **log_fields)
         self.history(unit, record, recorded if recorded is not None else message, **fields)
         if alert is not None:
@@ -291,7 +297,15 @@ class Tx:
                     resolves=(AlertKind.FROZEN,),
                 )
             level = max(notice.severity, Severity.WARNING).log_level
-            self.tell(None, level, notice.message, record="guard", alert=alert, notice=notice.kind)
+            self.tell(
+                None,
+                level,
+                notice.message,
+                record="guard",
+                alert=alert,
+                message_id=_GUARD_IDS.get(notice.kind),
+                notice=notice.kind,
+            )
         self.actions.append(SaveGuard(self.guard.to_dict()))
         self.schedule_guard()
 

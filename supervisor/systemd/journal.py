@@ -47,6 +47,9 @@ RESERVED = frozenset({"MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER"})
 #: Keys that are not fields: structlog's own, or folded into MESSAGE.
 _NOT_FIELDS = frozenset({"event", "level", "timestamp"})
 
+#: Fields kept out of the MESSAGE= text: an id is for journalctl to match, not to read.
+_NOT_IN_TEXT = frozenset({"message_id"})
+
 _BAD_CHARS = re.compile(r"[^A-Z0-9_]")
 
 
@@ -76,7 +79,9 @@ def journal_fields(event_dict: Mapping[str, Any], identifier: str = IDENTIFIER) 
     extra = {k: v for k, v in event_dict.items() if k not in _NOT_FIELDS}
     traceback = extra.pop("exception", None)
     stack = extra.pop("stack", None)
-    tail = " ".join(f"{key}={logfmt_value(value)}" for key, value in extra.items())
+    tail = " ".join(
+        f"{key}={logfmt_value(value)}" for key, value in extra.items() if key not in _NOT_IN_TEXT
+    )
     message = f"{event} {tail}" if tail else event
     for block in (traceback, stack):
         if block:

@@ -142,6 +142,7 @@ def test_apt_installs_the_deb_and_starts_the_daemon(debian: ChrootLab, deb: Path
     target = debian.run("readlink", "-f", "/usr/bin/host-supervisor").stdout.strip()
     assert target == f"{VENV}/bin/host-supervisor", target
     assert (root / "usr/lib/systemd/system/host-supervisor.service").is_file()
+    assert (root / "usr/lib/systemd/catalog/host-supervisor.catalog").is_file()
     for page in ("man8/host-supervisor.8.gz", "man5/host-supervisor.yaml.5.gz"):
         assert (root / "usr/share/man" / page).is_file(), page
     assert (root / "usr/share/doc/host-supervisor/sbom.cdx.json").is_file()

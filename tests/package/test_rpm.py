@@ -124,6 +124,7 @@ def test_file_list(package: Path) -> None:
         f"{VENV}/pyvenv.cfg",
         "/usr/bin/host-supervisor",
         "/usr/lib/systemd/system/host-supervisor.service",
+        "/usr/lib/systemd/catalog/host-supervisor.catalog",
         "/etc/host-supervisor",
         "/etc/host-supervisor/host-supervisor.yaml",
         "/etc/host-supervisor/policies.d",
