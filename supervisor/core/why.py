@@ -100,6 +100,8 @@ def explain(unit: str, entries: Iterable[Mapping[str, Any]], last: int = 3) -> l
             if link is not None:
                 bad_checks.append(link)
             continue
+        if kind == "health" and message.startswith("stopped cleanly") and _acting(current):
+            continue  # the repair in flight stopped it on its way to start it again
         if kind == "health" and _is_trigger(message, data):
             chain = Chain(unit, [*bad_checks[-3:]])
             bad_checks = []
@@ -123,6 +125,15 @@ def explain(unit: str, entries: Iterable[Mapping[str, Any]], last: int = 3) -> l
             current.add(Link(time, EVENT, reason))
         current.add(link)
     return [chain for chain in chains if chain.links][-last:] if last > 0 else []
+
+
+def _acting(chain: Chain | None) -> bool:
+    """An action of the chain has no result yet."""
+    acting = False
+    for link in chain.links if chain is not None else ():
+        if link.role in (ACTION, RESULT):
+            acting = link.role == ACTION
+    return acting
 
 
 def _has_cause(chain: Chain) -> bool:
@@ -216,7 +227,7 @@ def _action_text(message: str, data: Mapping[str, Any]) -> str:
 def _result_text(message: str, data: Mapping[str, Any]) -> str:
     took = data.get("took_ms")
     if isinstance(took, int | float) and "rung" in data:
-        return f"{message} ({took / 1000:.1f}s)"
+        return f"{message} ({took:.0f}ms)" if took < 1000 else f"{message} ({took / 1000:.1f}s)"
     return message
 
 

@@ -592,7 +592,7 @@ async def test_cli_why_tells_the_chain_from_the_history(
     assert lines[0] == "web.service: the last 1 chain(s) of events and decisions, oldest first"
     assert lines[2].endswith("   unit failed (failed/failed (signal)) -> unhealthy")
     assert lines[3].endswith("-> ladder rung 1 of 1: restart (attempt 1 of 3, cooldown 30s)")
-    assert lines[4].endswith("-> restart done: job done (0.2s)")
+    assert lines[4].endswith("-> restart done: job done (250ms)")
 
 
 async def test_cli_why_json_has_roles_and_the_rule(

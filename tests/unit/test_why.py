@@ -127,11 +127,15 @@ def test_a_stop_inside_a_restart_is_no_new_chain_a_clean_stop_is() -> None:
         row(10, "health", "failed: failed/failed (exit-code)", condition="unhealthy"),
         row(10, "action", "restart (attempt 1/3)", **ACTION_DATA),
         row(10, "health", "stopped", condition="stopped"),
+        # a unit active but for its checks passes through a clean stop when restarted
+        row(10, "health", "stopped cleanly; not restarted", condition="stopped"),
         row(11, "health", "healthy", condition="healthy"),
+        row(11, "result", "restart done: job done", rung="restart", took_ms=40.0),
         row(50, "health", "stopped cleanly; not restarted", condition="stopped"),
     ]
     first, second = explain(UNIT, entries)
-    assert [link.role for link in first.links] == [EVENT, ACTION, OUTCOME]
+    assert [link.role for link in first.links] == [EVENT, ACTION, OUTCOME, RESULT]
+    assert first.links[-1].text == "restart done: job done (40ms)"
     assert [link.text for link in second.links] == [
         "stopped cleanly; not restarted",
         "not repaired: a clean stop is respected",
