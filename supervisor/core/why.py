@@ -108,7 +108,12 @@ def explain(unit: str, entries: Iterable[Mapping[str, Any]], last: int = 3) -> l
             chain.add(Link(time, DECISION if chain.links else EVENT, _health_text(message)))
             if message.startswith("stopped cleanly"):
                 chain.add(Link(time, DECISION, "not repaired: a clean stop is respected"))
-            chains.append(chain)
+            if current is not None and _decided_at(current, time):
+                # The failover machine decides in the same step, and is recorded first.
+                chain.links.extend(current.links)
+                chains[-1] = chain
+            else:
+                chains.append(chain)
             continue
         link = _link(time, kind, message, data)
         if link is None:
@@ -134,6 +139,11 @@ def _acting(chain: Chain | None) -> bool:
         if link.role in (ACTION, RESULT):
             acting = link.role == ACTION
     return acting
+
+
+def _decided_at(chain: Chain, time: float) -> bool:
+    """The chain is only decisions taken at `time`, with no event of its own yet."""
+    return all(link.time == time and link.role == DECISION for link in chain.links)
 
 
 def _has_cause(chain: Chain) -> bool:

@@ -1,5 +1,6 @@
 """`why` on the histories the golden whole-host scenarios record: every automatic
-repair has a chain that starts with its cause and names the rule that chose it."""
+repair, and every job of a failover, sits in a chain behind its cause, and each repair
+names the rule that chose it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.core.why import ACTION, DECISION, EVENT, explain
+from supervisor.core.why import ACTION, DECISION, EVENT, RESULT, explain
 from tests.scenarios.host_replay import replay_world
 
 HERE = Path(__file__).parent / "host"
@@ -24,16 +25,16 @@ def test_every_repair_has_its_cause_and_rule(scenario: Path, tmp_path: Path) -> 
             assert entry["data"]["reason"], entry
             assert entry["data"]["rule"].startswith("ladder rung "), entry
     units = {str(e["unit"]) for e in entries if e["unit"] is not None}
-    actions = sum(1 for e in entries if e["kind"] == "action")
+    steps = sum(1 for e in entries if e["kind"] in ("action", "result"))
     explained = 0
     for unit in units:
         for chain in explain(unit, entries, last=10_000):
             roles = [link.role for link in chain.links]
             for index, role in enumerate(roles):
-                if role == ACTION:
+                if role in (ACTION, RESULT):  # a repair, or a failover's job
                     assert {EVENT, DECISION} & set(roles[:index]), (unit, chain.to_dict())
-                    explained += 1
-    assert explained == actions
+                    explained += chain.links[index].repeats
+    assert explained == steps
 
 
 def test_a_held_repair_reads_as_its_hold_then_the_restart(tmp_path: Path) -> None:

@@ -188,3 +188,19 @@ def test_rows_with_unreadable_data_still_explain() -> None:
     entries[0]["data"] = "not a mapping"
     [chain] = explain(UNIT, entries)
     assert chain.links[0].role == EVENT
+
+
+def test_a_failover_decided_in_the_same_step_follows_its_event() -> None:
+    entries = [
+        row(
+            10,
+            "failover",
+            "web.service failed hard 1 time(s): stopping web.service",
+            action="failover-started",
+        ),
+        row(10, "health", "failed: failed/failed (exit-code)", condition="unhealthy"),
+        row(11, "result", "stop web.service: job done", failover="stop", result="done"),
+    ]
+    [chain] = explain(UNIT, entries)
+    assert [link.role for link in chain.links] == [EVENT, DECISION, RESULT]
+    assert chain.links[1].text.startswith("web.service failed hard 1 time(s)")
