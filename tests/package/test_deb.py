@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from supervisor.core.notices import MessageId
 from tests.package.conftest import TIMINGS, ChrootLab
 
 pytestmark = pytest.mark.lab
@@ -143,6 +144,9 @@ def test_apt_installs_the_deb_and_starts_the_daemon(debian: ChrootLab, deb: Path
     assert target == f"{VENV}/bin/host-supervisor", target
     assert (root / "usr/lib/systemd/system/host-supervisor.service").is_file()
     assert (root / "usr/lib/systemd/catalog/host-supervisor.catalog").is_file()
+    # systemd's file trigger ran journalctl --update-catalog: journalctl -x explains ours.
+    catalog = debian.run("journalctl", "--list-catalog").stdout
+    assert all(message_id.value in catalog for message_id in MessageId), catalog
     for page in ("man8/host-supervisor.8.gz", "man5/host-supervisor.yaml.5.gz"):
         assert (root / "usr/share/man" / page).is_file(), page
     assert (root / "usr/share/doc/host-supervisor/sbom.cdx.json").is_file()
