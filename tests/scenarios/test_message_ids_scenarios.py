@@ -3,6 +3,7 @@ scenarios (the records structlog would send to the journal)."""
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ EXPECTED = {
 }
 
 
-def records(scenario: str, tmp_path: Path) -> list[dict[str, Any]]:
+def records(scenario: str, tmp_path: Path) -> list[MutableMapping[str, Any]]:
     with capture_logs() as logs:
         replay_world(HERE / scenario, tmp_path)
     return logs
