@@ -85,7 +85,7 @@ def explain(unit: str, entries: Iterable[Mapping[str, Any]], last: int = 3) -> l
     """The unit's last `last` chains, oldest first, from its history entries (oldest
     first, as `/v1/history` returns them: `time`, `kind`, `message`, `data`)."""
     chains: list[Chain] = []
-    bad_checks: list[Link] = []  # checks gone bad since the last chain began
+    bad_checks: dict[str, Link] = {}  # critical checks failing since the last chain began
     for entry in entries:
         if entry.get("unit") != unit:
             continue
@@ -96,15 +96,16 @@ def explain(unit: str, entries: Iterable[Mapping[str, Any]], last: int = 3) -> l
         time = float(entry.get("time") or 0.0)
         current = chains[-1] if chains else None
         if kind == "check":
-            link = _check_link(time, message, data)
+            name, link = _check_link(time, message, data)
+            bad_checks.pop(name, None)
             if link is not None:
-                bad_checks.append(link)
+                bad_checks[name] = link
             continue
         if kind == "health" and message.startswith("stopped cleanly") and _acting(current):
             continue  # the repair in flight stopped it on its way to start it again
         if kind == "health" and _is_trigger(message, data):
-            chain = Chain(unit, [*bad_checks[-3:]])
-            bad_checks = []
+            chain = Chain(unit, list(bad_checks.values())[-3:])
+            bad_checks = {}
             chain.add(Link(time, DECISION if chain.links else EVENT, _health_text(message)))
             if message.startswith("stopped cleanly"):
                 chain.add(Link(time, DECISION, "not repaired: a clean stop is respected"))
@@ -119,7 +120,7 @@ def explain(unit: str, entries: Iterable[Mapping[str, Any]], last: int = 3) -> l
         if link is None:
             continue
         if kind == "health":
-            bad_checks = []
+            bad_checks = {}
         if current is None:
             if link.role in (RESULT, OUTCOME):
                 continue  # what it answers is no longer in the history
@@ -177,18 +178,20 @@ def _health_text(message: str) -> str:
     return message
 
 
-def _check_link(time: float, message: str, data: Mapping[str, Any]) -> Link | None:
-    state = str(data.get("state", ""))
-    if state not in _BAD_CHECK_STATES:
-        return None
+def _check_link(time: float, message: str, data: Mapping[str, Any]) -> tuple[str, Link | None]:
+    """The check's name, and its event when a critical check went bad (rows recorded
+    before `critical` was count as critical)."""
     name = str(data.get("check", message.split(":")[0]))
+    state = str(data.get("state", ""))
+    if state not in _BAD_CHECK_STATES or data.get("critical") is False:
+        return name, None
     detail = message.split(": ", 2)[-1] if message.count(": ") >= 2 else ""
     text = f"{name} check {state}"
     if "threshold" in data:
         text += f" after {data['threshold']} result(s) in a row (threshold {data['threshold']})"
     if detail:
         text += f": {detail}"
-    return Link(time, EVENT, text)
+    return name, Link(time, EVENT, text)
 
 
 def _link(time: float, kind: str, message: str, data: Mapping[str, Any]) -> Link | None:

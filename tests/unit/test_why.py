@@ -204,3 +204,43 @@ def test_a_failover_decided_in_the_same_step_follows_its_event() -> None:
     [chain] = explain(UNIT, entries)
     assert [link.role for link in chain.links] == [EVENT, DECISION, RESULT]
     assert chain.links[1].text.startswith("web.service failed hard 1 time(s)")
+
+
+def test_only_critical_checks_still_failing_lead_a_chain() -> None:
+    entries = [
+        row(
+            1,
+            "check",
+            "disk: ok -> warning: 85% used",
+            check="disk",
+            state="warning",
+            threshold=1,
+            critical=False,
+        ),
+        row(
+            2,
+            "check",
+            "http: ok -> critical: timed out",
+            check="http",
+            state="critical",
+            threshold=2,
+            critical=True,
+        ),
+        row(3, "check", "http: critical -> ok: 200 OK", check="http", state="ok", threshold=1),
+        row(
+            4,
+            "check",
+            "port: ok -> critical: refused",
+            check="port",
+            state="critical",
+            threshold=1,
+            critical=True,
+        ),
+        row(4, "health", "unhealthy: failing checks port", condition="unhealthy"),
+    ]
+    [chain] = explain(UNIT, entries)
+    assert [link.text for link in chain.links] == [
+        "port check critical after 1 result(s) in a row (threshold 1): refused",
+        "unhealthy (failing checks port)",
+    ]
+    assert [link.role for link in chain.links] == [EVENT, DECISION]
