@@ -58,4 +58,6 @@ def why_command(socket: Path, unit: str, last: int, as_json: bool, out: TextIO) 
 
 def run(args: argparse.Namespace) -> int:
     """`host-supervisor why UNIT`."""
-    return why_command(args.socket, args.unit, args.last, args.json, sys.stdout)
+    from supervisor.commands.talk import talking
+
+    return talking(lambda: why_command(args.socket, args.unit, args.last, args.json, sys.stdout))

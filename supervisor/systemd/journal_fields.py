@@ -26,6 +26,11 @@ ALWAYS: Mapping[str, str] = {
 FIELDS: Mapping[str, str] = {
     "MESSAGE_ID": "The kind of event, for journalctl MESSAGE_ID=...: see MESSAGE IDS.",
     "UNIT": "The systemd unit the record is about, e.g. nginx.service.",
+    "UNTIL": "When a timed pause ends (seconds since the epoch).",
+    "KEY": "The etcd key a cluster record is about.",
+    "HOLDER": "The host that holds a clustered unit, as this host sees it.",
+    "TOKEN": "A clustered unit's fencing token (its leader key's create revision).",
+    "SILENT": "How long, in seconds, a holder's key was seen unwritten.",
     "ACTION": "What was done or decided: detect, restart, reload, restore, start, stop, "
     "pause, resume, reset, failover-started, failover-done, failback-started, "
     "failback-done, ... .",
