@@ -40,6 +40,10 @@ __all__ = [
 ]
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+"""An HTTP header name: RFC 9110's token."""
+
+
 def _check_regex(value: str | None) -> str | None:
     if value is not None:
         try:
@@ -180,6 +184,17 @@ class HttpProbe(FrozenModel):
         return value
 
     _body_regex = field_validator("body_regex")(_check_regex)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # Sent as written: a line break would end the header (or the request) early.
+        for name, text in value.items():
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"header name {describe(name)} is not a valid HTTP token")
+            if any(c in text for c in "\r\n\0"):
+                raise ValueError(f"header {name} has a line break or NUL in its value")
+        return value
 
     def status_ok(self, status: int) -> bool:
         """Whether `status` is one of the expected codes."""

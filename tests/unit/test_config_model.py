@@ -102,6 +102,20 @@ def test_http_url_must_have_scheme_and_host(url: str) -> None:
         HttpProbe.model_validate({"url": url})
 
 
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        ({"X-A": "1\r\nX-Injected: 2"}, "line break"),
+        ({"X A": "1"}, "not a valid HTTP token"),
+        ({"": "1"}, "not a valid HTTP token"),
+    ],
+)
+def test_http_headers_that_cannot_be_sent_are_refused(headers: dict[str, str], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        HttpProbe.model_validate({"url": "http://127.0.0.1/", "headers": headers})
+    assert HttpProbe.model_validate({"url": "http://a/", "headers": {"X-Ok": "a: b"}}).headers
+
+
 def test_process_probe_picks_its_target() -> None:
     assert ProcessProbe.model_validate({}).main_pid is True
     by_name = ProcessProbe.model_validate({"name": "nginx"})
