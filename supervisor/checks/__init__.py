@@ -46,8 +46,8 @@ catches one that does not, and reports it as "timed out after 2s"."""
 
 
 SELF_TIMED = frozenset({"http", "tcp"})
-"""Probes whose one timer already bounds the whole run (aiohttp's total timeout, the TCP
-probe's own): a second backstop timer would double the timer work of the common checks."""
+"""Probes whose one timer already bounds the whole run (the HTTP probe's total timeout, the
+TCP probe's own): a second backstop timer would double the timer work of the common checks."""
 
 
 class Prober:
@@ -56,7 +56,7 @@ class Prober:
     def __init__(self, max_concurrent_commands: int = 4) -> None:
         if max_concurrent_commands < 1:
             raise ValueError("max_concurrent_commands must be at least 1")
-        self._http: HttpProber | None = None  # aiohttp is imported at the first HTTP check
+        self._http: HttpProber | None = None  # httptools: imported at the first HTTP check
         self._process = ProcessProber()
         self._disk = DiskProber()
         self._commands = asyncio.Semaphore(max_concurrent_commands)
@@ -70,7 +70,7 @@ class Prober:
         probe, timeout = check.probe, check.timeout
         if isinstance(probe, HttpProbe):
             if self._http is None:
-                from supervisor.checks.http import HttpProber  # aiohttp: only when used
+                from supervisor.checks.http import HttpProber  # httptools: only when used
 
                 self._http = HttpProber()
             return await self._http.run(probe, context, timeout)

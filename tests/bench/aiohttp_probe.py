@@ -1,4 +1,6 @@
-"""HTTP probe: one aiohttp session for every HTTP check, connections kept alive.
+"""The HTTP probe as it was before the lean one (supervisor/checks/http.py): one aiohttp
+session for every HTTP check, connections kept alive. Kept only as the benchmark's
+reference (tests/bench/bench_http.py), so the two are measured in the same run.
 
 The session is created lazily inside the running loop, so a `HttpProber` can be built
 anywhere. Every request carries its own `ClientTimeout`: the session's default (300 s)

@@ -263,7 +263,7 @@ def test_every_python_imports_the_venv(scratch_root: Path, version: str) -> None
     site = scratch_root / VENV.lstrip("/") / f"lib/python{version}/site-packages"
     script = (
         "import site, sys; site.addsitedir(sys.argv[1]); "
-        "import aiohttp, dbus_fast, psutil, pydantic_core, uvloop, yaml, yarl; "
+        "import aiohttp, dbus_fast, httptools, psutil, pydantic_core, uvloop, yaml, yarl; "
         "from yaml import CSafeLoader; import apprise, supervisor.cli, supervisor.daemon.startup; "
         "print(supervisor.cli.__file__)"
     )
