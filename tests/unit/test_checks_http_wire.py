@@ -12,15 +12,17 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from supervisor.checks import Prober, http
 from supervisor.checks.http import BODY_MAX, ClientTls, HttpProber
 from supervisor.checks.http_request import target
 from supervisor.checks.result import ProbeContext, Status
+from supervisor.config.check import Check
 from supervisor.config.probes import HttpProbe
 from supervisor.testing.etcd_server import TlsFiles, make_tls
 
@@ -404,6 +406,55 @@ async def test_tls_without_verification_still_speaks_tls(
     server = await serve(ok(), context=context)
     result = await prober.run(HttpProbe(url=f"{server.base}/", tls_verify=False), CONTEXT, 2.0)
     assert result.status is Status.OK, result
+
+
+@pytest.fixture
+def full_backlog() -> Iterator[int]:
+    """A listener whose accept queue is full: a further connect hangs (SYNs dropped)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    fillers = []
+    for _ in range(4):
+        client = socket.socket()
+        client.setblocking(False)
+        client.connect_ex(address)
+        fillers.append(client)
+    yield address[1]
+    for client in fillers:
+        client.close()
+    server.close()
+
+
+async def test_a_hung_connect_is_told_apart_from_a_hung_answer(
+    full_backlog: int, prober: HttpProber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"http://127.0.0.1:{full_backlog}/"
+    within_timeout = await prober.run(HttpProbe(url=url), CONTEXT, 0.4)
+    assert within_timeout.message == f"no connection to {url} within 400ms"
+    monkeypatch.setattr(http, "CONNECT_TIMEOUT", 0.3)  # shorter than the check's timeout
+    started = time.monotonic()
+    within_connect = await prober.run(HttpProbe(url=url), CONTEXT, 5.0)
+    assert within_connect.message == f"no connection to {url} within 300ms"
+    assert time.monotonic() - started < 2.0
+
+
+async def test_the_password_in_a_url_is_masked_in_every_message(
+    serve: Serve, full_backlog: int
+) -> None:
+    server = await serve(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+    prober = Prober()
+    try:
+        for base in (server.base, f"http://127.0.0.1:{full_backlog}"):
+            url = base.replace("://", "://probe:hunter2@") + "/"
+            check = Check(name="web", http={"url": url}, timeout="300ms")
+            result = await prober.run(check, CONTEXT)
+            assert result.status is Status.CRITICAL
+            assert "hunter2" not in result.message and "****" in result.message, result
+    finally:
+        await prober.close()
+    assert b"Authorization: Basic " in server.requests[0]
 
 
 def test_the_same_on_uvloop(tls_files: TlsFiles) -> None:
