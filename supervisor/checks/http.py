@@ -57,15 +57,23 @@ _TARGETS_MAX = 4096
 """Requests kept built; past this (policies reloaded many times) the cache starts over."""
 
 
-class _Phase:
-    """Where a run is, for the timeout's message, and whether its connect needs a shorter
-    bound of its own."""
+class _Run:
+    """One run's deadline, on the loop's clock, and where the run is (for the message of
+    a timeout)."""
 
-    __slots__ = ("connect_bounded", "connecting")
+    __slots__ = ("connecting", "deadline", "loop")
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self.loop = loop
+        # uvloop's clock counts whole milliseconds from the start of the loop's turn: a
+        # millisecond more, so that a run never gives up before its timeout.
+        self.deadline = loop.time() + timeout + 0.001
         self.connecting = False
-        self.connect_bounded = timeout > CONNECT_TIMEOUT
+
+
+def _expire(waiter: asyncio.Future[Answer]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 class _ConnectTimeout(Exception):
@@ -139,18 +147,23 @@ class HttpProber:
         del context  # an HTTP probe needs nothing from systemd
         started = time.monotonic()
         url = spec.url
-        phase = _Phase(timeout)
+        # One deadline for the whole run: a timer on the answer's future over a kept
+        # connection (cheaper than asyncio.timeout's), asyncio.timeout_at over a connect.
+        run = _Run(asyncio.get_running_loop(), timeout)
         try:
             request = self._target(spec, tls)
-            async with asyncio.timeout(timeout):
-                answer = await self._fetch(spec, request, phase)
+            want_body = spec.body is not None or spec.body_regex is not None
+            if spec.follow_redirects:
+                answer = await self._fetch(spec, request, want_body, run)
+            else:  # the common case, one coroutine less
+                answer = await self._exchange(request, want_body, run)
         except _ConnectTimeout:
             limit = min(timeout, CONNECT_TIMEOUT)
             return finish(
                 Status.CRITICAL, f"no connection to {url} within {format_duration(limit)}", started
             )
         except TimeoutError:
-            if phase.connecting:
+            if run.connecting:
                 within = format_duration(timeout)
                 return finish(Status.CRITICAL, f"no connection to {url} within {within}", started)
             return finish(
@@ -195,12 +208,12 @@ class HttpProber:
                 )
         return finish(Status.OK, f"{said} in {elapsed_ms:.1f} ms", started, measured)
 
-    async def _fetch(self, spec: HttpProbe, request: Target, phase: _Phase) -> Answer:
-        want_body = spec.body is not None or spec.body_regex is not None
+    async def _fetch(self, spec: HttpProbe, request: Target, want_body: bool, run: _Run) -> Answer:
+        """The answer at the end of the redirects (MAX_REDIRECTS at most)."""
         url = spec.url
         for _ in range(MAX_REDIRECTS + 1):
-            answer = await self._exchange(request, want_body, phase)
-            if not (spec.follow_redirects and answer.status in _REDIRECTS and answer.location):
+            answer = await self._exchange(request, want_body, run)
+            if not (answer.status in _REDIRECTS and answer.location):
                 return answer
             url, request = self._redirected(spec, url, request, answer)
         raise _TooManyRedirects
@@ -227,53 +240,58 @@ class HttpProber:
             raise WireError(f"redirected to {answer.location!r}, not an http(s) URL") from None
         return new_url, redirected
 
-    async def _exchange(self, request: Target, want_body: bool, phase: _Phase) -> Answer:
+    async def _exchange(self, request: Target, want_body: bool, run: _Run) -> Answer:
         kept = self._pool.take(request.origin, time.monotonic())
         if kept is not None:
             try:
-                return await self._over(kept, request, want_body)
+                return await self._over(kept, request, want_body, run)
             except Closed as exc:
                 if exc.answered:
                     raise
                 # The server closed the kept connection while it idled: one fresh try.
-        phase.connecting = True
-        connection = await self._connect(request, phase)
-        phase.connecting = False
-        return await self._over(connection, request, want_body)
+        run.connecting = True
+        connection = await self._connect(request, run)
+        run.connecting = False
+        return await self._over(connection, request, want_body, run)
 
-    async def _connect(self, request: Target, phase: _Phase) -> Connection:
-        loop = asyncio.get_running_loop()
+    async def _connect(self, request: Target, run: _Run) -> Connection:
         context = self._context(request.tls) if request.secure else None
         origin = request.origin
-        connecting = loop.create_connection(
+        connecting = run.loop.create_connection(
             lambda: Connection(origin),
             request.host,
             request.port,
             ssl=context,
             server_hostname=request.host if context is not None else None,
         )
-        if not phase.connect_bounded:  # the run's own timeout bounds it: no second timer
-            _, connection = await connecting
-            return connection
+        connect_by = min(run.deadline, run.loop.time() + CONNECT_TIMEOUT)
         try:
-            async with asyncio.timeout(CONNECT_TIMEOUT):
+            async with asyncio.timeout_at(connect_by):
                 _, connection = await connecting
         except TimeoutError:
-            raise _ConnectTimeout from None
+            if connect_by < run.deadline:
+                raise _ConnectTimeout from None
+            raise
         return connection
 
-    async def _over(self, connection: Connection, request: Target, want_body: bool) -> Answer:
+    async def _over(
+        self, connection: Connection, request: Target, want_body: bool, run: _Run
+    ) -> Answer:
+        waiter = connection.exchange(
+            request.request,
+            head=request.head,
+            keep=request.keep,
+            want_body=want_body,
+            body_max=BODY_MAX,
+        )
+        timer = run.loop.call_at(run.deadline, _expire, waiter)
         try:
-            answer = await connection.exchange(
-                request.request,
-                head=request.head,
-                keep=request.keep,
-                want_body=want_body,
-                body_max=BODY_MAX,
-            )
+            answer = await waiter
         except BaseException:  # a timeout or a cancel mid-answer: the connection is spent
             connection.abort()
             raise
+        finally:
+            timer.cancel()
         if answer.reusable:
             self._pool.put(connection, time.monotonic())
         else:
