@@ -104,11 +104,15 @@ class Prober:
         self, check: Check, context: ProbeContext, done: Callable[[CheckResult], None]
     ) -> Pending | None:
         """Start `check` without a task or a timer if its kind allows (a port check to an
-        address literal); None if it does not: `run` it. `done` gets the result, masked
-        and timed as `run` returns it, exactly once unless the probe is cancelled; the
-        caller calls `expire()` once `check.timeout` has passed. Never raises."""
+        address literal, an HTTP check over a connection kept from its last run); None if
+        it does not: `run` it. `done` gets the result, masked and timed as `run` returns
+        it, exactly once unless the probe is cancelled; the caller calls `expire()` once
+        `check.timeout` has passed. Never raises."""
         probe = check.probe
-        if not isinstance(probe, TcpProbe):
+        if isinstance(probe, HttpProbe):
+            if self._http is None:  # no run yet, so no connection kept
+                return None
+        elif not isinstance(probe, TcpProbe):
             return None
         started = time.monotonic()
 
@@ -122,6 +126,9 @@ class Prober:
             )
 
         try:
+            if isinstance(probe, HttpProbe):
+                assert self._http is not None
+                return self._http.start(probe, check.timeout, finished)
             return tcp.Connect.start(probe, check.timeout, finished)
         except Exception as exc:
             finished(_unknown(exc))

@@ -7,6 +7,9 @@ server closed while it idled gets one retry on a fresh connection. The whole run
 connect and TLS handshake included, is bounded by the check's timeout; the connect alone
 by `CONNECT_TIMEOUT` when the timeout is longer.
 
+`run` is a coroutine; `start` runs a check over a kept connection by callbacks alone
+(no task, no timer: its scheduler expires it), which is most runs of a kept check.
+
 It replaced a probe on aiohttp's client at about a quarter of the CPU per keep-alive
 request (docs/performance.md); the messages are the ones that probe gave.
 """
@@ -14,24 +17,16 @@ request (docs/performance.md); the messages are the ones that probe gave.
 from __future__ import annotations
 
 import asyncio
-import re
-import socket
 import ssl
 import time
+from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 from supervisor.checks.http_request import USER_AGENT, ClientTls, Target, client_context, target
+from supervisor.checks.http_verdict import ConnectTimeout, TooManyRedirects, failed, judged
 from supervisor.checks.http_wire import Answer, Closed, Connection, Pool, WireError
-from supervisor.checks.result import (
-    CheckResult,
-    Measure,
-    ProbeContext,
-    Status,
-    finish,
-    os_reason,
-)
+from supervisor.checks.result import CheckResult, ProbeContext, Status, finish
 from supervisor.config.probes import HttpProbe
-from supervisor.config.values import format_duration
 
 __all__ = [
     "BODY_MAX",
@@ -41,6 +36,7 @@ __all__ = [
     "USER_AGENT",
     "ClientTls",
     "HttpProber",
+    "KeptRun",
 ]
 
 BODY_MAX = 64 * 1024
@@ -74,29 +70,6 @@ class _Run:
 def _expire(waiter: asyncio.Future[Answer]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError())
-
-
-class _ConnectTimeout(Exception):
-    pass
-
-
-class _TooManyRedirects(Exception):
-    pass
-
-
-def _expected(spec: HttpProbe) -> str:
-    return ", ".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in spec.expect_status)
-
-
-def _decode(body: bytes, charset: str | None) -> str:
-    try:
-        return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        return body.decode("utf-8", errors="replace")
-
-
-def _tls_reason(exc: ssl.SSLError) -> str:
-    return str(exc.reason or exc.strerror or exc).lower().replace("_", " ")
 
 
 class HttpProber:
@@ -146,7 +119,6 @@ class HttpProber:
         check says of TLS (`tls_verify`) with a CA file and a client certificate."""
         del context  # an HTTP probe needs nothing from systemd
         started = time.monotonic()
-        url = spec.url
         # One deadline for the whole run: a timer on the answer's future over a kept
         # connection (cheaper than asyncio.timeout's), asyncio.timeout_at over a connect.
         run = _Run(asyncio.get_running_loop(), timeout)
@@ -157,56 +129,26 @@ class HttpProber:
                 answer = await self._fetch(spec, request, want_body, run)
             else:  # the common case, one coroutine less
                 answer = await self._exchange(request, want_body, run)
-        except _ConnectTimeout:
-            limit = min(timeout, CONNECT_TIMEOUT)
-            return finish(
-                Status.CRITICAL, f"no connection to {url} within {format_duration(limit)}", started
-            )
-        except TimeoutError:
-            if run.connecting:
-                within = format_duration(timeout)
-                return finish(Status.CRITICAL, f"no connection to {url} within {within}", started)
-            return finish(
-                Status.CRITICAL, f"no answer from {url} within {format_duration(timeout)}", started
-            )
-        except socket.gaierror as exc:
-            # The name does not resolve: the probe cannot run, the service may be fine.
-            host = urlsplit(url).hostname
-            return finish(Status.UNKNOWN, f"cannot resolve {host}: {exc.strerror}", started)
-        except ssl.SSLCertVerificationError as exc:
-            return finish(Status.CRITICAL, f"TLS certificate of {url} refused: {exc}", started)
-        except ssl.SSLError as exc:
-            reason = _tls_reason(exc)
-            return finish(Status.CRITICAL, f"TLS handshake with {url} failed: {reason}", started)
-        except _TooManyRedirects:
-            return finish(Status.CRITICAL, f"too many redirects from {url}", started)
-        except WireError as exc:
-            return finish(Status.CRITICAL, f"request to {url} failed: {exc}", started)
-        except OSError as exc:
-            return finish(Status.CRITICAL, f"cannot connect to {url}: {os_reason(exc)}", started)
-        return self._judge(spec, answer, started)
+        except Exception as exc:
+            result = failed(exc, spec.url, timeout, run.connecting, started)
+            if result is None:
+                raise
+            return result
+        return judged(spec, answer, started, time.monotonic())
 
-    def _judge(self, spec: HttpProbe, answer: Answer, started: float) -> CheckResult:
-        url, code = spec.url, answer.status
-        elapsed_ms = (time.monotonic() - started) * 1000
-        measured = (Measure("ms", round(elapsed_ms, 1), "ms", low=0.0),)
-        said = f"HTTP {code} from {url}"
-        if not spec.status_ok(code):
-            return finish(Status.CRITICAL, f"{said}, expected {_expected(spec)}", started, measured)
-        if spec.body is not None or spec.body_regex is not None:
-            text = _decode(answer.body, answer.charset)
-            if spec.body is not None and spec.body not in text:
-                return finish(
-                    Status.CRITICAL, f"{said}: body lacks {spec.body!r}", started, measured
-                )
-            if spec.body_regex is not None and not re.search(spec.body_regex, text):
-                return finish(
-                    Status.CRITICAL,
-                    f"{said}: body does not match {spec.body_regex!r}",
-                    started,
-                    measured,
-                )
-        return finish(Status.OK, f"{said} in {elapsed_ms:.1f} ms", started, measured)
+    def start(
+        self, spec: HttpProbe, timeout: float, done: Callable[[CheckResult], None]
+    ) -> KeptRun | None:
+        """Start a run over a kept connection by callbacks alone: the caller calls
+        `expire()` once `timeout` has passed. None when no connection to the check's
+        origin is kept, or the check follows redirects: `run` it."""
+        if spec.follow_redirects:
+            return None
+        request = self._target(spec, None)
+        connection = self._pool.take(request.origin, time.monotonic())
+        if connection is None:
+            return None
+        return KeptRun(self, spec, request, connection, timeout, done)
 
     async def _fetch(self, spec: HttpProbe, request: Target, want_body: bool, run: _Run) -> Answer:
         """The answer at the end of the redirects (MAX_REDIRECTS at most)."""
@@ -216,7 +158,7 @@ class HttpProber:
             if not (answer.status in _REDIRECTS and answer.location):
                 return answer
             url, request = self._redirected(spec, url, request, answer)
-        raise _TooManyRedirects
+        raise TooManyRedirects
 
     def _redirected(
         self, spec: HttpProbe, url: str, request: Target, answer: Answer
@@ -270,7 +212,7 @@ class HttpProber:
                 _, connection = await connecting
         except TimeoutError:
             if connect_by < run.deadline:
-                raise _ConnectTimeout from None
+                raise ConnectTimeout(CONNECT_TIMEOUT) from None
             raise
         return connection
 
@@ -292,8 +234,121 @@ class HttpProber:
             raise
         finally:
             timer.cancel()
+        self._settle(connection, answer)
+        return answer
+
+    def _settle(self, connection: Connection, answer: Answer) -> None:
+        """Keep the connection for the next run, or close it."""
         if answer.reusable:
             self._pool.put(connection, time.monotonic())
         else:
             connection.close()
-        return answer
+
+
+class KeptRun:
+    """A run over a kept connection by callbacks alone (`HttpProber.start`): no task, no
+    timer, no coroutine. `done` gets the result once, unless `cancel()` comes first; the
+    caller calls `expire()` at the deadline. Should the server have closed the kept
+    connection while it idled, the one retry on a fresh connection runs as a task."""
+
+    __slots__ = (
+        "_connection",
+        "_done",
+        "_prober",
+        "_request",
+        "_retry",
+        "_retry_run",
+        "_spec",
+        "_started",
+        "_timeout",
+        "_want_body",
+    )
+
+    def __init__(
+        self,
+        prober: HttpProber,
+        spec: HttpProbe,
+        request: Target,
+        connection: Connection,
+        timeout: float,
+        done: Callable[[CheckResult], None],
+    ) -> None:
+        self._started = time.monotonic()
+        self._prober, self._spec, self._request = prober, spec, request
+        self._connection = connection
+        self._timeout = timeout
+        self._done: Callable[[CheckResult], None] | None = done
+        self._retry: asyncio.Task[None] | None = None
+        self._retry_run: _Run | None = None
+        self._want_body = spec.body is not None or spec.body_regex is not None
+        waiter = connection.exchange(
+            request.request,
+            head=request.head,
+            keep=request.keep,
+            want_body=self._want_body,
+            body_max=BODY_MAX,
+        )
+        waiter.add_done_callback(self._answered)
+
+    def _answered(self, waiter: asyncio.Future[Answer]) -> None:
+        if self._done is None:
+            return  # expired or cancelled: the connection went then
+        error = waiter.exception()
+        if error is None:
+            answer = waiter.result()
+            self._prober._settle(self._connection, answer)
+            self._report(judged(self._spec, answer, self._started, time.monotonic()))
+            return
+        self._connection.abort()
+        if isinstance(error, Closed) and not error.answered:
+            # The server closed the kept connection while it idled: one fresh try.
+            self._retry = asyncio.get_running_loop().create_task(self._afresh())
+            return
+        self._report(self._failed(error))
+
+    async def _afresh(self) -> None:
+        left = self._timeout - (time.monotonic() - self._started)
+        run = self._retry_run = _Run(asyncio.get_running_loop(), max(0.0, left))
+        try:
+            run.connecting = True
+            connection = await self._prober._connect(self._request, run)
+            run.connecting = False
+            answer = await self._prober._over(connection, self._request, self._want_body, run)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._report(self._failed(exc))
+            return
+        self._report(judged(self._spec, answer, self._started, time.monotonic()))
+
+    def _failed(self, error: BaseException) -> CheckResult:
+        connecting = self._retry_run is not None and self._retry_run.connecting
+        result = failed(error, self._spec.url, self._timeout, connecting, self._started)
+        if result is None:
+            text = str(error)
+            reason = f"{type(error).__name__}: {text}" if text else type(error).__name__
+            result = finish(Status.UNKNOWN, f"probe failed: {reason}", self._started)
+        return result
+
+    def _report(self, result: CheckResult) -> None:
+        done, self._done = self._done, None
+        if done is not None:
+            done(result)
+
+    def expire(self) -> None:
+        """The deadline passed: report the timeout (nothing if the run already ended)."""
+        if self._done is not None:
+            result = self._failed(TimeoutError())
+            self._drop()
+            self._report(result)
+
+    def cancel(self) -> None:
+        """Drop the run: its connection goes, nothing is reported."""
+        self._done = None
+        self._drop()
+
+    def _drop(self) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+        else:
+            self._connection.abort()

@@ -21,7 +21,7 @@ import pytest
 from supervisor.checks import Prober, http
 from supervisor.checks.http import BODY_MAX, ClientTls, HttpProber
 from supervisor.checks.http_request import target
-from supervisor.checks.result import ProbeContext, Status
+from supervisor.checks.result import CheckResult, ProbeContext, Status
 from supervisor.config.check import Check
 from supervisor.config.probes import HttpProbe
 from supervisor.testing.etcd_server import TlsFiles, make_tls
@@ -457,6 +457,108 @@ async def test_the_password_in_a_url_is_masked_in_every_message(
     assert b"Authorization: Basic " in server.requests[0]
 
 
+class Delivered:
+    """What a started run hands to its `done`, and a way to wait for it."""
+
+    def __init__(self) -> None:
+        self.results: list[CheckResult] = []
+        self.arrived = asyncio.Event()
+
+    def __call__(self, result: CheckResult) -> None:
+        self.results.append(result)
+        self.arrived.set()
+
+    async def one(self) -> CheckResult:
+        await asyncio.wait_for(self.arrived.wait(), 5.0)
+        await asyncio.sleep(0.05)  # a second delivery would show now
+        assert len(self.results) == 1, self.results
+        return self.results[0]
+
+
+async def test_a_kept_connection_is_used_by_callbacks_alone(
+    serve: Serve, prober: HttpProber
+) -> None:
+    server = await serve(ok(b"up"))
+    spec = HttpProbe(url=f"{server.base}/", body="up")
+    assert prober.start(spec, 2.0, Delivered()) is None, "no connection kept yet"
+    assert (await prober.run(spec, CONTEXT, 2.0)).status is Status.OK
+    for _ in range(2):
+        seen = Delivered()
+        assert prober.start(spec, 2.0, seen) is not None
+        result = await seen.one()
+        assert result.status is Status.OK and result.message.startswith("HTTP 200 from ")
+    assert len(server.peers) == 3 and len(set(server.peers)) == 1
+    redirecting = HttpProbe(url=f"{server.base}/", follow_redirects=True)
+    assert prober.start(redirecting, 2.0, Delivered()) is None
+
+
+async def test_a_started_run_expires_once_and_drops_its_connection(
+    serve: Serve, prober: HttpProber
+) -> None:
+    server = await serve(ok(), lambda writer: asyncio.ensure_future(asyncio.sleep(30)), ok())
+    url = f"{server.base}/"
+    spec = HttpProbe(url=url)
+    assert (await prober.run(spec, CONTEXT, 2.0)).status is Status.OK
+    seen = Delivered()
+    started = prober.start(spec, 0.5, seen)
+    assert started is not None
+    await asyncio.sleep(0.1)
+    assert seen.results == []
+    started.expire()
+    started.expire()
+    result = await seen.one()
+    assert (result.status, result.message) == (
+        Status.CRITICAL,
+        f"no answer from {url} within 500ms",
+    )
+    assert prober.start(spec, 2.0, Delivered()) is None, "the hung connection was kept"
+
+
+async def test_a_started_run_retries_a_connection_closed_while_idle(
+    serve: Serve, prober: HttpProber
+) -> None:
+    server = await serve(ok(), CLOSE, ok(b"again"))
+    spec = HttpProbe(url=f"{server.base}/", body="again")
+    await prober.run(HttpProbe(url=f"{server.base}/"), CONTEXT, 2.0)
+    seen = Delivered()
+    assert prober.start(spec, 2.0, seen) is not None
+    result = await seen.one()
+    assert result.status is Status.OK, result
+    first, second, third = server.peers
+    assert first == second != third
+
+
+async def test_a_cancelled_started_run_reports_nothing(serve: Serve, prober: HttpProber) -> None:
+    server = await serve(ok(), lambda writer: asyncio.ensure_future(asyncio.sleep(30)))
+    spec = HttpProbe(url=f"{server.base}/")
+    await prober.run(spec, CONTEXT, 2.0)
+    seen = Delivered()
+    started = prober.start(spec, 2.0, seen)
+    assert started is not None
+    started.cancel()
+    await asyncio.sleep(0.2)
+    assert seen.results == []
+    assert prober.start(spec, 2.0, Delivered()) is None
+
+
+async def test_prober_start_masks_and_times_what_the_http_probe_reports(serve: Serve) -> None:
+    server = await serve(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n")
+    url = server.base.replace("://", "://probe:hunter2@") + "/"
+    check = Check(name="web", http={"url": url}, timeout="1s")
+    prober = Prober()
+    try:
+        assert prober.start(check, CONTEXT, Delivered()) is None  # no HTTP run yet
+        await prober.run(check, CONTEXT)
+        seen = Delivered()
+        assert prober.start(check, CONTEXT, seen) is not None
+        result = await seen.one()
+    finally:
+        await prober.close()
+    assert result.status is Status.CRITICAL
+    assert "hunter2" not in result.message and "****" in result.message
+    assert 0 < result.duration < 1.0
+
+
 def test_the_same_on_uvloop(tls_files: TlsFiles) -> None:
     """The daemon's loop: its transports differ from asyncio's (TLS above all)."""
     import uvloop
@@ -470,6 +572,8 @@ def test_the_same_on_uvloop(tls_files: TlsFiles) -> None:
             test_a_head_answer_ends_at_its_headers,
             test_a_kept_connection_closed_by_the_server_is_retried_once,
             test_an_ipv6_literal_host,
+            test_a_kept_connection_is_used_by_callbacks_alone,
+            test_a_started_run_retries_a_connection_closed_while_idle,
         ):
             async with _servers() as start:
                 prober = HttpProber()
