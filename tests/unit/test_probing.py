@@ -275,3 +275,63 @@ def test_the_confirmation_interval_reprobes_sooner_until_the_verdict(
     assert times["a.service"] == [0.0, 0.1, 0.2, 1.2, 2.2]
     assert times["b.service"] == [0.0, 1.0, 2.0]
     assert world.units["a.service"].checks[0].hard.value == "critical"
+
+
+def test_kept_http_checks_run_by_callbacks_from_the_scheduler() -> None:
+    """The real HTTP probe under the scheduler, on a real loop against a local server:
+    once a connection is kept (the first runs are tasks), runs go by `Prober.start`
+    alone."""
+    from supervisor.checks import Prober
+
+    class Counting(Prober):
+        def __init__(self) -> None:
+            super().__init__()
+            self.by_callbacks = 0
+            self.as_tasks = 0
+
+        def start(
+            self, check: Check, context: ProbeContext, done: Callable[[CheckResult], None]
+        ) -> Pending | None:
+            pending = super().start(check, context, done)
+            self.by_callbacks += pending is not None
+            return pending
+
+        async def run(self, check: Check, context: ProbeContext) -> CheckResult:
+            self.as_tasks += 1
+            return await super().run(check, context)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nup")
+        writer.close()
+
+    async def main() -> tuple[World, Counting]:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        check = Check.model_validate(
+            {"name": "web", "http": {"url": f"http://127.0.0.1:{port}/", "body": "up"},
+             "interval": "100ms", "timeout": "1s"}
+        )  # fmt: skip
+        world = World({f"u{i}.service": [check] for i in range(5)})
+        prober = Counting()
+        probing = world.probing(cast(Probes, prober))
+        for unit in world.units:
+            probing.start(unit)
+        await asyncio.sleep(0.75)
+        probing.stop_all()
+        await prober.close()
+        server.close()
+        await asyncio.sleep(0.05)  # the server's handlers see their connections end
+        return world, prober
+
+    world, prober = asyncio.run(main())
+    results = world.results()
+    assert len(results) >= 20, len(results)
+    assert {done.result.status for done in results} == {Status.OK}, results[:3]
+    # Connections are kept per origin: a task only while none is idle (the first runs).
+    assert prober.as_tasks <= 5, prober.as_tasks
+    assert prober.by_callbacks >= len(results) - 5
