@@ -10,8 +10,8 @@ by `CONNECT_TIMEOUT` when the timeout is longer.
 `run` is a coroutine; `start` runs a check over a kept connection by callbacks alone
 (no task, no timer: its scheduler expires it), which is most runs of a kept check.
 
-It replaced a probe on aiohttp's client at about a quarter of the CPU per keep-alive
-request (docs/performance.md); the messages are the ones that probe gave.
+It replaced a probe on aiohttp's client at a fifth to a half of its CPU per run
+(docs/performance.md, `tests/bench/run http`); the messages are the ones it gave.
 """
 
 from __future__ import annotations
