@@ -10,7 +10,7 @@ from the last keepalive it *sent* that etcd acknowledged (`ttl - margin` later),
 from etcd's view, and stops the unit when it passes. A holder that gives the unit up
 stops it first and deletes the key after, so the next host never overlaps it.
 
-`RULES` is the transition table; the README shows it (`render_table`).
+`RULES` is the transition table; docs/cluster.md shows it (`render_table`).
 """
 
 from __future__ import annotations
@@ -575,7 +575,7 @@ def step(spec: ClusterSpec, state: ClusterState, event: Event, now: float) -> Re
 
 
 def render_table(width: int = 100) -> str:
-    """The transition table as Markdown, `width` characters at most (for the README)."""
+    """The transition table as Markdown, `width` characters at most (for docs/cluster.md)."""
     header = ("role", "event", "what happens")
     rows = [
         (rule.label or ", ".join(r.value for r in rule.roles), rule.event.__name__, rule.does)

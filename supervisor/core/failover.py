@@ -889,7 +889,7 @@ class Rule:
     phase: Phase
     in_flight: tuple[Step, ...]
     event: type
-    does: str  # for people: the table in the module docstring and the README
+    does: str  # for people: the table in the module docstring and docs/decisions.md
     handler: Handler
 
 
@@ -1033,7 +1033,7 @@ _TABLE: dict[tuple[Phase, Step, type], Rule] = {
 
 
 def render_table(width: int = 100) -> str:
-    """The transition table as Markdown, `width` characters at most (the docstring, README).
+    """The transition table as Markdown, `width` characters at most (docstring, docs/decisions.md).
 
     A long "what happens" wraps onto continuation rows whose other cells are empty.
     """

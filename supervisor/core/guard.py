@@ -139,7 +139,7 @@ RULES = (
         "limits repairs to `max_concurrent` at once; the others wait for a slot.",
     ),
 )
-"""The guard's rules in the order `request` applies them (the README renders this)."""
+"""The guard's rules in the order `request` applies them (docs/decisions.md renders this)."""
 
 
 def next_deadline(state: GuardState) -> float | None:

@@ -1,7 +1,7 @@
 """What may hold a repair the ladder asks for, in the order they are asked.
 
 `HOLDS` is the order itself: `hold_reason` walks it and the first hold that
-applies wins. The README's list is rendered from it (`render_hold_order`), so the
+applies wins. The list in docs/decisions.md is rendered from it (`render_hold_order`), so the
 documentation cannot drift from the code.
 """
 
@@ -196,7 +196,7 @@ def first_round_done(tx: Tx) -> bool:
 
 
 def render_hold_order() -> str:
-    """The README's list, from `HOLDS` and the guard's `RULES`."""
+    """The list in docs/decisions.md, from `HOLDS` and the guard's `RULES`."""
     lines = [f"{n}. {rule.question}" for n, rule in enumerate(HOLDS, 1)]
     lines += [f"   - **{name}** {text}" for name, text in guard.RULES]
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ from supervisor.core.cluster import (
 )
 
 HOSTS = ("a", "b", "c")
-README = Path(__file__).resolve().parents[2] / "README.md"
+CLUSTER_DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
 
 
 def spec(me: str = "a", **kw: object) -> ClusterSpec:
@@ -275,8 +275,8 @@ def test_unknown_events_in_a_role_change_nothing() -> None:
     assert cluster.step(a.spec, state, Stopped(), 1.0) == (state, [])
 
 
-def test_the_readme_shows_the_table_the_machine_runs() -> None:
-    assert cluster.render_table().strip() in README.read_text()
+def test_the_docs_show_the_table_the_machine_runs() -> None:
+    assert cluster.render_table().strip() in CLUSTER_DOC.read_text()
 
 
 def test_a_view_older_than_the_transaction_is_stale_and_ignored() -> None:

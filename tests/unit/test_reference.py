@@ -1,4 +1,5 @@
-"""The README's policy reference is generated from the models and must be current."""
+"""The README's policy reference is generated from the models and must be current, and the
+decision tables in docs/decisions.md are the ones the code runs."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from supervisor.config.reference import markdown_reference, rows
 from supervisor.config.schema import policy_json_schema
 
 README = Path(__file__).parents[2] / "README.md"
+DECISIONS = Path(__file__).parents[2] / "docs" / "decisions.md"
 START, END = "<!-- reference:start -->\n", "<!-- reference:end -->"
 
 
@@ -34,16 +36,16 @@ def test_readme_reference_is_up_to_date() -> None:
     )
 
 
-def test_readme_shows_the_failover_table_the_machine_runs() -> None:
+def test_docs_show_the_failover_table_the_machine_runs() -> None:
     from supervisor.core.failover import render_table
 
-    assert render_table().strip() in README.read_text()
+    assert render_table().strip() in DECISIONS.read_text()
 
 
-def test_readme_lists_the_holds_in_the_order_the_code_asks_them() -> None:
+def test_docs_list_the_holds_in_the_order_the_code_asks_them() -> None:
     from supervisor.core.holds import HOLDS, render_hold_order
 
-    text = README.read_text()
+    text = DECISIONS.read_text()
     start, end = "<!-- holds:start -->\n", "<!-- holds:end -->"
     generated = text[text.index(start) + len(start) : text.index(end)]
     assert generated == render_hold_order()
