@@ -24,6 +24,11 @@ pytestmark = pytest.mark.lab
 DAEMON = "host-supervisor.service"
 MAIN_CONFIG = "/etc/host-supervisor/host-supervisor.yaml"
 VENV = "/usr/lib/host-supervisor"
+COMPLETIONS = (  # bash first: the test loads it
+    "/usr/share/bash-completion/completions/host-supervisor",
+    "/usr/share/zsh/vendor-completions/_host-supervisor",
+    "/usr/share/fish/vendor_completions.d/host-supervisor.fish",
+)
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 #: What an unattended upgrade says about conffiles: keep the operator's, take the
 #: package's only where the operator changed nothing (dpkg would ask otherwise).
@@ -150,6 +155,10 @@ def test_apt_installs_the_deb_and_starts_the_daemon(debian: ChrootLab, deb: Path
     for page in ("man8/host-supervisor.8.gz", "man5/host-supervisor.yaml.5.gz"):
         assert (root / "usr/share/man" / page).is_file(), page
     assert (root / "usr/share/doc/host-supervisor/sbom.cdx.json").is_file()
+    for completion in COMPLETIONS:
+        assert (root / completion.lstrip("/")).is_file(), completion
+    loaded = debian.run("bash", "-c", f"source {COMPLETIONS[0]}; complete -p host-supervisor")
+    assert loaded.stdout.split()[-1] == "host-supervisor", loaded.stdout
     conffiles = (root / "var/lib/dpkg/info/host-supervisor.conffiles").read_text().split()
     assert MAIN_CONFIG in conffiles
     assert any(c.endswith(".example") for c in conffiles), conffiles

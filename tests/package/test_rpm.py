@@ -132,6 +132,8 @@ def test_file_list(package: Path) -> None:
         "/usr/share/man/man8/host-supervisor.8.gz",
         "/usr/share/man/man5/host-supervisor.yaml.5.gz",
         "/usr/share/bash-completion/completions/host-supervisor",
+        "/usr/share/zsh/site-functions/_host-supervisor",
+        "/usr/share/fish/vendor_completions.d/host-supervisor.fish",
         "/var/lib/host-supervisor",
     }
     assert expected <= files, expected - files
@@ -211,6 +213,8 @@ def test_installs_the_layout_into_a_scratch_root(scratch_root: Path) -> None:
     assert (root / "usr/share/man/man8/host-supervisor.8.gz").is_file()
     assert (root / "usr/share/man/man5/host-supervisor.yaml.5.gz").is_file()
     assert (root / "usr/share/bash-completion/completions/host-supervisor").is_file()
+    assert (root / "usr/share/zsh/site-functions/_host-supervisor").is_file()
+    assert (root / "usr/share/fish/vendor_completions.d/host-supervisor.fish").is_file()
     state = root / "var/lib/host-supervisor"
     assert state.is_dir() and (state.stat().st_mode & 0o777) == 0o700
 

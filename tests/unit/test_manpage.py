@@ -16,9 +16,6 @@ from supervisor.commands.manpage import escape, host_supervisor_8, host_supervis
 from supervisor.config import main_json_schema, policy_json_schema
 from supervisor.config.reference import rows
 
-REPO = Path(__file__).resolve().parents[2]
-COMPLETION = REPO / "packaging" / "completion" / "host-supervisor.bash"
-
 
 def _roff(text: str) -> str:
     return escape(text)
@@ -127,94 +124,3 @@ def test_pages_render_without_warnings(tmp_path: Path) -> None:
         )
         assert done.returncode == 0, done.stderr
         assert done.stderr == "", done.stderr
-
-
-# -- bash completion ----------------------------------------------------------
-
-
-def _complete(words: list[str], path: str | None = None) -> list[str]:
-    """Source the completion in a clean bash, set COMP_WORDS/COMP_CWORD for the last
-    word, call the function and return COMPREPLY."""
-    bash = shutil.which("bash")
-    if bash is None:
-        pytest.skip("bash is not installed")
-    quoted = " ".join("'" + w.replace("'", "'\\''") + "'" for w in words)
-    script = (
-        f"source '{COMPLETION}'\n"
-        f"COMP_WORDS=({quoted}); COMP_CWORD={len(words) - 1}\n"
-        "_host_supervisor\n"
-        'printf "%s\\n" "${COMPREPLY[@]}"\n'
-    )
-    env = {"PATH": path or os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/nonexistent"}
-    done = subprocess.run(
-        [bash, "--norc", "--noprofile", "-c", script],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=30,
-    )
-    assert done.returncode == 0, done.stderr
-    return [line for line in done.stdout.splitlines() if line]
-
-
-def test_completion_of_subcommands() -> None:
-    assert sorted(_complete(["host-supervisor", "st"])) == ["status"]
-    assert sorted(_complete(["host-supervisor", ""])) == sorted(_commands())
-    assert sorted(_complete(["host-supervisor", "--"])) == ["--help", "--version"]
-
-
-def test_completion_of_run_flags() -> None:
-    assert sorted(_complete(["host-supervisor", "run", "--"])) == sorted(
-        ["--config", "--socket", "--state-dir", "--dry-run", "--help"]
-    )
-
-
-def test_completion_flags_match_the_parser() -> None:
-    for name, sub in _commands().items():
-        got = sorted(_complete(["host-supervisor", name, "--"]))
-        assert got == sorted([*_long_flags(sub), "--help"]), name
-
-
-def _fake(bin_dir: Path, name: str, body: str) -> None:
-    script = bin_dir / name
-    script.write_text("#!/bin/sh\n" + body)
-    script.chmod(0o755)
-
-
-def test_completion_of_units_from_the_daemon_then_from_systemd(tmp_path: Path) -> None:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("sed", "awk", "timeout", "cat"):
-        found = shutil.which(tool)
-        assert found is not None, tool
-        (bin_dir / tool).symlink_to(found)
-    _fake(
-        bin_dir,
-        "systemctl",
-        "printf 'nginx.service loaded active running nginx\\n"
-        "ssh.service loaded active running OpenBSD Secure Shell\\n'\n",
-    )
-    _fake(bin_dir, "host-supervisor", "exit 3\n")  # daemon unreachable
-    path = str(bin_dir)
-    assert _complete(["host-supervisor", "pause", "ng"], path) == ["nginx.service"]
-    assert sorted(_complete(["host-supervisor", "failover", ""], path)) == [
-        "nginx.service",
-        "ssh.service",
-    ]
-    _fake(
-        bin_dir,
-        "host-supervisor",
-        'cat <<"JSON"\n{\n  "status": "ok",\n  "units": [\n    {\n'
-        '      "unit": "web.service",\n      "state": "active"\n    }\n  ]\n}\nJSON\n',
-    )
-    assert _complete(["host-supervisor", "status", ""], path) == ["web.service"]
-    assert _complete(["host-supervisor", "run", "--dry-run"], path) == ["--dry-run"]
-
-
-def test_completion_of_paths(tmp_path: Path) -> None:
-    (tmp_path / "conf").mkdir()
-    (tmp_path / "control.sock").write_text("")
-    got = _complete(["host-supervisor", "run", "--config", f"{tmp_path}/c"])
-    assert got == [f"{tmp_path}/conf"]
-    got = _complete(["host-supervisor", "status", "--socket", f"{tmp_path}/contr"])
-    assert got == [f"{tmp_path}/control.sock"]
