@@ -24,6 +24,7 @@ pytestmark = pytest.mark.lab
 DAEMON = "host-supervisor.service"
 MAIN_CONFIG = "/etc/host-supervisor/host-supervisor.yaml"
 VENV = "/usr/lib/host-supervisor"
+RECIPES = sorted(p.name for p in (Path(__file__).parents[2] / "docs/recipes").glob("*.yaml"))
 COMPLETIONS = (  # bash first: the test loads it
     "/usr/share/bash-completion/completions/host-supervisor",
     "/usr/share/zsh/vendor-completions/_host-supervisor",
@@ -155,6 +156,8 @@ def test_apt_installs_the_deb_and_starts_the_daemon(debian: ChrootLab, deb: Path
     for page in ("man8/host-supervisor.8.gz", "man5/host-supervisor.yaml.5.gz"):
         assert (root / "usr/share/man" / page).is_file(), page
     assert (root / "usr/share/doc/host-supervisor/sbom.cdx.json").is_file()
+    examples = root / "usr/share/doc/host-supervisor/examples"
+    assert sorted(p.name for p in examples.iterdir()) == RECIPES
     for completion in COMPLETIONS:
         assert (root / completion.lstrip("/")).is_file(), completion
     loaded = debian.run("bash", "-c", f"source {COMPLETIONS[0]}; complete -p host-supervisor")

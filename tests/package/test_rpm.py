@@ -221,6 +221,7 @@ def test_installs_the_layout_into_a_scratch_root(scratch_root: Path) -> None:
     # The venv's interpreter is the system's python3, whichever of ours it is.
     assert os.readlink(venv / "bin/python3") == "/usr/bin/python3"
     assert glob.glob(str(root / "usr/share/doc/host-supervisor*/sbom.cdx.json"))
+    assert glob.glob(str(root / "usr/share/doc/host-supervisor*/examples/nginx.yaml"))
     # The venv points at its installed path, not at the buildroot.
     cfg = (venv / "pyvenv.cfg").read_text()
     assert "BUILDROOT" not in cfg and "/dist/rpm" not in cfg
