@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from supervisor.core import actions as ev
-from supervisor.core import failover, guard
+from supervisor.core import failover, guard, shadow
 from supervisor.core.actions import FAILOVER, JUDGE, Event
 from supervisor.core.failover import (
     FailoverState,
@@ -115,7 +115,9 @@ def start(tx: Tx) -> None:
 def handle(tx: Tx, event: Event) -> None:
     match event:
         case ev.FailoverJobDone(primary, target, verb, ok, detail):
-            if detail != "dry run":
+            if detail == shadow.NOT_RUN:
+                shadow.would_switch(tx, primary, verb.value, target)
+            elif detail != "dry run":
                 tx.history(
                     primary,
                     "result",

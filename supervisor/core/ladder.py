@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from supervisor.config.values import format_duration
 from supervisor.core import actions as ev
-from supervisor.core import cluster_host, failover_host, guard
+from supervisor.core import cluster_host, failover_host, guard, shadow
 from supervisor.core.actions import PAUSE, Event
 from supervisor.core.health import Condition, describe
-from supervisor.core.holds import Checked, hold_reason
+from supervisor.core.holds import OBSERVE_RULE, Checked, hold_reason
 from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, MessageId, doing
 from supervisor.core.reasons import cause, rung_fields
 from supervisor.core.recovery import (
@@ -152,38 +152,44 @@ def _decide(tx: Tx, state: UnitState, checked: Checked) -> None:
     held = hold_reason(tx, state, checked)
     if held is not None:
         state.held_by, (reason, until) = held
+        if state.held_by == OBSERVE_RULE:
+            shadow.would_repair(tx, state, action, shadow.OBSERVE_NOTE)
         feed(tx, state, Held(reason, until))
         return
     attempt = f"{action.attempt}/{action.max_attempts}"
-    tx.history(
-        unit,
-        "action",
-        f"{action.rung} (attempt {attempt})",
-        reason=cause(state),
-        condition=state.condition.value,
-        **rung_fields(state.policy.recovery, state.recovery, action),
-        **({"dry_run": True} if tx.dry_run else {}),
-    )
+    if tx.dry_run:
+        shadow.would_repair(tx, state, action, shadow.SHADOW_NOTE)
+    else:
+        tx.history(
+            unit,
+            "action",
+            f"{action.rung} (attempt {attempt})",
+            reason=cause(state),
+            condition=state.condition.value,
+            **rung_fields(state.policy.recovery, state.recovery, action),
+        )
     tx.alert(
         state,
         AlertKind.ACTION.numbered(action.rung, action.attempt),
         Severity.INFO,
-        f"{action.rung} {unit} (attempt {attempt})",
+        f"{action.rung} {unit} (attempt {attempt})" + (" [shadow]" if tx.dry_run else ""),
         f"{unit} is {state.condition.value}; trying {action.rung}"
-        + (" (dry run: not done)." if tx.dry_run else "."),
+        + (f" ({shadow.SHADOW_NOTE})." if tx.dry_run else "."),
     )
     state.allowed_at = tx.now
     if tx.dry_run:
+        # The guard counted it as if done, and the ladder goes on as after an action
+        # that did not help (nothing changed): what a failure that persists would see.
         tx.log(
             "warning",
-            f"would {action.rung} unit (dry run)",
+            f"would {action.rung} unit (shadow)",
             dry_run=True,
             unit=unit,
             action=action.rung,
             attempt=attempt,
         )
         guard_finished(tx, unit, True)
-        feed(tx, state, ActionFinished(True, "dry run"))
+        feed(tx, state, ActionFinished(True, shadow.SHADOW_NOTE))
         return
     tx.log("warning", f"{doing(action.rung)} unit", unit=unit, action=action.rung, attempt=attempt)
     failed_now = state.view is not None and state.view.active_state == "failed"

@@ -23,7 +23,7 @@ def status_line(state: HostState, now: float) -> str:
     if state.guard.frozen_until is not None and state.guard.frozen_until > now:
         text += "; AUTOMATION FROZEN (repair budget spent)"
     if state.dry_run:
-        text += " (dry run)"
+        text += "; SHADOW MODE: nothing is acted on, what would be done is in the history"
     if state.reload_note:
         text += f"; {state.reload_note}"
     return text
@@ -36,6 +36,7 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
         rows.append(
             {
                 "unit": unit,
+                "mode": "shadow" if state.dry_run else sup.policy.mode,
                 "condition": sup.condition.value,
                 "state": describe(view) if view else "",
                 "systemd": (

@@ -18,7 +18,9 @@ import structlog
 from supervisor.core import actions as act
 from supervisor.core.actions import Action, Event
 from supervisor.core.failover import Verb
+from supervisor.core.shadow import NOT_RUN
 from supervisor.core.state import HostState
+from supervisor.core.values import RepairResult
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.ports import ClusterPort, Ports
 from supervisor.daemon.preconditions import failing_precondition
@@ -153,6 +155,21 @@ class Performer:
         state = self._state().units.get(action.unit)
         if state is None:
             return
+        if self._state().dry_run:
+            # A last net: in shadow mode the reducer records its repairs, never asks for one.
+            log.error("repair refused in shadow mode", unit=action.unit, action=action.rung)
+            self._feed(
+                act.RepairDone(
+                    action.unit,
+                    action.rung,
+                    action.attempt,
+                    action.max_attempts,
+                    RepairResult.FAILED,
+                    "shadow mode: not done",
+                    0.0,
+                )
+            )
+            return
         loop = asyncio.get_running_loop()
         started = loop.time()
         outcome = await self.ports.repairs.perform(
@@ -174,7 +191,7 @@ class Performer:
 
     async def _failover_job(self, job: act.RunFailoverJob) -> None:
         if self._state().dry_run:
-            self._feed(act.FailoverJobDone(job.primary, job.target, job.verb, True, "dry run"))
+            self._feed(act.FailoverJobDone(job.primary, job.target, job.verb, True, NOT_RUN))
             return
         manager = self.ports.manager
         try:

@@ -3,6 +3,7 @@
 A scenario is `tests/scenarios/host/NAME/input.yaml`:
 
     description: one line
+    shadow: true                 # run --shadow (default false)
     main: {...}                  # the main config (host-supervisor.yaml)
     policies: {web: {...}}       # policies.d/web.yaml, and so on
     units:                       # fake systemd's units at the start
@@ -96,6 +97,7 @@ class World:
         self.repairs = FakeRepairs(self.systemd, self.timeline)
         self.etcd = FakeEtcd(self.timeline, self.clock)
         self.config_dir = config_dir
+        self.shadow = bool(spec.get("shadow", False))
         self.write_config(spec.get("main") or {}, spec.get("policies") or {})
 
     def clock(self) -> float:
@@ -128,7 +130,9 @@ class World:
             log_level=lambda level: self.timeline.add(f"log level: {level}"),
             cluster=self._cluster,
         )
-        options = DaemonOptions(self.config_dir, self.config_dir / "state", Path("/nonexistent"))
+        options = DaemonOptions(
+            self.config_dir, self.config_dir / "state", Path("/nonexistent"), dry_run=self.shadow
+        )
         stored = Stored(self.store.load_units(), self.store.load_doc("guard") or {})
         return Daemon(options, loaded, ports, stored)
 
