@@ -127,8 +127,37 @@ def build_parser() -> _Parser:
         metavar="DIR",
         help=f"durable state and history (default {DEFAULT_STATE_DIR})",
     )
-    run.add_argument("--dry-run", action="store_true", help="log every action, take none")
+    run.add_argument(
+        "--shadow",
+        dest="dry_run",
+        action="store_true",
+        help="shadow mode: decide everything, act on nothing; what it would have done, "
+        "and why, goes to the history",
+    )
+    run.add_argument("--dry-run", action="store_true", help="the old name of --shadow")
     run.set_defaults(handler="supervisor.commands.local:run")
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="replay the recorded unit states and check results through the policies in "
+        "--config, and print what they would have done beside what was done",
+    )
+    _config_flag(simulate)
+    simulate.add_argument(
+        "--state-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR,
+        metavar="DIR",
+        help=f"where the history is read (default {DEFAULT_STATE_DIR})",
+    )
+    simulate.add_argument(
+        "--since",
+        type=_duration,
+        default=86400.0,
+        metavar="DURATION",
+        help="replay the last DURATION, e.g. 24h, 30min (default 24h)",
+    )
+    simulate.set_defaults(handler="supervisor.commands.simulate:run")
 
     validate = commands.add_parser(
         "validate",

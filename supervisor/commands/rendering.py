@@ -148,6 +148,8 @@ def render_status(body: Mapping[str, Any], term: Terminal) -> list[str]:
     rows = [(*_HEADER, _LAST)]
     for u in units:
         notes = [n for n in (pause_label(u, bool(guard.get("paused_all"))), next_label(u)) if n]
+        if u.get("mode") in ("observe", "shadow"):  # what it would do is recorded, not done
+            notes.insert(0, f"{u['mode']}: not acted on")
         if u.get("flapping"):
             notes.append("flapping")
         rows.append(

@@ -9,7 +9,9 @@ output, so the same history always prints the same table.
 
 from __future__ import annotations
 
+import argparse
 import sqlite3
+import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -123,3 +125,8 @@ def _offset(seconds: float) -> str:
     minutes, tenth_seconds = divmod(tenths, 600)
     hours, minutes = divmod(minutes, 60)
     return f"+{hours}:{minutes:02d}:{tenth_seconds // 10:02d}.{tenth_seconds % 10}"
+
+
+def run(args: argparse.Namespace) -> int:
+    """`host-supervisor simulate`."""
+    return simulate_command(args.config, args.state_dir, args.since, sys.stdout, sys.stderr)
