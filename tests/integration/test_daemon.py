@@ -193,39 +193,59 @@ def test_a_pause_for_a_while_ends_on_its_own(lab: Lab, supervised: Supervised) -
     kill_and_wait_restarted(lab, "web-a.service")  # repaired again
 
 
-def test_dry_run_logs_the_action_and_takes_none(lab: Lab) -> None:
-    root = Path(lab.shared_dir) / "dry"
+def test_shadow_mode_records_what_it_would_do_and_takes_no_action(lab: Lab) -> None:
+    root = Path(lab.shared_dir) / "shadow"
     (root / "etc" / "policies.d").mkdir(parents=True)
-    (root / "etc" / "policies.d" / "dry.yaml").write_text(POLICY.format(unit="web-dry.service"))
-    lab.install_unit("web-dry.service", web_unit(8085))
-    lab.run("systemctl", "start", "web-dry.service")
-    log_file = root / "daemon.log"
+    (root / "etc" / "policies.d" / "shadow.yaml").write_text(
+        POLICY.format(unit="web-shadow.service")
+    )
+    lab.install_unit("web-shadow.service", web_unit(8085))
+    lab.run("systemctl", "start", "web-shadow.service")
+    log_file, socket = root / "daemon.log", str(root / "control.sock")
     lab.run(
         "systemd-run",
-        "--unit=hs-dry",
+        "--unit=hs-shadow",
         f"--property=StandardError=append:{log_file}",
         *daemon_cli(),
         "run",
-        "--dry-run",
+        "--shadow",
         "--config",
         str(root / "etc"),
         "--state-dir",
         str(root / "state"),
         "--socket",
-        str(root / "control.sock"),
+        socket,
     )
     try:
         lab.wait_for(
-            lambda: "supervising" in log_file.read_text(), timeout=20, what="dry daemon up"
+            lambda: "supervising" in log_file.read_text(), timeout=20, what="shadow daemon up"
         )
-        lab.run("systemctl", "kill", "-s", "KILL", "web-dry.service")
+        lab.run("systemctl", "kill", "-s", "KILL", "web-shadow.service")
         lab.wait_for(
-            lambda: "would restart unit (dry run)" in log_file.read_text(),
+            lambda: "would restart unit (shadow)" in log_file.read_text(),
             timeout=10,
-            what="the dry run's 'would restart' line",
+            what="the shadow daemon's 'would restart' line",
         )
         time.sleep(1.5)  # past settle: a real run would have restarted it by now
-        assert lab.show("web-dry.service", "ActiveState")["ActiveState"] == "failed"
+        assert lab.show("web-shadow.service", "ActiveState")["ActiveState"] == "failed"
         assert "restarting unit" not in log_file.read_text()
+
+        history = json.loads(
+            lab.run(
+                *daemon_cli(), "history", "web-shadow.service", "--socket", socket, "--json"
+            ).stdout
+        )["entries"]
+        would = [e for e in history if e["kind"] == "action"]
+        assert would, history
+        assert would[0]["message"] == (
+            "would have restarted (attempt 1/3) because failed/failed (signal); "
+            "shadow mode: not done"
+        )
+        assert not [e for e in history if e["kind"] == "result"]  # nothing was run
+
+        status = lab.run(*daemon_cli(), "status", "--socket", socket).stdout
+        assert "SHADOW MODE: nothing is acted on" in status.splitlines()[0]
+        row = next(line for line in status.splitlines() if line.startswith("web-shadow"))
+        assert row.split()[1] == "shadow"
     finally:
-        lab.run("systemctl", "stop", "hs-dry", check=False)
+        lab.run("systemctl", "stop", "hs-shadow", check=False)
