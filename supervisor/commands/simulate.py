@@ -28,7 +28,7 @@ __all__ = ["side_by_side", "simulate_command"]
 PAIR_WITHIN = 2.0  # a simulated and an actual decision this close are one row
 MAX_ROWS = 1_000_000  # history rows read at most
 # What the replay needs, and what says what was done.
-KINDS = ("health", "check", "action", "result", "alert", "recovery")
+KINDS = ("health", "check", "action", "result", "alert", "recovery", "failover")
 
 
 def simulate_command(

@@ -40,7 +40,7 @@ def rung_fields(spec: LadderSpec, recovery: RecoveryState, action: RunRung) -> d
     """The ladder rule behind one repair: which rung of which ladder, the attempt, and
     the waits that follow it (read after the recovery machine chose the rung)."""
     ladder = list(spec.ladder)
-    index = min(recovery.attempts - 1 + recovery.skips, len(ladder) - 1)
+    index = max(0, min(recovery.attempts - 1 + recovery.skips, len(ladder) - 1))
     cooldown = cooldown_before(spec, action.attempt)
     rule = (
         f"ladder rung {index + 1} of {len(ladder)} ({action.rung}), "

@@ -98,7 +98,7 @@ def decision_of(entry: Entry) -> str | None:
     """What a history row says was decided (done, or only recorded), or None."""
     message, data = entry.message, entry.data
     match entry.kind:
-        case "action" if data.get("shadow"):
+        case "action" | "failover" if data.get("shadow"):
             what = str(data.get("rung", "?"))
             if "target" in data:
                 return f"{what} {data['target']}"
@@ -129,7 +129,7 @@ def actual(entries: Iterable[Entry]) -> list[Decision]:
         text = decision_of(entry)
         if text is None or entry.unit is None:
             continue
-        if entry.kind == "action" and entry.data.get("shadow"):
+        if entry.kind in ("action", "failover") and entry.data.get("shadow"):
             text += " (not done)"
         out.append(Decision(entry.time, entry.unit, text))
     return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from supervisor.core.health import Condition, describe, unit_condition
+from supervisor.core.reasons import cause, rung_fields
 from supervisor.core.recovery import RunRung
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
@@ -53,19 +54,21 @@ def would_repair(tx: Tx, state: UnitState, rung: RunRung, note: str) -> None:
         state.unit,
         "action",
         f"would have {done(rung.rung.value)} (attempt {attempt}) because {reason}; {note}",
-        **shadow_fields(rung.rung.value, reason),
+        **{
+            **rung_fields(state.policy.recovery, state.recovery, rung),
+            **shadow_fields(rung.rung.value, reason),
+            "cause": cause(state),
+        },
         not_done=note,
-        attempt=rung.attempt,
-        max_attempts=rung.max_attempts,
     )
 
 
 def would_switch(tx: Tx, primary: str, verb: str, target: str) -> None:
     """Record a failover job (start or stop of `target`) that was not run."""
     reason = f"failover of {primary}"
-    tx.history(
+    tx.history(  # "failover", as the jobs it stands for are recorded
         primary,
-        "action",
+        "failover",
         f"would have {done(verb)} {target} because of the {reason}; {SHADOW_NOTE}",
         **shadow_fields(verb, reason),
         not_done=SHADOW_NOTE,

@@ -61,7 +61,7 @@ def test_shadow_mode_records_the_rung_with_its_reason_and_runs_none() -> None:
     assert message == (
         "would have restarted (attempt 1/3) because failed/failed (signal); shadow mode: not done"
     )
-    assert data == {
+    expected = {
         "shadow": True,
         "dry_run": True,
         "rung": "restart",
@@ -70,6 +70,9 @@ def test_shadow_mode_records_the_rung_with_its_reason_and_runs_none() -> None:
         "attempt": 1,
         "max_attempts": 3,
     }
+    assert {key: data[key] for key in expected} == expected
+    assert data["rule"].startswith("ladder rung 1 of ")  # as `why` reads a repair's rule
+    assert data["cause"] == "systemd reports failed/failed (signal)"
     # The ladder goes on as after a repair that did not help: judged after settle.
     assert state.units[UNIT].recovery.phase is Phase.SETTLING
     assert state.repairs == 0
