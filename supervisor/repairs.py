@@ -24,6 +24,7 @@ from supervisor.restore import (
     live_problems,
     restore,
 )
+from supervisor.restore.diffing import rollback_diff
 from supervisor.systemd.manager import SystemdManager
 
 log = structlog.get_logger("supervisor.repairs")
@@ -39,6 +40,7 @@ Result = RepairResult
 class Outcome:
     result: Result
     detail: str
+    diff: str = ""  # a restore's masked unified diff of what it changed
 
     @classmethod
     def job(cls, result: str) -> Outcome:
@@ -101,6 +103,7 @@ class Repairs:
             source = chosen.path
         else:
             source = Path(spec.source)
+        diff = await self._diff(spec.paths, source, spec.diff_mask)
         try:
             result = await asyncio.to_thread(
                 restore,
@@ -119,7 +122,14 @@ class Repairs:
         written = ", ".join(result.written)
         backup = f"; previous files in {result.backup}" if result.backup else ""
         detail = f"restored {written} from {source}{backup}; restart {restarted.detail}"
-        return Outcome(restarted.result, detail)
+        return Outcome(restarted.result, detail, diff)
+
+    async def _diff(self, paths: tuple[str, ...], source: Path, patterns: tuple[str, ...]) -> str:
+        """What the restore will change, for its alert; never stops the restore."""
+        try:
+            return await asyncio.to_thread(rollback_diff, paths, source, patterns)
+        except (OSError, SupervisorError) as exc:
+            return f"(no diff: {exc})"
 
     async def snapshot(
         self,
@@ -156,6 +166,17 @@ class Repairs:
     async def known_good(self, policy: Policy) -> str:
         """`describe_last_known_good`, off the event loop."""
         return await asyncio.to_thread(self.describe_last_known_good, policy)
+
+    async def proven(self, policy: Policy) -> bool:
+        """Whether a proven snapshot exists that a rollback would restore (off the loop)."""
+        spec = policy.recovery.restore
+        if spec is None or spec.source != LAST_KNOWN_GOOD:
+            return False
+        try:
+            chosen = await asyncio.to_thread(known_good, self.snapshots_dir(policy.unit))
+        except SupervisorError:
+            return False
+        return chosen is not None and chosen.proven
 
     def describe_last_known_good(self, policy: Policy) -> str:
         """Which snapshot a restore of the unit would use and why (for status and

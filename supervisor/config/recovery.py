@@ -5,6 +5,7 @@ automatic repair, and the settings of the restore step.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from pydantic import (
@@ -60,6 +61,17 @@ class Preconditions(FrozenModel):
     )
 
 
+DEFAULT_DIFF_MASK = (
+    r"(?i)passw(or)?d",
+    r"(?i)secret",
+    r"(?i)token",
+    r"(?i)credential",
+    r"(?i)\bauth\w*",
+    r"(?i)[\w.-]*key\b",
+)
+"""What the alert's diff of a rollback masks by default (the rest of the line after it)."""
+
+
 class Restore(FrozenModel):
     """How the `restore` step puts a known-good configuration back."""
 
@@ -106,6 +118,34 @@ class Restore(FrozenModel):
         "Default 10.",
         examples=[10],
     )
+
+    rollback_window: Duration = Field(
+        default="10m",
+        validate_default=True,
+        description="When the unit turns unhealthy within this long after a change to the "
+        "restore paths (or, for a change made while it was stopped, after its next start), "
+        "the restarts that would only fail again are skipped: the first repair restores the "
+        "newest proven snapshot (if there is one and the ladder has restore). 0s turns it "
+        "off, up to 365d. Default 10m.",
+        examples=["10m", "0s"],
+    )
+    diff_mask: tuple[str, ...] = Field(
+        default=DEFAULT_DIFF_MASK,
+        description="Regular expressions (Python syntax, matched per line) of the alert's "
+        "diff of what a rollback changed: after a match, the rest of the line is shown as "
+        "****. Default: password, passwd, secret, token, credential, auth and *key settings.",
+        examples=[[r"(?i)\bpassword\b", r"(?i)^\s*ssl_key_pass"]],
+    )
+
+    @field_validator("diff_mask")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for index, pattern in enumerate(value):
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise located_error((index,), f"not a regular expression: {exc}") from None
+        return value
 
     @field_validator("source")
     @classmethod

@@ -114,6 +114,7 @@ class RepairDone:
     result: RepairResult
     detail: str
     took_ms: float
+    diff: str = ""  # for a restore: what it changed, as a masked unified diff
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,26 @@ class SnapshotDone:
     path: str
     error: str = ""
     known_good: str = ""
+    proven: bool = False  # a proven snapshot exists now
+
+
+@dataclass(frozen=True)
+class ConfigChanged:
+    """The content of a unit's restore paths changed (the shell's watcher saw it)."""
+
+    unit: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConfigWatched:
+    """The answer to `WatchConfig`: the restore paths are watched (or `error` says why
+    not), and whether a proven snapshot a rollback could restore exists."""
+
+    unit: str
+    proven: bool
+    known_good: str = ""
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -239,6 +260,8 @@ Event = (
     | FailoverJobDone
     | CanRecoverDone
     | SnapshotDone
+    | ConfigChanged
+    | ConfigWatched
     | SaveFailed
     | PoliciesLoaded
     | ReloadRefused
@@ -342,6 +365,20 @@ class Watch:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """Watch the unit's restore paths for changes (`ConfigChanged`); answer
+    `ConfigWatched`. Watching them again replaces the previous watch."""
+
+    unit: str
+    paths: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class UnwatchConfig:
+    unit: str
+
+
+@dataclass(frozen=True)
 class WatchBackup:
     """Watch a backup unit that has no policy of its own; answer `BackupWatched`."""
 
@@ -412,6 +449,8 @@ Action = (
     | RunCanRecover
     | TakeSnapshot
     | Watch
+    | WatchConfig
+    | UnwatchConfig
     | WatchBackup
     | Unwatch
     | StartChecks

@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.config import LoadedConfig, UnitProbe
 from supervisor.core import actions as ev
-from supervisor.core import cluster_host, failover_host, holds, ladder
+from supervisor.core import cluster_host, failover_host, holds, ladder, rollback_host
 from supervisor.core.actions import (
     LADDER,
     SNAPSHOT,
@@ -141,8 +141,12 @@ def _handle(tx: Tx, event: Event) -> None:
         case ev.SaveFailed(unit):
             if (state := tx.unit(unit)) is not None:
                 state.saved = None
-        case ev.SnapshotDone(unit, path, error, known_good):
-            _snapshot_done(tx, unit, path, error, known_good)
+        case ev.SnapshotDone(unit, path, error, known_good, proven):
+            _snapshot_done(tx, unit, path, error, known_good, proven)
+        case ev.ConfigChanged():
+            rollback_host.changed(tx, event)
+        case ev.ConfigWatched():
+            rollback_host.watched(tx, event)
         case ev.Starting(observe_until):
             tx.observe_until = observe_until
         case ev.Started():
@@ -195,6 +199,7 @@ def _started(tx: Tx) -> None:
     tx.started = True
     failover_host.start(tx)
     cluster_host.start(tx)
+    rollback_host.start(tx)
     for name in list(tx.units):
         state = tx.unit(name)
         assert state is not None
@@ -260,9 +265,10 @@ def _snapshot_due(tx: Tx, unit: str) -> None:
     arm_snapshot(tx, state)  # files may change later: look again
 
 
-def _snapshot_done(tx: Tx, unit: str, path: str, error: str, known_good: str) -> None:
+def _snapshot_done(tx: Tx, unit: str, path: str, error: str, known_good: str, proven: bool) -> None:
     if (state := tx.unit(unit)) is not None and known_good:
         state.known_good = known_good
+        state.proven = proven
     if error:
         tx.log("error", "cannot snapshot the configuration", unit=unit, error=error)
     elif path:
@@ -286,6 +292,7 @@ def _reload_refused(tx: Tx, problems: tuple[str, ...], caller: str) -> None:
 
 def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
     old, new = set(tx.units), set(loaded.policies)
+    before = {name: state.policy for name, state in tx.units.items()}
     watched_backups = failover_host.backups(tx)
     for unit in sorted(old - new):
         tx.actions.append(ev.Unwatch(unit))
@@ -324,6 +331,7 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
         tx.log("info", "now supervising", unit=unit)
     failover_host.policies_changed(tx, watched_backups)
     cluster_host.policies_changed(tx)
+    rollback_host.policies_changed(tx, before)
     tx.log("info", "policies reloaded", units=len(tx.units))
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from supervisor.config.values import format_duration
 from supervisor.core import actions as ev
-from supervisor.core import cluster_host, failover_host, guard, shadow
+from supervisor.core import cluster_host, failover_host, guard, rollback_host, shadow
 from supervisor.core.actions import PAUSE, Event
 from supervisor.core.health import Condition, describe
 from supervisor.core.holds import OBSERVE_RULE, Checked, hold_reason
@@ -30,7 +30,6 @@ from supervisor.core.recovery import (
     Skipped,
 )
 from supervisor.core.recovery import Event as LadderEvent
-from supervisor.core.recovery import step as recovery_step
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import RepairResult, Severity
@@ -44,6 +43,7 @@ _NOTICE_LEVEL = {
     Notice.EXHAUSTED: "error",
     Notice.ACTION_FAILED: "warning",
     Notice.HELD: "warning",
+    Notice.ROLLBACK: "warning",
 }
 
 
@@ -63,8 +63,7 @@ def handle(tx: Tx, event: Event) -> None:
 
 
 def feed(tx: Tx, state: UnitState, event: LadderEvent) -> None:
-    state.recovery, actions = recovery_step(state.policy.recovery, state.recovery, event, tx.now)
-    perform(tx, state, actions)
+    perform(tx, state, state.feed(event, tx.now))
 
 
 def perform(tx: Tx, state: UnitState, actions: list[Action]) -> None:
@@ -118,6 +117,15 @@ def _report(tx: Tx, state: UnitState, report: Report) -> None:
     state.last_event = f"{report.notice.value}: {report.detail}"
     tx.status_changed()
     match report.notice:
+        case Notice.ROLLBACK:
+            tx.alert(
+                state,
+                AlertKind.ROLLBACK,
+                Severity.WARNING,
+                f"{unit}: rolling back to its last proven configuration",
+                f"{unit} is {state.condition.value}; {report.detail}. The restored files are "
+                "validated before the restart; the diff follows with the result.",
+            )
         case Notice.ATTEMPTS_RESET:
             failover_host.primary_stable(tx, state)
         case Notice.EXHAUSTED:
@@ -222,7 +230,8 @@ def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
             AlertKind.RESULT.numbered(done.rung, done.attempt),
             Severity.INFO if done.result is RepairResult.DONE else Severity.WARNING,
             f"{done.rung} {unit}: {done.result}",
-            f"{done.detail}. Next: judged again after {settle:g}s.",
+            f"{done.detail}. Next: judged again after {settle:g}s."
+            + rollback_host.result_text(done),
         )
     if done.result is RepairResult.SKIPPED:
         allowed_at = state.allowed_at if state is not None else None
@@ -236,6 +245,7 @@ def _repair_done(tx: Tx, done: ev.RepairDone) -> None:
     if state.recovered_pending and state.condition in (Condition.HEALTHY, Condition.DEGRADED):
         announce_recovered(tx, state, after_result=True)
     state.recovered_pending = False
+    rollback_host.restored(state, done)
     fields = {"unit": unit, "action": done.rung, "attempt": attempt}
     match done.result:
         case RepairResult.DONE:

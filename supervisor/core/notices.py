@@ -24,6 +24,7 @@ class AlertKind(enum.Enum):
     THAWED = "thawed"
     ACTION = "action"
     RESULT = "result"
+    ROLLBACK = "rollback"
     FAILOVER_STARTED = "failover-started"
     FAILOVER_DONE = "failover-done"
     BACKUP_FAILED = "backup-failed"

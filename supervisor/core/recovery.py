@@ -160,6 +160,7 @@ class Notice(enum.Enum):
     ACTION_FAILED = "action-failed"
     ATTEMPTS_RESET = "attempts-reset"
     EPISODE_ABANDONED = "episode-abandoned"
+    ROLLBACK = "rollback"  # the rung asked for became restore (`core.rollback`)
 
 
 @dataclass(frozen=True)

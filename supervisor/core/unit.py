@@ -26,6 +26,8 @@ from supervisor.core.health import (
     unit_health,
 )
 from supervisor.core.recovery import Action, Event, Observed, RecoveryState, RunRung, step
+from supervisor.core.rollback import ConfigChange, redirect, seen_start
+from supervisor.core.rollback import reason as rollback_reason
 
 RUNNING_STATES = ("active", "reloading")
 
@@ -74,6 +76,8 @@ class UnitState:
     applying_since: float | None = None  # a start or reload under way began then
     applied_at: float | None = None  # the last successful start or reload began then
     known_good: str = ""  # which snapshot a restore would use, and why
+    proven: bool = False  # a proven snapshot exists: a rollback may restore it
+    config_change: ConfigChange | None = None  # the latest change to the restore paths
     _context: ProbeContext | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -145,9 +149,12 @@ class UnitState:
             return
         if active in ("activating", "reloading"):
             self.applying_since = now
+            if active == "activating":
+                self.config_change = seen_start(self.config_change, now)
         elif active == "active" and before is not None:
             began = self.applying_since if before in ("activating", "reloading") else None
             self.applied_at = began if began is not None else now
+            self.config_change = seen_start(self.config_change, self.applied_at)
             self.applying_since = None
         elif active in ("failed", "inactive"):
             self.applying_since = None
@@ -168,7 +175,12 @@ class UnitState:
         return cached
 
     def feed(self, event: Event, now: float) -> list[Action]:
-        self.recovery, actions = step(self.policy.recovery, self.recovery, event, now)
+        """Step the ladder; a rung it asks for may become a rollback (`core.rollback`)."""
+        spec = self.policy.recovery
+        self.recovery, actions = step(spec, self.recovery, event, now)
+        if any(isinstance(action, RunRung) for action in actions):
+            why = rollback_reason(spec, self.config_change, self.proven, now)
+            self.recovery, actions = redirect(spec, self.recovery, actions, why)
         return actions
 
     @property

@@ -102,6 +102,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._status_pending = False
         ports.manager.listen(self._on_unit_change)
+        if ports.changes is not None:
+            ports.changes.listen(self._on_config_change)
 
     # -- the one way in ------------------------------------------------------------------
 
@@ -128,6 +130,9 @@ class Daemon:
 
     def _on_unit_change(self, snapshot: UnitSnapshot) -> None:
         self.feed(act.UnitChanged(snapshot))
+
+    def _on_config_change(self, unit: str, paths: tuple[str, ...]) -> None:
+        self.feed(act.ConfigChanged(unit, paths))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -201,6 +206,8 @@ class Daemon:
         await ports.manager.close()
         await ports.probes.close()
         await ports.alerts.close()
+        if ports.changes is not None:
+            await ports.changes.close()
         bus_task.cancel()
         for task in list(self.performer.tasks):
             task.cancel()

@@ -20,7 +20,7 @@ from supervisor.core.actions import Action, Event
 from supervisor.core.failover import Verb
 from supervisor.core.shadow import NOT_RUN
 from supervisor.core.state import HostState
-from supervisor.core.values import RepairResult
+from supervisor.core.values import RepairResult, Rung
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.ports import ClusterPort, Ports
 from supervisor.daemon.preconditions import failing_precondition
@@ -102,6 +102,11 @@ class Performer:
                 self.spawn(self._can_recover(unit, argv))
             case act.TakeSnapshot():
                 self.spawn(self._snapshot(action))
+            case act.WatchConfig():
+                self.spawn(self._watch_config(action))
+            case act.UnwatchConfig(unit):
+                if self.ports.changes is not None:
+                    self.ports.changes.unwatch(unit)
             case act.WatchBackup(unit):
                 self.spawn(self.watch_backup(unit))
             case act.Unwatch(unit):
@@ -175,6 +180,8 @@ class Performer:
         outcome = await self.ports.repairs.perform(
             state.policy, action.rung, action.unit_failed, self.ports.clock()
         )
+        if action.rung is Rung.RESTORE and self.ports.changes is not None:
+            await self.ports.changes.quiet(action.unit)  # our own writes are no change
         took_ms = round((loop.time() - started) * 1000, 1)
         self.metrics.repaired(action.unit, action.rung.value, outcome.result.value)
         self._feed(
@@ -186,6 +193,7 @@ class Performer:
                 outcome.result,
                 outcome.detail,
                 took_ms,
+                outcome.diff,
             )
         )
 
@@ -238,8 +246,31 @@ class Performer:
                 healthy_since=take.healthy_since,
             )
             known_good = await repairs.known_good(state.policy)
+            proven = await repairs.proven(state.policy)
         except (OSError, SupervisorError) as exc:
             self._feed(act.SnapshotDone(take.unit, "", str(exc)))
             return
         path = str(taken) if taken is not None else ""
-        self._feed(act.SnapshotDone(take.unit, path, known_good=known_good))
+        self._feed(act.SnapshotDone(take.unit, path, known_good=known_good, proven=proven))
+
+    async def _watch_config(self, action: act.WatchConfig) -> None:
+        """Watch the restore paths, then say whether a rollback has a snapshot to use."""
+        state = self._state().units.get(action.unit)
+        changes = self.ports.changes
+        if state is None:
+            return
+        error = ""
+        if changes is None:
+            error = "this daemon has no watcher of restore paths"
+        else:
+            try:
+                await changes.watch(action.unit, action.paths)
+            except (OSError, SupervisorError) as exc:
+                error = str(exc)
+        try:
+            proven = await self.ports.repairs.proven(state.policy)
+            known_good = await self.ports.repairs.known_good(state.policy)
+        except (OSError, SupervisorError) as exc:
+            proven, known_good = False, ""
+            error = error or str(exc)
+        self._feed(act.ConfigWatched(action.unit, proven, known_good, error))

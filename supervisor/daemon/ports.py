@@ -55,6 +55,20 @@ class RepairPort(Protocol):
         healthy_since: float | None = None,
     ) -> Path | None: ...
     async def known_good(self, policy: Policy) -> str: ...
+    async def proven(self, policy: Policy) -> bool: ...
+
+
+class ConfigWatchPort(Protocol):
+    """Watches restore paths; calls back (unit, paths) when their content changed."""
+
+    def listen(self, on_change: Callable[[str, tuple[str, ...]], None]) -> None: ...
+    async def watch(self, unit: str, paths: tuple[str, ...]) -> None: ...
+    def unwatch(self, unit: str) -> None: ...
+    async def quiet(self, unit: str) -> None:
+        """The daemon itself wrote the paths: what is there now is no change."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class Probes(Protocol):
@@ -180,3 +194,5 @@ class Ports:
     """Builds the cluster driver (config, this host's name, unit TTLs, jobs, feed)."""
     http: Callable[[Any], ControlServer] | None = None
     """Builds the HTTP listener and textfile writer for a daemon, when configured."""
+    changes: ConfigWatchPort | None = None
+    """Watches restore paths for change-aware rollback (None: changes are not seen)."""

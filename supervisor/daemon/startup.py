@@ -25,6 +25,7 @@ from supervisor.daemon.preconditions import LocalHost
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.logs import configure_logging
 from supervisor.repairs import Repairs
+from supervisor.restore.watcher import ChangeWatcher
 from supervisor.store import Store
 from supervisor.store_async import AsyncStore
 from supervisor.systemd.manager import SystemdManager
@@ -94,6 +95,7 @@ def real_ports(options: DaemonOptions, loaded: LoadedConfig, store: AsyncStore) 
             if http.listen is not None or textfile is not None
             else None
         ),
+        changes=ChangeWatcher(),
     )
 
 

@@ -225,6 +225,7 @@ class FakeRepairs(Repairs):
         self.timeline = timeline
         self.origin = timeline.origin
         self.restore_ok = True
+        self.proven_units: set[str] = set()  # units with a proven snapshot
 
     async def restore(self, policy: Policy, unit_failed: bool, now: float) -> Outcome:
         if policy.recovery.restore is None:
@@ -250,6 +251,9 @@ class FakeRepairs(Repairs):
 
     async def known_good(self, policy: Policy) -> str:
         return "no known-good snapshot (fake)"
+
+    async def proven(self, policy: Policy) -> bool:
+        return policy.unit in self.proven_units
 
 
 class FakeProbes:

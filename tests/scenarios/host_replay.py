@@ -25,6 +25,8 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
       - {at: 9s, host: {disk: 95, memory: 20}}
       - {at: 9s, can_recover: {web.service: false}}
       - {at: 9s, restore: failing}                       # or working
+      - {at: 9s, config_changed: web.service}            # its restore paths changed
+    proven: [web.service]        # units with a proven snapshot (for a rollback)
     until: 10m
 
 The daemon runs on a virtual-time event loop: every timer fires at its exact time
@@ -50,6 +52,7 @@ from supervisor.config.values import parse_duration
 from supervisor.daemon import Daemon, DaemonOptions
 from supervisor.daemon.loop import Stored
 from supervisor.daemon.ports import Ports
+from supervisor.testing.fake_changes import FakeChanges
 from supervisor.testing.fake_cluster import FakeCluster, FakeEtcd
 from supervisor.testing.fakes import (
     FakeAlerts,
@@ -95,6 +98,8 @@ class World:
         self.commands = FakeCommands(self.timeline)
         self.host = FakeHost()
         self.repairs = FakeRepairs(self.systemd, self.timeline)
+        self.repairs.proven_units.update(spec.get("proven") or ())
+        self.changes = FakeChanges(self.timeline)
         self.etcd = FakeEtcd(self.timeline, self.clock)
         self.config_dir = config_dir
         self.shadow = bool(spec.get("shadow", False))
@@ -129,6 +134,7 @@ class World:
             hostname=HOSTNAME,
             log_level=lambda level: self.timeline.add(f"log level: {level}"),
             cluster=self._cluster,
+            changes=self.changes,
         )
         options = DaemonOptions(
             self.config_dir, self.config_dir / "state", Path("/nonexistent"), dry_run=self.shadow
@@ -212,6 +218,8 @@ async def _apply(world: World, daemon: Daemon, raw: dict[str, Any]) -> None:
         world.timeline.add(f"world: disk {world.host.disk:g}% memory {world.host.memory:g}%")
     elif "can_recover" in raw:
         world.commands.ok.update(raw["can_recover"])
+    elif "config_changed" in raw:
+        world.changes.change(raw["config_changed"])
     elif "restore" in raw:
         world.repairs.restore_ok = raw["restore"] == "working"
     elif "etcd" in raw:
