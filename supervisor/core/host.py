@@ -145,6 +145,7 @@ def _handle(tx: Tx, event: Event) -> None:
             _snapshot_done(tx, unit, path, error, known_good, proven)
         case ev.ConfigChanged():
             rollback_host.changed(tx, event)
+            ladder.redirect_asked(tx, event.unit)
         case ev.ConfigWatched():
             rollback_host.watched(tx, event)
         case ev.Starting(observe_until):

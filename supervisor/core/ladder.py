@@ -30,6 +30,8 @@ from supervisor.core.recovery import (
     Skipped,
 )
 from supervisor.core.recovery import Event as LadderEvent
+from supervisor.core.rollback import reason as rollback_reason
+from supervisor.core.rollback import redirect
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import RepairResult, Severity
@@ -76,6 +78,24 @@ def perform(tx: Tx, state: UnitState, actions: list[Action]) -> None:
                 _report(tx, state, action)
     tx.save(state)
     tx.schedule_ladder(state)
+
+
+def redirect_asked(tx: Tx, unit: str) -> None:
+    """The restore paths changed while a rung's preconditions are read: if that makes
+    it a rollback (`core.rollback`), the rung asked for becomes restore before it runs."""
+    state = tx.unit(unit)
+    if state is None or state.asked is None:
+        return
+    spec = state.policy.recovery
+    why = rollback_reason(spec, state.config_change, state.proven, tx.now)
+    state.recovery, actions = redirect(spec, state.recovery, [state.asked], why)
+    for action in actions:
+        match action:
+            case RunRung():
+                state.asked = action
+            case Report():
+                _report(tx, state, action)
+    tx.save(state)
 
 
 def next_steps(tx: Tx, state: UnitState) -> str:

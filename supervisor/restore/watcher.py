@@ -163,6 +163,13 @@ class ChangeWatcher:
             watched.poller.cancel()
         self._drop_watches(watched)
 
+    def method(self, unit: str) -> str:
+        """How the unit's paths are watched: inotify, polling, or "" (not watched)."""
+        watched = self._units.get(unit)
+        if watched is None:
+            return ""
+        return "polling" if watched.poller is not None else "inotify"
+
     async def quiet(self, unit: str) -> None:
         """The daemon wrote the paths itself (a restore): what is there now is not a
         change. Waits for a fingerprint in progress, so none reports the write after."""
