@@ -171,14 +171,14 @@ def test_a_change_then_a_failure_restores_first_and_the_result_carries_the_diff(
     diff = "--- /etc/nginx/nginx.conf (found)\n+++ /etc/nginx/nginx.conf (restored)\n-bad\n+good\n"
     done = RepairDone(UNIT, Rung.RESTORE, 1, 3, RepairResult.DONE, "restored", 5.0, diff)
     state, actions = run([(20.5, done)], state)
-    result = [a.alert for a in actions if isinstance(a, SendAlert)][0]
+    result = next(a.alert for a in actions if isinstance(a, SendAlert))
     assert result.event == "result:restore#1" and "-bad\n+good" in result.body
     assert state.units[UNIT].config_change is None  # the change is undone
 
 
 def test_a_change_seen_while_the_restart_waits_for_its_preconditions_turns_it() -> None:
     # The D-Bus signal of the failure can beat the watcher: the restart is not run yet.
-    state, actions = run(
+    _, actions = run(
         [
             *START,
             (20.0, UnitChanged(snapshot("failed", "failed", "exit-code"))),
