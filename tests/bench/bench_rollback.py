@@ -45,6 +45,10 @@ guard:
 """
 
 
+def restores_done(lab: Lab) -> int:
+    return len([m for m in history(lab, SOCKET, ("result",)) if "restore done" in m])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=10)
@@ -69,14 +73,11 @@ def main() -> int:
         rollback_ms: list[float] = []
         start_ms: list[float] = []
         for n in range(rounds):
-            done = len([m for m in history(lab, SOCKET, ("result",)) if "restore done" in m])
+            done = restores_done(lab)
             failures = len(failures_us(lab))
             break_and_restart(lab, tree, PORT, SOCKET)
             lab.wait_for(
-                lambda done=done: (
-                    len([m for m in history(lab, SOCKET, ("result",)) if "restore done" in m])
-                    > done
-                ),
+                lambda: restores_done(lab) > done,  # noqa: B023 - called in this round
                 timeout=30,
                 interval=0.1,
                 what=f"round {n + 1}: the rollback",

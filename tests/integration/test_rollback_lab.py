@@ -88,6 +88,7 @@ def test_a_broken_config_is_rolled_back_at_once_with_a_masked_diff(lab: Lab, tre
         return found[0].replace("\r\n", "\n") if found else None
 
     text = lab.wait_for(the_mail, timeout=20, interval=0.2, what="the mail with the diff")
+    assert text is not None
     assert f"+++ {tree.site} (restored)" in text
     assert "-    listen 127.0.0.1:8421\n" in text and "+    listen 127.0.0.1:8421;\n" in text
     assert "db_password = ****" in text and PLANTED not in text
