@@ -128,6 +128,7 @@ class ChangeWatcher:
     def __init__(self, *, poll_every: float = POLL_EVERY, use_inotify: bool = True) -> None:
         self._on_change: OnChange = lambda unit, paths: None
         self._units: dict[str, _Watched] = {}
+        self._by_wd: dict[int, set[str]] = {}  # watch -> the units that watch it
         self._poll_every = poll_every
         self._inotify: _Inotify | None = None
         self._use_inotify = use_inotify
@@ -146,7 +147,8 @@ class ChangeWatcher:
         inotify = self._start_inotify()
         if inotify is not None:
             try:
-                await asyncio.to_thread(self._add_watches, inotify, watched)
+                found = await asyncio.to_thread(_find_watches, inotify, named)
+                self._merge(watched, found)
                 return
             except OSError as exc:
                 self._drop_watches(watched)
@@ -205,43 +207,21 @@ class ChangeWatcher:
             asyncio.get_running_loop().add_reader(self._inotify.fd, self._readable)
         return self._inotify
 
-    def _add_watches(self, inotify: _Inotify, watched: _Watched) -> None:
-        """Watch each named path's parent (for its name) and every directory at or below
-        a named path; opened by the restore walk, so no symlink is followed."""
-        for path in _named(watched.paths):
-            parent, name = posixpath.split(path)
-            try:
-                parent_fd = open_dir(parent)
-            except FileNotFoundError:
-                continue  # a parent missing now: polling would not see more
-            with opened(parent_fd):
-                wd = inotify.add(parent_fd)
-                names = watched.watches.get(wd, frozenset())
-                if names is not None:
-                    watched.watches[wd] = names | {name}
-                self._add_tree(inotify, watched, parent_fd, name, path)
-
-    def _add_tree(
-        self, inotify: _Inotify, watched: _Watched, dir_fd: int, name: str, shown: str
-    ) -> None:
-        entry = open_entry(dir_fd, name, shown)
-        if entry is None:
-            return
-        with entry:
-            if entry.kind != "dir" or entry.fd is None:
-                return  # a file, or a symlink: never followed
-            watched.watches[inotify.add(entry.fd)] = None
-            for child in sorted(os.listdir(entry.fd)):
-                self._add_tree(inotify, watched, entry.fd, child, f"{shown}/{child}")
+    def _merge(self, watched: _Watched, found: dict[int, frozenset[str] | None]) -> None:
+        """Keep the watches `_find_watches` added (in a thread), here on the loop."""
+        for wd, names in found.items():
+            have = watched.watches.get(wd, frozenset())
+            watched.watches[wd] = None if have is None or names is None else have | names
+            self._by_wd.setdefault(wd, set()).add(watched.unit)
 
     def _drop_watches(self, watched: _Watched) -> None:
-        inotify = self._inotify
-        if inotify is None:
-            return
-        still = {wd for other in self._units.values() for wd in other.watches}
         for wd in watched.watches:
-            if wd not in still:
-                inotify.remove(wd)
+            units = self._by_wd.get(wd, set())
+            units.discard(watched.unit)
+            if not units:
+                self._by_wd.pop(wd, None)
+                if self._inotify is not None:
+                    self._inotify.remove(wd)
         watched.watches.clear()
 
     def _readable(self) -> None:
@@ -254,15 +234,16 @@ class ChangeWatcher:
             log.error("cannot read inotify events", error=str(exc))
             return
         for wd, mask, name in events:
-            for watched in self._units.values():
-                if mask & _IN_Q_OVERFLOW:
+            if mask & _IN_Q_OVERFLOW:
+                for watched in self._units.values():
                     self._soon(watched)  # events were lost: look at every unit
-                    continue
-                if wd not in watched.watches:
-                    continue
-                names = watched.watches[wd]
+                continue
+            for unit in list(self._by_wd.get(wd, ())):
+                watched = self._units[unit]
+                names = watched.watches.get(wd, frozenset())
                 if mask & _IN_IGNORED:
-                    del watched.watches[wd]  # the directory is gone; its parent says so
+                    watched.watches.pop(wd, None)  # the directory is gone; its parent says so
+                    self._by_wd.pop(wd, None)
                 elif names is None or name in names:
                     self._soon(watched)
 
@@ -283,9 +264,10 @@ class ChangeWatcher:
                 return  # unwatched meanwhile
             try:
                 digest = await asyncio.to_thread(fingerprint, watched.paths)
-                if rewatch and self._inotify is not None:
+                if rewatch and (inotify := self._inotify) is not None:
                     # New subdirectories, a file replaced by a directory: watch them too.
-                    await asyncio.to_thread(self._add_watches, self._inotify, watched)
+                    found = await asyncio.to_thread(_find_watches, inotify, watched.paths)
+                    self._merge(watched, found)
             except (SupervisorError, OSError) as exc:
                 if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
                     log.warning("out of inotify watches", unit=watched.unit)
@@ -301,3 +283,38 @@ class ChangeWatcher:
         while True:
             await asyncio.sleep(self._poll_every)
             await self._check(watched)
+
+
+Watches = dict[int, frozenset[str] | None]
+
+
+def _find_watches(inotify: _Inotify, paths: Sequence[str]) -> Watches:
+    """Watch each named path's parent (for its name) and every directory at or below a
+    named path, all opened by the restore walk, so no symlink is followed; returns
+    watch -> the names that matter in it (None: every name). Blocks: call in a thread."""
+    found: Watches = {}
+    for path in _named(paths):
+        parent, name = posixpath.split(path)
+        try:
+            parent_fd = open_dir(parent)
+        except FileNotFoundError:
+            continue  # a parent missing now: polling would not see more
+        with opened(parent_fd):
+            wd = inotify.add(parent_fd)
+            names = found.get(wd, frozenset())
+            if names is not None:
+                found[wd] = names | {name}
+            _find_tree(inotify, parent_fd, name, path, found)
+    return found
+
+
+def _find_tree(inotify: _Inotify, dir_fd: int, name: str, shown: str, found: Watches) -> None:
+    entry = open_entry(dir_fd, name, shown)
+    if entry is None:
+        return
+    with entry:
+        if entry.kind != "dir" or entry.fd is None:
+            return  # a file, or a symlink: never followed
+        found[inotify.add(entry.fd)] = None
+        for child in sorted(os.listdir(entry.fd)):
+            _find_tree(inotify, entry.fd, child, f"{shown}/{child}", found)

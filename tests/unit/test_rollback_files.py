@@ -147,3 +147,22 @@ async def test_a_symlink_on_the_way_is_refused_and_never_followed(tmp_path: Path
             await watcher.watch("web.service", (str(tmp_path / "link" / "app.conf"),))
     finally:
         await watcher.close()
+
+
+async def test_units_sharing_a_directory_each_hear_of_their_own_files(tmp_path: Path) -> None:
+    (tmp_path / "a.conf").write_text("a\n")
+    (tmp_path / "b.conf").write_text("b\n")
+    watcher = ChangeWatcher()
+    queue = await _changes(watcher)
+    await watcher.watch("a.service", (str(tmp_path / "a.conf"),))
+    await watcher.watch("b.service", (str(tmp_path / "b.conf"),))
+    try:
+        (tmp_path / "b.conf").write_text("b2\n")
+        assert (await asyncio.wait_for(queue.get(), 5))[0] == "b.service"
+        watcher.unwatch("b.service")  # the shared directory stays watched for a
+        (tmp_path / "a.conf").write_text("a2\n")
+        assert (await asyncio.wait_for(queue.get(), 5))[0] == "a.service"
+        await asyncio.sleep(0.2)
+        assert queue.empty()
+    finally:
+        await watcher.close()
