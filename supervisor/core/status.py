@@ -64,6 +64,15 @@ def unit_rows(state: HostState, now: float) -> list[dict[str, object]]:
                 "cluster": cluster_host.status(state.clusters, unit, now),
                 "policy": str(state.loaded.sources.get(unit, "")),
                 "last_known_good": sup.known_good,
+                "config_changed": (
+                    {
+                        "at": change.at,
+                        "paths": list(change.paths),
+                        "while_stopped": change.while_stopped,
+                    }
+                    if (change := sup.config_change) is not None
+                    else None
+                ),
                 "checks": [
                     {
                         "name": check.name,

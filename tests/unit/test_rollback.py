@@ -28,6 +28,7 @@ from supervisor.core.actions import (
 from supervisor.core.recovery import Notice, RecoveryState, Report, RunRung
 from supervisor.core.rollback import ConfigChange, reason, redirect, seen_start
 from supervisor.core.state import HostState
+from supervisor.core.status import unit_rows
 from supervisor.core.values import RepairResult, Rung, UnitSnapshot
 
 UNIT = "web.service"
@@ -166,6 +167,8 @@ def test_a_change_then_a_failure_restores_first_and_the_result_carries_the_diff(
         ]
     )
     assert rungs(actions) == ["restore"]
+    row = unit_rows(state, 20.2)[0]
+    assert row["config_changed"] == {"at": 10.0, "paths": ["/etc/nginx"], "while_stopped": False}
     titles = [a.alert.event for a in actions if isinstance(a, SendAlert)]
     assert "rollback" in titles
     diff = "--- /etc/nginx/nginx.conf (found)\n+++ /etc/nginx/nginx.conf (restored)\n-bad\n+good\n"
@@ -174,6 +177,7 @@ def test_a_change_then_a_failure_restores_first_and_the_result_carries_the_diff(
     result = next(a.alert for a in actions if isinstance(a, SendAlert))
     assert result.event == "result:restore#1" and "-bad\n+good" in result.body
     assert state.units[UNIT].config_change is None  # the change is undone
+    assert unit_rows(state, 21.0)[0]["config_changed"] is None
 
 
 def test_a_change_seen_while_the_restart_waits_for_its_preconditions_turns_it() -> None:
