@@ -28,6 +28,7 @@ from supervisor.core.notices import AlertKind
 from supervisor.core.observe import arm_snapshot, expire_flapping, on_result, on_unit_change
 from supervisor.core.recovery import ActionFinished, Phase, RecoveryState, Resume, Tick
 from supervisor.core.recovery import step as recovery_step
+from supervisor.core.rollback import ConfigChange
 from supervisor.core.state import HostState, Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity
@@ -71,6 +72,8 @@ def _resume_stored(tx: Tx, stored: dict[str, dict[str, Any]]) -> None:
                 state.policy.recovery, recovery, ActionFinished(True), tx.now
             )
         state.recovery = dataclasses.replace(recovery, condition=Condition.UNKNOWN)
+        if "config_change" in doc:
+            state.config_change = ConfigChange.from_dict(doc["config_change"])
         tx.log(
             "info",
             "resumed stored state",
@@ -88,6 +91,8 @@ def checked_unit_doc(unit: str, doc: dict[str, Any]) -> dict[str, Any]:
         RecoveryState.from_dict(doc["recovery"])
     if "failover" in doc:
         FailoverState.from_dict(doc["failover"])
+    if "config_change" in doc:
+        ConfigChange.from_dict(doc["config_change"])
     return doc
 
 

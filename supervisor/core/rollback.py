@@ -20,7 +20,9 @@ The redirected rung goes through the holds and the guard like any other. No cloc
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, replace
+from typing import Any
 
 from supervisor.config import Recovery
 from supervisor.core.recovery import Action, Notice, RecoveryState, Report, RunRung
@@ -35,6 +37,23 @@ class ConfigChange:
     paths: tuple[str, ...]
     while_stopped: bool = False  # made while the unit was not running
     started_at: float | None = None  # for such a change: the unit's next start began then
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe, for the store."""
+        doc = dataclasses.asdict(self)
+        doc["paths"] = list(self.paths)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> ConfigChange:
+        """Raises ValueError, TypeError or KeyError for a document that does not parse."""
+        started = doc.get("started_at")
+        return cls(
+            at=float(doc["at"]),
+            paths=tuple(str(path) for path in doc["paths"]),
+            while_stopped=bool(doc.get("while_stopped", False)),
+            started_at=float(started) if started is not None else None,
+        )
 
     def window_opens(self, now: float) -> float:
         if not self.while_stopped:

@@ -55,6 +55,7 @@ def policies_changed(tx: Tx, before: Mapping[str, Policy]) -> None:
         state = tx.unit(name)
         assert state is not None
         state.config_change = None  # a change to other paths says nothing of these
+        tx.save(state)
         if now:
             tx.actions.append(ev.WatchConfig(name, now))
         else:
@@ -75,6 +76,7 @@ def changed(tx: Tx, event: ev.ConfigChanged) -> None:
     while_stopped = " while the unit is not running" if stopped else ""
     tx.log("info", "configuration changed", unit=state.unit, paths=paths, running=not stopped)
     tx.history(state.unit, "restore", f"configuration changed{while_stopped}: {paths}")
+    tx.save(state)  # a daemon restarted within the window still rolls back
 
 
 def watched(tx: Tx, event: ev.ConfigWatched) -> None:

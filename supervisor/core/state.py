@@ -263,15 +263,19 @@ class Tx:
     # -- persistence and the guard --------------------------------------------------------
 
     def save(self, unit: UnitState) -> None:
-        """Store the unit's ladder (and failover) state if it changed since last saved."""
+        """Store the unit's ladder (and failover) state, and the latest change to its
+        restore paths, if any of them changed since last saved."""
         fo = self.failovers.get(unit.unit)
-        if (unit.recovery, fo) == unit.saved:
+        change = unit.config_change
+        if (unit.recovery, fo, change) == unit.saved:
             return
         doc: dict[str, Any] = {"recovery": unit.recovery.to_dict()}
         if fo is not None:
             doc["failover"] = fo.to_dict()
+        if change is not None:
+            doc["config_change"] = change.to_dict()
         self.actions.append(SaveUnit(unit.unit, doc))
-        unit.saved = (unit.recovery, fo)
+        unit.saved = (unit.recovery, fo, change)
 
     def schedule_ladder(self, unit: UnitState) -> None:
         self.set_timer((LADDER, unit.unit), unit.deadline)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from supervisor.config.loader import LoadedConfig
 from supervisor.config.main import MainConfig
 from supervisor.config.policy import Policy
@@ -19,6 +21,7 @@ from supervisor.core.actions import (
     PreconditionsChecked,
     RepairDone,
     RunRepair,
+    SaveUnit,
     SendAlert,
     Started,
     UnitChanged,
@@ -215,3 +218,19 @@ def test_without_a_change_the_ladder_restarts_first() -> None:
         ]
     )
     assert rungs(actions) == ["restart"]
+
+
+def test_the_change_is_stored_with_the_unit_and_taken_up_after_a_restart() -> None:
+    _, actions = run([*START, (10.0, ConfigChanged(UNIT, ("/etc/nginx",)))])
+    saved = [a.doc for a in actions if isinstance(a, SaveUnit)][-1]
+    assert saved["config_change"] == {
+        "at": 10.0,
+        "paths": ["/etc/nginx"],
+        "while_stopped": False,
+        "started_at": None,
+    }
+    assert host.checked_unit_doc(UNIT, saved) == saved
+    again, _ = host.initial(loaded(), {UNIT: saved}, {}, hostname="h", dry_run=False, now=15.0)
+    assert again.units[UNIT].config_change == ConfigChange(10.0, ("/etc/nginx",))
+    with pytest.raises((ValueError, TypeError, KeyError)):
+        host.checked_unit_doc(UNIT, {**saved, "config_change": {"paths": []}})
