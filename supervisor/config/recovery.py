@@ -144,7 +144,9 @@ class Restore(FrozenModel):
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise located_error((index,), f"not a regular expression: {exc}") from None
+                raise located_error(
+                    (index,), f"{pattern!r} is not a regular expression: {exc}"
+                ) from None
         return value
 
     @field_validator("source")

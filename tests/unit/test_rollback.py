@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from supervisor.config.loader import LoadedConfig
 from supervisor.config.main import MainConfig
@@ -81,6 +82,13 @@ def test_a_change_while_stopped_counts_from_the_next_start() -> None:
     assert reason(recovery(), started, True, 50_000.0 + 601) is None
     running = ConfigChange(1000.0, ("/etc/nginx",))
     assert seen_start(running, 2000.0) == running  # made while running: counts from itself
+
+
+def test_a_diff_mask_that_is_no_regular_expression_is_refused_by_name() -> None:
+    with pytest.raises(ValidationError, match=r"'\(unclosed' is not a regular expression"):
+        recovery(diff_mask=["(?i)token", "(unclosed"])
+    restore = recovery().restore
+    assert restore is not None and restore.rollback_window == 600.0  # 10m by default
 
 
 # -- redirect: the rung asked for becomes restore ---------------------------------------------
