@@ -13,7 +13,7 @@ import pytest
 
 from supervisor.testing.lab import Lab
 from tests.integration.test_alerts_lab import ASSETS, mails
-from tests.lab_units import ROOMY_GUARD, SOCKET, install_daemon, write_config
+from tests.lab_units import ROOMY_GUARD, SOCKET, daemon_log, install_daemon, write_config
 from tests.rollback_lab import (
     PLANTED,
     UNIT,
@@ -93,6 +93,8 @@ def test_a_broken_config_is_rolled_back_at_once_with_a_masked_diff(lab: Lab, tre
     assert "-    listen 127.0.0.1:8421\n" in text and "+    listen 127.0.0.1:8421;\n" in text
     assert "db_password = ****" in text and PLANTED not in text
     assert "rolling back" in "\n".join(mails(tree.root))
+    logged = [str(entry.get("MESSAGE", "")) for entry in daemon_log(lab)]
+    assert not [m for m in logged if "inotify" in m]  # watched by inotify, not polled
     failure_to_start_ms, nginx_start_ms = rollback_figure_ms(lab, failures)
     print(f"\nfirst failure -> restored nginx starting: {failure_to_start_ms:.0f} ms "
           f"(nginx's own start: {nginx_start_ms:.0f} ms)")  # fmt: skip
