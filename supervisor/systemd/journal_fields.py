@@ -27,6 +27,8 @@ FIELDS: Mapping[str, str] = {
     "MESSAGE_ID": "The kind of event, for journalctl MESSAGE_ID=...: see MESSAGE IDS.",
     "UNIT": "The systemd unit the record is about, e.g. nginx.service.",
     "UNTIL": "When a timed pause ends (seconds since the epoch).",
+    "PATHS": "The restore paths whose content changed (a rollback may follow).",
+    "RUNNING": "Whether the unit was running when its restore paths changed.",
     "KEY": "The etcd key a cluster record is about.",
     "HOLDER": "The host that holds a clustered unit, as this host sees it.",
     "TOKEN": "A clustered unit's fencing token (its leader key's create revision).",
