@@ -148,6 +148,27 @@ class Flapping(FrozenModel):
         return self
 
 
+class Incidents(FrozenModel):
+    """Failures of units that depend on a failed unit, grouped into one incident."""
+
+    window: Duration = Field(
+        default="10s",
+        validate_default=True,
+        description="A unit that fails within this time of a unit it depends on (through "
+        "systemd's Requires=, BindsTo=, PartOf= or After=), before or after it, is a symptom: "
+        "its repair waits for the root's. 0s turns grouping off. 0s to 365d. Default 10s.",
+        examples=["10s"],
+    )
+    gather: Duration = Field(
+        default="3s",
+        validate_default=True,
+        description="How long the first alert of a unit with supervised dependents or "
+        "dependencies waits, so that it can name the symptoms (repairs do not wait). "
+        "0s to 365d. Default 3s.",
+        examples=["3s"],
+    )
+
+
 class GuardConfig(FrozenModel):
     """Host-wide safety limits on automatic repair."""
 
@@ -180,6 +201,11 @@ class GuardConfig(FrozenModel):
         default_factory=Flapping,
         description="Flap detection. Default {window: 10m, high: 50%, low: 25%}.",
         examples=[{"window": "10m", "high": "50%", "low": "25%"}],
+    )
+    incidents: Incidents = Field(
+        default_factory=Incidents,
+        description="Incident grouping by systemd dependencies. Default {window: 10s, gather: 3s}.",
+        examples=[{"window": "10s", "gather": "3s"}],
     )
 
     @field_validator("protected")

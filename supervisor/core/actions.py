@@ -8,6 +8,7 @@ an action and feeds its outcome back as an event, h11-style.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ GUARD = "guard"
 FLAPPING = "flapping"
 CLUSTER = "cluster"
 PAUSE = "pause"
+INCIDENT = "incident"
 
 
 # -- events ----------------------------------------------------------------------------
@@ -197,6 +199,15 @@ class ReloadDone:
 
 
 @dataclass(frozen=True)
+class DependenciesKnown:
+    """What the supervised units depend on, as systemd says (read at the start, after a
+    reload of the policies and after a daemon-reload): unit -> the units its Requires=,
+    BindsTo=, PartOf= and After= name."""
+
+    graph: Mapping[str, frozenset[str]]
+
+
+@dataclass(frozen=True)
 class OperatorPause:
     unit: str
     caller: str = ""  # who asked, as the control socket saw them: "uid 0 (root)"
@@ -266,6 +277,7 @@ Event = (
     | PoliciesLoaded
     | ReloadRefused
     | ReloadDone
+    | DependenciesKnown
     | OperatorPause
     | OperatorResume
     | OperatorReset

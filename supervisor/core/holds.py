@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from supervisor.core import cluster_host, failover_host, guard
+from supervisor.core import cluster_host, failover_host, guard, incident_host
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import Verdict
 from supervisor.core.notices import AlertKind
@@ -68,6 +68,10 @@ def _failed_over(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
 def _standby(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
     reason = cluster_host.standby_reason(tx, state.unit)
     return (reason, None) if reason is not None else None
+
+
+def _waiting_for_root(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
+    return incident_host.hold(tx, state)
 
 
 def _flapping(tx: Tx, state: UnitState, checked: Checked) -> Hold | None:
@@ -147,6 +151,14 @@ HOLDS = (
         "Is the unit clustered and held by another host, or by none yet? Only the "
         "holder repairs it; elsewhere it stays stopped.",
         _standby,
+    ),
+    Rule(
+        incident_host.RULE,
+        "Is the unit's failure a symptom of another supervised unit's? A unit that "
+        "failed within `guard.incidents.window` of a unit it depends on (systemd's "
+        "Requires=, BindsTo=, PartOf=, After=) waits until that root is healthy again "
+        "and its own settle time has passed; then it is judged afresh.",
+        _waiting_for_root,
     ),
     Rule(
         "flapping",

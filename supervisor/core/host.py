@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor.config import LoadedConfig, UnitProbe
 from supervisor.core import actions as ev
-from supervisor.core import cluster_host, failover_host, holds, ladder, rollback_host
+from supervisor.core import cluster_host, failover_host, holds, incident_host, ladder, rollback_host
 from supervisor.core.actions import (
     LADDER,
     SNAPSHOT,
@@ -167,6 +167,8 @@ def _handle(tx: Tx, event: Event) -> None:
                 f"host-supervisor stopping on {tx.hostname}",
                 "Units are no longer watched or repaired until it starts again.",
             )
+        case ev.DependenciesKnown(graph):
+            incident_host.graph_known(tx, graph)
         case ev.PoliciesLoaded(loaded):
             _apply_policies(tx, loaded)
         case ev.ReloadRefused(problems, caller):
@@ -252,6 +254,8 @@ def _timer(tx: Tx, key: ev.TimerKey) -> None:
             expire_flapping(tx, unit)
         case "pause":
             ladder.pause_timer(tx, unit)
+        case "incident":
+            incident_host.gathered(tx, unit)
 
 
 # -- last-known-good snapshots ------------------------------------------------------------
@@ -306,6 +310,7 @@ def _apply_policies(tx: Tx, loaded: LoadedConfig) -> None:
         for machine in (LADDER, SNAPSHOT):
             tx.set_timer((machine, unit), None)
         del tx.units[unit]
+        incident_host.forget(tx, unit)
         tx.actions.append(ev.DeleteUnit(unit))
         tx.log("info", "no longer supervising", unit=unit)
     promoted: list[UnitState] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from supervisor.config.values import format_duration
 from supervisor.core import actions as ev
-from supervisor.core import cluster_host, failover_host, guard, rollback_host, shadow
+from supervisor.core import cluster_host, failover_host, guard, incident_host, rollback_host, shadow
 from supervisor.core.actions import PAUSE, Event
 from supervisor.core.health import Condition, describe
 from supervisor.core.holds import OBSERVE_RULE, Checked, hold_reason
@@ -149,6 +149,7 @@ def _report(tx: Tx, state: UnitState, report: Report) -> None:
         case Notice.ATTEMPTS_RESET:
             failover_host.primary_stable(tx, state)
         case Notice.EXHAUSTED:
+            incident_host.symptom_exhausted(tx, state)
             failover_host.ladder_exhausted(tx, state, report.detail)
             cluster_host.exhausted(tx, state, report.detail)
             failover = state.policy.failover

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.core import cluster_host, failover_host, flapping, ladder
+from supervisor.core import cluster_host, failover_host, flapping, incident_host, ladder
 from supervisor.core.actions import FLAPPING, GRACE, SNAPSHOT
 from supervisor.core.flapping import FlapState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
@@ -66,7 +66,11 @@ def apply_update(
     for change in update.check_changes:
         _log_check_change(tx, unit, change)
     if update.changed:
+        if state.condition is Condition.UNHEALTHY:
+            incident_host.unit_failed(tx, state)  # before its alert: it may be a symptom
         _log_transition(tx, state, update.previous, snapshot)
+        if state.condition is not Condition.UNHEALTHY:
+            incident_host.unit_changed(tx, state)
         observe_flapping(tx, state)
     if update.changed or update.check_changes:
         tx.status_changed()
@@ -183,8 +187,6 @@ def _log_transition(
     if condition in (Condition.HEALTHY, Condition.DEGRADED):
         arm_snapshot(tx, state)
         ladder.announce_recovered(tx, state)
-    elif condition is Condition.UNHEALTHY:
-        tx.problem_alerted.add(unit)
 
 
 def observe_flapping(tx: Tx, state: UnitState) -> None:

@@ -33,6 +33,7 @@ from supervisor.core.cluster import ClusterState
 from supervisor.core.failover import FailoverState
 from supervisor.core.flapping import FlapState
 from supervisor.core.guard import GuardNotice, GuardState
+from supervisor.core.incidents import Graph, Incident, root_of
 from supervisor.core.notices import AlertKind, MessageId
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity, UnitSnapshot
@@ -68,6 +69,19 @@ class HostState:
     """Events for failover machines that came before they were taken up, in order."""
     reload_note: str = ""
     repairs: int = 0
+    dependencies: Graph = field(default_factory=dict)
+    """What each supervised unit depends on, as systemd said last."""
+    incidents: Mapping[str, Incident] = field(default_factory=dict)
+    """Open incidents by root unit."""
+    failed_at: Mapping[str, float] = field(default_factory=dict)
+    """When each unit last turned unhealthy (while the dependency graph is known)."""
+    deferred: Mapping[str, Alert | None] = field(default_factory=dict)
+    """Units whose first problem alert waits for `guard.incidents.gather` (the alert,
+    once made), to learn whether they are symptoms of another unit's failure."""
+
+
+QUIET_IN_INCIDENT = ("unhealthy", "action", "result", "recovered")
+"""What a unit of an open incident does not alert on its own: the incident tells it."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +119,10 @@ class Tx:
         self.early = list(state.early)
         self.reload_note = state.reload_note
         self.repairs = state.repairs
+        self.dependencies = state.dependencies
+        self.incidents = dict(state.incidents)
+        self.failed_at = dict(state.failed_at)
+        self.deferred = dict(state.deferred)
         self.actions: list[Action] = []
         self.thawed = False  # the guard's freeze ended in this step
         self._later: deque[Callable[[], None]] = deque()
@@ -129,6 +147,10 @@ class Tx:
             early=tuple(self.early),
             reload_note=self.reload_note,
             repairs=self.repairs,
+            dependencies=self.dependencies,
+            incidents=self.incidents,
+            failed_at=self.failed_at,
+            deferred=self.deferred,
         )
 
     # -- units, copy-on-write ------------------------------------------------------------
@@ -215,27 +237,43 @@ class Tx:
         *,
         problem: bool = False,
         resolves: tuple[AlertKind, ...] = (),
+        incident: bool = False,
     ) -> None:
         """Tell people: the policy's channels for a unit, every channel for the host.
-        `kind` is an AlertKind, or a numbered one (`AlertKind.numbered`) for news."""
+        `kind` is an AlertKind, or a numbered one (`AlertKind.numbered`) for news.
+
+        A unit's own news is held back while it is part of an open incident (the
+        incident's messages tell it; `incident=True` is one of those), and its first
+        problem alert waits while its unit is `deferred`."""
+        event = kind.value if isinstance(kind, AlertKind) else kind
+        name = unit.unit if unit is not None else None
+        quiet = event.split(":")[0] in QUIET_IN_INCIDENT
+        if name is not None and not incident and quiet and root_of(self.incidents, name):
+            return
         channels = tuple(self.loaded.main.alerts.channels) if unit is None else unit.policy.alerts
         if not channels:
             return
-        self.actions.append(
-            SendAlert(
-                Alert(
-                    unit=unit.unit if unit is not None else None,
-                    event=kind.value if isinstance(kind, AlertKind) else kind,
-                    severity=severity,
-                    title=title,
-                    body=body,
-                    channels=channels,
-                    time=self.now,
-                    resolves=tuple(k.value for k in resolves),
-                    problem=problem,
-                )
-            )
+        alert = Alert(
+            unit=name,
+            event=event,
+            severity=severity,
+            title=title,
+            body=body,
+            channels=channels,
+            time=self.now,
+            resolves=tuple(k.value for k in resolves),
+            problem=problem,
         )
+        if name is not None and name in self.deferred and event == AlertKind.UNHEALTHY.value:
+            self.deferred[name] = alert
+            return
+        self.send(alert)
+
+    def send(self, alert: Alert) -> None:
+        """Hand a made alert to the shell; a unit's problem makes its recovery news."""
+        if alert.unit is not None and alert.event == AlertKind.UNHEALTHY.value:
+            self.problem_alerted.add(alert.unit)
+        self.actions.append(SendAlert(alert))
 
     def status_changed(self) -> None:
         if not self._status_changed:  # one STATUS= update per step, however many changes

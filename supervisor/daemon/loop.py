@@ -29,6 +29,7 @@ from supervisor.core.failover_host import backups
 from supervisor.core.state import HostState, Tx
 from supervisor.core.status import guard_row, status_line, unit_rows
 from supervisor.core.values import UnitSnapshot
+from supervisor.daemon.dependencies import DependencyReader
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.perform import Performer
 from supervisor.daemon.ports import ClusterPort, Ports
@@ -98,12 +99,20 @@ class Daemon:
             lambda: self.cluster,
         )
         self.cluster: ClusterPort | None = None
+        self.dependencies = DependencyReader(
+            ports.manager,
+            lambda: list(self.state.units),
+            lambda: dict(self.state.dependencies),
+            self.feed,
+            self.performer.spawn,
+        )
         self._queue: deque[Event] = deque()
         self._stop = asyncio.Event()
         self._status_pending = False
         ports.manager.listen(self._on_unit_change)
         if ports.changes is not None:
             ports.changes.listen(self._on_config_change)
+        ports.manager.listen_reloaded(self.dependencies.request)
 
     # -- the one way in ------------------------------------------------------------------
 
@@ -175,6 +184,7 @@ class Daemon:
             *(self.performer.watch_backup(b) for b in self._backups() if b not in self.state.units)
         )
         self.feed(act.Started())
+        self.dependencies.request()
         await self._start_cluster()
         for unit in self.state.units:
             self.probing.start(unit)
@@ -323,6 +333,7 @@ class Daemon:
         added = [a.unit for a in actions if isinstance(a, act.Watch)]
         await asyncio.gather(*(self._watch(unit) for unit in added))
         self.feed(act.ReloadDone(caller))
+        self.dependencies.request()
         return True
 
     # -- the Control the socket serves ---------------------------------------------------------

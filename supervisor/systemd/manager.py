@@ -65,6 +65,7 @@ RECONNECT_MIN = 0.1
 RECONNECT_MAX = 10.0
 
 OnChange = Callable[[UnitSnapshot], None]
+DEPENDENCY_PROPS = ("Requires", "BindsTo", "PartOf", "After")
 
 
 class SystemdManager:
@@ -91,10 +92,34 @@ class SystemdManager:
         self._close_event: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._connect_lock: asyncio.Lock | None = None
+        self._on_reloaded: Callable[[], None] = lambda: None
 
     def listen(self, on_change: OnChange) -> None:
         """Call `on_change` for every change of a watched unit from now on."""
         self._on_change = on_change
+
+    def listen_reloaded(self, on_reloaded: Callable[[], None]) -> None:
+        """Call `on_reloaded` at the end of every daemon-reload of systemd's."""
+        self._on_reloaded = on_reloaded
+
+    def _reloading(self, active: bool) -> None:
+        self._watches.on_reloading(active)
+        if not active:
+            self._on_reloaded()
+
+    async def dependencies(self, unit: str) -> tuple[str, ...]:
+        """The units a watched unit's Requires=, BindsTo=, PartOf= and After= name: one
+        GetAll of its Unit interface; () for a unit not watched (yet)."""
+        watch = self._watches.by_name.get(unit)
+        if watch is None or watch.props_iface is None:
+            return ()
+        props = await self._call(
+            watch.props_iface.call_get_all(UNIT_INTERFACE, unpack_variants=True),
+            f"{unit}: GetAll(Unit)",
+        )
+        return tuple(
+            dict.fromkeys(name for prop in DEPENDENCY_PROPS for name in props.get(prop) or ())
+        )
 
     # -- connection -------------------------------------------------------------------
 
@@ -125,7 +150,7 @@ class SystemdManager:
                 on_message=watches.on_message,
                 on_job_removed=self._on_job_removed,
                 on_unit_new=watches.on_unit_new,
-                on_reloading=watches.on_reloading,
+                on_reloading=self._reloading,
             )
             conn = await open_connection(self.address, self._call, signals)
             watches.reloading = False

@@ -61,6 +61,7 @@ class FakeUnit:
     can_reload: bool = False
     restart: str = "no"
     after_start: str = "active"
+    depends_on: tuple[str, ...] = ()  # what its Requires=, BindsTo=, PartOf=, After= name
 
     def snapshot(self) -> UnitSnapshot:
         return UnitSnapshot(
@@ -85,6 +86,7 @@ class FakeSystemd:
         self.watched: set[str] = set()
         self.bus_down = False
         self._listener: OnChange = lambda snapshot: None
+        self._reloaded: Callable[[], None] = lambda: None
         self._closed: asyncio.Event | None = None
         self._next_pid = 1000
         self._crashes: dict[str, asyncio.TimerHandle] = {}
@@ -102,10 +104,23 @@ class FakeSystemd:
             fake.main_pid = 0
         self._emit(unit)
 
+    def reloaded(self) -> None:
+        """systemd finished a daemon-reload (its Reloading(false) signal)."""
+        self._reloaded()
+
     # -- the UnitManager port --------------------------------------------------
 
     def listen(self, on_change: OnChange) -> None:
         self._listener = on_change
+
+    def listen_reloaded(self, on_reloaded: Callable[[], None]) -> None:
+        self._reloaded = on_reloaded
+
+    async def dependencies(self, unit: str) -> tuple[str, ...]:
+        self._check_bus(unit)
+        await asyncio.sleep(0)
+        fake = self.units.get(unit)
+        return fake.depends_on if fake is not None and unit in self.watched else ()
 
     async def connect(self) -> None:
         self._check_bus("connect")
@@ -148,6 +163,7 @@ class FakeSystemd:
 
     async def daemon_reload(self) -> None:
         self.timeline.add("systemd daemon-reload")
+        self._reloaded()
 
     async def reset_failed(self, unit: str) -> None:
         self._check_bus(unit)

@@ -8,6 +8,8 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
     policies: {web: {...}}       # policies.d/web.yaml, and so on
     units:                       # fake systemd's units at the start
       web.service: {state: active, restart: "no", can_reload: true, after_start: active}
+      app.service: {requires: [db.service], after: [db.service]}  # also binds_to, part_of:
+                                 # what systemd's Requires= (...) name, as the daemon reads it
     events:                      # in time order
       - {at: 5s, unit: web.service, state: failed, result: exit-code}
       - {at: 5s, probe: web.service/http, status: critical, message: refused}
@@ -21,6 +23,8 @@ A scenario is `tests/scenarios/host/NAME/input.yaml`:
       - {at: 9s, daemon: kill, down: 3s}                 # ... 3 s later
       - {at: 9s, daemon: restart}                        # SIGTERM and start again
       - {at: 9s, bus: down}                              # or up
+      - {at: 9s, daemon_reload: {app.service: {requires: [db.service]}}}  # new unit
+                                                         # files, then systemd's Reloading
       - {at: 9s, store: full}                            # or locked; ok
       - {at: 9s, host: {disk: 95, memory: 20}}
       - {at: 9s, can_recover: {web.service: false}}
@@ -89,6 +93,7 @@ class World:
                 can_reload=raw.get("can_reload", False),
                 restart=raw.get("restart", "no"),
                 after_start=raw.get("after_start", "active"),
+                depends_on=_depends_on(raw),
             )
             for name, raw in (spec.get("units") or {}).items()
         }
@@ -149,6 +154,13 @@ class World:
         return FakeCluster(self.etcd, self.systemd, me, units, feed)
 
 
+DEPENDENCY_KEYS = ("requires", "binds_to", "part_of", "after")
+
+
+def _depends_on(raw: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for key in DEPENDENCY_KEYS for name in raw.get(key, ())))
+
+
 def _sub(state: str) -> str:
     return {"active": "running", "failed": "failed", "activating": "start"}.get(state, "dead")
 
@@ -203,6 +215,11 @@ async def _apply(world: World, daemon: Daemon, raw: dict[str, Any]) -> None:
         world.timeline.add("operator: systemctl reload host-supervisor")
         ok = await daemon.reload()
         world.timeline.add(f"  -> reload {'ok' if ok else 'refused'}")
+    elif "daemon_reload" in raw:
+        world.timeline.add("world: systemctl daemon-reload")
+        for unit, deps in raw["daemon_reload"].items():
+            world.systemd.units.setdefault(unit, FakeUnit(unit)).depends_on = _depends_on(deps)
+        world.systemd.reloaded()
     elif "bus" in raw:
         world.timeline.add(f"world: system bus {raw['bus']}")
         world.systemd.bus_down = raw["bus"] == "down"

@@ -94,7 +94,7 @@ def _objects(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ("make", "title", "objects"),
     [
         (policy_json_schema, "host-supervisor policy", 15),
-        (main_json_schema, "host-supervisor main config", 14),
+        (main_json_schema, "host-supervisor main config", 15),
     ],
 )
 def test_schema_is_json_and_refuses_unknown_keys(make: Any, title: str, objects: int) -> None:

@@ -54,6 +54,7 @@ def test_docs_list_the_holds_in_the_order_the_code_asks_them() -> None:
         "observing",
         "failover",
         "standby",
+        "waiting for root",
         "flapping",
         "state saved",
         "preconditions",
