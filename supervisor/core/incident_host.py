@@ -225,12 +225,8 @@ def _problem_message(tx: Tx, incident: Incident) -> None:
     if root is None:
         return
     tx.incidents[incident.root] = dataclasses.replace(incident, alerted=True)
-    view = root.view
     title = incidents.problem_title(incident, incident.why)
-    body = (
-        f"{incident.root} is {describe(view) if view else root.condition.value}. "
-        f"{_root_doing(tx, root)}"
-    )
+    body = f"{incident.root} {incident.why}. {_root_doing(tx, root)}"
     if incident.symptoms:
         body += (
             f"\n\nSymptoms ({len(incident.symptoms)}): {', '.join(incident.symptoms)}. Their "
@@ -242,25 +238,31 @@ def _problem_message(tx: Tx, incident: Incident) -> None:
 
 
 def _root_doing(tx: Tx, root: UnitState) -> str:
+    """What was tried on the root and what comes next, for the problem message."""
     recovery, policy = root.recovery, root.policy.recovery
-    wait = ", dependents wait for it." if tx.incidents[root.unit].symptoms else "."
+    state = describe(root.view) if root.view is not None else root.condition.value
+    wait = " Its dependents wait for it." if tx.incidents[root.unit].symptoms else ""
+    attempt = f"attempt {recovery.attempts} of {policy.max_attempts}"
+    tried = f"{recovery.ran[-1]} ({attempt})" if recovery.ran else ""
     match recovery.phase:
-        case Phase.ACTING | Phase.SETTLING if recovery.ran:
+        case Phase.ACTING if recovery.ran:
+            return f"Now {doing(recovery.ran[-1])} {root.unit} ({attempt}).{wait}"
+        case Phase.SETTLING if root.condition in WELL:
             return (
-                f"Now {doing(recovery.ran[-1])} {root.unit} (attempt {recovery.attempts} of "
-                f"{policy.max_attempts}){wait}"
+                f"Tried: {tried}; it is {state} again. Next: once it has settled, each "
+                "dependent is judged afresh."
             )
+        case Phase.SETTLING | Phase.COOLDOWN:
+            return f"Tried: {tried}; it is {state}. Next: its repair ladder goes on.{wait}"
         case Phase.HELD:
-            return f"Its repair is held: {recovery.held_reason}{wait}"
+            return f"Its repair is held: {recovery.held_reason}.{wait}"
         case Phase.EXHAUSTED:
-            return f"Its repairs are exhausted: a person must act{wait}"
-        case Phase.COOLDOWN:
-            return f"Next attempt on {root.unit} after its cooldown{wait}"
+            return f"Its repairs are exhausted: a person must act.{wait}"
     if root.condition in WELL:
-        tried = ", ".join(recovery.ran) or "no repair"
-        return f"It is healthy again ({tried}); dependents are judged again after it."
+        done = ", ".join(recovery.ran) or "no repair"
+        return f"Tried: {done}; it is {state} again. Next: each dependent is judged afresh."
     rungs = ", ".join(policy.ladder)
-    return f"Next: the repair ladder ({rungs}), up to {policy.max_attempts} attempts{wait}"
+    return f"Next: its repair ladder ({rungs}), up to {policy.max_attempts} attempts.{wait}"
 
 
 def maybe_close(tx: Tx, root: str) -> None:
@@ -295,13 +297,11 @@ def maybe_close(tx: Tx, root: str) -> None:
         if name not in still and (s := tx.units.get(name)) is not None and s.recovery.ran
     ]
     body = f"{root} is {describe(state.view) if state.view else state.condition.value} again."
-    if incident.symptoms:
-        body += (
-            f" Of its {incidents.dependents_word(len(incident.symptoms))}, "
-            f"{len(repaired)} were repaired after it"
-            + (f" ({incidents.listed(repaired)})" if repaired else "")
-            + "; the others came back without a repair."
-        )
+    on_their_own = len(incident.symptoms) - len(repaired) - len(still)
+    if repaired:
+        body += f" Repaired after it: {incidents.listed(repaired)}."
+    if on_their_own:
+        body += f" {incidents.dependents_word(on_their_own)} came back without a repair."
     if still:
         body += (
             f" Still unhealthy, their repairs exhausted: {', '.join(still)}; a person must act "

@@ -151,7 +151,10 @@ def test_dependents_that_fail_after_the_root_wait_for_it_and_share_its_one_messa
     assert problem.title == (
         "db.service failed (exit-code); 2 dependents failed with it: app1.service, app2.service"
     )
-    assert "Now restarting db.service (attempt 1 of 3), dependents wait for it." in problem.body
+    assert problem.body.startswith(
+        "db.service failed (exit-code). Now restarting db.service (attempt 1 of 3). "
+        "Its dependents wait for it."
+    )
     h.at(104.0)
     h.restarted("db.service")  # db is back at 104; app1 comes back on its own
     h.at(105.0, UnitChanged(snap("app1.service", "active")))
@@ -163,7 +166,9 @@ def test_dependents_that_fail_after_the_root_wait_for_it_and_share_its_one_messa
     assert events(h.alerts()) == [("db.service", "unhealthy"), ("db.service", "recovered")]
     recovered = h.alerts()[1]
     assert recovered.title == "db.service recovered after restart; 2 dependents healthy again"
-    assert "1 were repaired after it (app2.service)" in recovered.body
+    assert "Repaired after it: app2.service. 1 dependent came back without a repair." in (
+        recovered.body
+    )
     assert recovered.resolves == ("unhealthy", "exhausted", "protected")
     assert h.state.incidents == {}
 
