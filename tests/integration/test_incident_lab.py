@@ -7,9 +7,10 @@ the daemon before the root is back, and every unit is healthy at the end."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,10 @@ def root(lab: Lab) -> Iterator[Path]:
     yield root
 
 
+def recovered(reader: Callable[[Path], list[str]], root: Path) -> bool:
+    return any(f"{ROOT} recovered" in message for message in reader(root))
+
+
 def all_active(lab: Lab) -> bool:
     out = lab.run("systemctl", "is-active", ROOT, *DEPENDENTS, check=False).stdout.split()
     return out == ["active"] * (1 + len(DEPENDENTS))
@@ -104,7 +109,7 @@ def test_a_root_and_50_dependents_make_one_problem_and_one_recovery(lab: Lab, ro
     read = {"mail": mails, "hook": hooks}
     for name, reader in read.items():
         lab.wait_for(
-            lambda reader=reader: any(f"{ROOT} recovered" in m for m in reader(root)),
+            functools.partial(recovered, reader, root),
             timeout=60,
             what=f"the incident's recovery message by {name}",
         )
