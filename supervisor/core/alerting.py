@@ -24,6 +24,11 @@ they go out as one message ("5 alerts on web01"); a lone alert goes out as itsel
 `route` narrows an alert's channels to those whose `min_severity` it meets; it runs
 between the gate and the batcher.
 
+Incidents (a root unit's failure and its dependents', see `core.incidents`) reach
+this module already grouped: the host reducer holds back a symptom's own alerts and
+sends the incident as its root's `unhealthy` problem and `recovered` notice, so
+dedup, reminders and routing treat an incident as that one key.
+
 Messages are plain ASCII-friendly text; the body always starts with the host name.
 """
 

@@ -335,8 +335,11 @@ def forget(tx: Tx, unit: str) -> None:
     tx.failed_at.pop(unit, None)
     tx.deferred.pop(unit, None)
     tx.set_timer((INCIDENT, unit), None)
-    if unit in tx.incidents:
-        del tx.incidents[unit]
+    if (incident := tx.incidents.pop(unit, None)) is not None:
+        for name in incident.symptoms:  # nothing to wait for any more
+            symptom = tx.units.get(name)
+            if symptom is not None and symptom.held_by == RULE:
+                _resume(tx, name)
     for root, incident in list(tx.incidents.items()):
         if unit in incident.symptoms:
             kept = tuple(name for name in incident.symptoms if name != unit)

@@ -60,9 +60,9 @@ ExecStart=/usr/bin/flock -s {lock} /bin/sh -c 'exit 3'
 """
 
 
-@pytest.fixture(scope="module")
-def root(lab: Lab) -> Iterator[Path]:
-    root = Path(lab.shared_dir)
+def install(lab: Lab, root: Path, policy: str = POLICY) -> None:
+    """The mail and JSON sinks, the root and its 50 dependents started, and the daemon
+    supervising all 51 (also used by tests/bench/bench_incident.py)."""
     lab.install_unit(
         "incident-smtp.service",
         f"[Service]\nExecStart={sys.executable} {ASSETS / 'smtp_sink.py'} 2526 {root / 'mail'}\n",
@@ -81,9 +81,15 @@ def root(lab: Lab) -> Iterator[Path]:
     lab.daemon_reload()
     lab.run("systemctl", "start", "incident-smtp.service", "incident-json.service", ROOT)
     lab.run("systemctl", "start", *DEPENDENTS, timeout=60)
-    policies = {f"{u}.yaml": POLICY.format(unit=u) for u in [ROOT, *DEPENDENTS]}
+    policies = {f"{u}.yaml": policy.format(unit=u) for u in [ROOT, *DEPENDENTS]}
     write_config(root / "etc", policies, main=MAIN)
     install_daemon(lab, root / "etc", root / "state")
+
+
+@pytest.fixture(scope="module")
+def root(lab: Lab) -> Iterator[Path]:
+    root = Path(lab.shared_dir)
+    install(lab, root)
     yield root
 
 

@@ -244,3 +244,19 @@ def test_the_graph_is_data_from_the_shell() -> None:
     changed: dict[str, Any] = {"app1.service": frozenset(), "db.service": frozenset()}
     h.feed(DependenciesKnown(changed))
     assert h.state.dependencies == changed
+
+
+def test_a_root_no_longer_supervised_frees_its_waiting_symptoms() -> None:
+    from supervisor.core.actions import PoliciesLoaded
+
+    h = Host()
+    h.at(100.0, UnitChanged(snap("db.service", "failed")))
+    h.at(100.5, UnitChanged(snap("app1.service", "failed")))
+    assert h.state.units["app1.service"].held_by == "waiting for root"
+    full = loaded()
+    without_db = LoadedConfig(
+        full.main, {u: p for u, p in full.policies.items() if u != "db.service"}, {}
+    )
+    h.at(101.0, PoliciesLoaded(without_db))
+    assert h.state.incidents == {}
+    assert (101.0, "app1.service") in h.repairs()
