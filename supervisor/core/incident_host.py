@@ -20,7 +20,7 @@ from supervisor.core.actions import INCIDENT
 from supervisor.core.health import Condition, describe
 from supervisor.core.incidents import Graph, Incident
 from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
-from supervisor.core.recovery import Phase, Resume
+from supervisor.core.recovery import Observed, Phase, Resume
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
 from supervisor.core.values import Severity
@@ -144,6 +144,41 @@ def unit_changed(tx: Tx, state: UnitState) -> None:
         return
     if (root := incidents.symptom_of(tx.incidents, state.unit)) is not None:
         maybe_close(tx, root)
+    elif state.condition is Condition.STOPPED and tx.loaded.main.guard.incidents.window > 0:
+        _stopped_with_root(tx, state.unit)
+
+
+def _stopped_with_root(tx: Tx, unit: str) -> None:
+    """Stopped by systemd because a unit it binds to failed a moment ago (not by a
+    person): a symptom too, started again once the root is back."""
+    root = _failed_dependency(tx, unit)
+    if root is None:
+        return
+    _add_symptoms(tx, root, [unit])
+    incident = tx.incidents[root]
+    tx.incidents[root] = dataclasses.replace(incident, stopped=(*incident.stopped, unit))
+    _wake_stopped(tx, root, unit)
+
+
+def _wake_stopped(tx: Tx, root: str, unit: str) -> None:
+    """A symptom systemd stopped, still stopped once its root is healthy: its ladder is
+    told it is unhealthy, so that it is started (after the root's settle, as any
+    symptom; the guard and its policy's ladder still apply)."""
+    from supervisor.core import ladder
+
+    incident, state = tx.incidents[root], tx.unit(unit)
+    root_state = tx.units.get(root)
+    if (
+        state is None
+        or root_state is None
+        or incident.root_healthy_at is None
+        or root_state.condition not in WELL
+        or state.condition is not Condition.STOPPED
+        or state.recovery.phase is not Phase.IDLE
+    ):
+        return
+    tx.history(unit, "incident", f"stopped with {root}'s failure: started again once it settled")
+    ladder.feed(tx, state, Observed(Condition.UNHEALTHY))
 
 
 def symptom_exhausted(tx: Tx, state: UnitState) -> None:
@@ -161,6 +196,8 @@ def unit_healthy(tx: Tx, state: UnitState) -> None:
             symptom = tx.units.get(name)
             if symptom is not None and symptom.held_by == RULE:
                 _resume(tx, name)
+        for name in incident.stopped:
+            _wake_stopped(tx, unit, name)
         maybe_close(tx, unit)
     elif (root := incidents.symptom_of(tx.incidents, unit)) is not None:
         maybe_close(tx, root)
@@ -282,11 +319,13 @@ def maybe_close(tx: Tx, root: str) -> None:
         symptom = tx.units.get(name)
         if symptom is None or symptom.condition in WELL:
             continue
-        if symptom.condition is not Condition.UNHEALTHY:
-            continue  # stopped or gone: by a person, not by this incident
-        if symptom.recovery.phase is not Phase.EXHAUSTED:
+        if symptom.recovery.phase is Phase.EXHAUSTED:
+            still.append(name)
+        elif symptom.condition is Condition.UNHEALTHY or (
+            name in incident.stopped and symptom.condition is Condition.STOPPED
+        ):
             return  # still waiting, or still being repaired
-        still.append(name)
+        # otherwise stopped or gone by a person's hand, not this incident's
     del tx.incidents[root]
     tx.set_timer((INCIDENT, root), None)
     state = tx.unit(root)

@@ -36,6 +36,9 @@ class Incident:
     """When the root was last seen healthy again; None while it is not."""
     why: str = "failed"
     """How the root failed, as its first message says: `failed (exit-code)`."""
+    stopped: tuple[str, ...] = ()
+    """The symptoms systemd stopped with the root (BindsTo=) rather than saw fail: once
+    the root is back, they are started again if nothing else has."""
 
     def with_symptoms(self, units: Iterable[str]) -> Incident:
         added = tuple(unit for unit in units if unit not in self.symptoms and unit != self.root)
@@ -97,7 +100,8 @@ def problem_title(incident: Incident, why: str) -> str:
     title = f"{incident.root} {why}"
     if incident.symptoms:
         count = dependents_word(len(incident.symptoms))
-        title += f"; {count} failed with it: {listed(incident.symptoms)}"
+        how = "failed or stopped" if incident.stopped else "failed"
+        title += f"; {count} {how} with it: {listed(incident.symptoms)}"
     return title
 
 

@@ -56,7 +56,14 @@ def one_kill(lab: Lab, base: Path) -> list[str]:
     cursor = len(daemon_log(lab))
     start = time.monotonic()
     lab.run("systemctl", "kill", "-s", "KILL", ROOT)
-    lab.wait_for(lambda: all_active(lab), timeout=120, what="all 51 units active")
+    try:
+        lab.wait_for(lambda: all_active(lab), timeout=60, what="all 51 units active")
+    except AssertionError:
+        out = lab.run("systemctl", "list-units", "--all", "--no-legend", "incident-*").stdout
+        print("\n".join(line for line in out.splitlines() if " running " not in line))
+        for entry in daemon_log(lab)[cursor:]:
+            print(entry.get("UNIT", ""), entry.get("MESSAGE", ""))
+        raise
     active = time.monotonic() - start
     lab.wait_for(
         lambda: any(f"{ROOT} recovered" in m for m in hooks(base)[before["hook"] :]),
@@ -92,7 +99,10 @@ def main() -> int:
         install(lab, root, POLICY)
         lab.wait_for(lambda: all_active(lab), timeout=60, what="every unit active")
         time.sleep(5)  # the daemon's start: observing, its own "started" message
-        rows = [[str(n + 1), *one_kill(lab, root)] for n in range(args.kills)]
+        rows = []
+        for n in range(args.kills):
+            rows.append([str(n + 1), *one_kill(lab, root)])
+            print(" ".join(rows[-1]), flush=True)
     header = ["kill", "all active s", "recovery msg s", "mails", "hooks", "symptoms", "early"]
     print_table(header, rows)
     active = [float(row[1]) for row in rows]

@@ -82,7 +82,11 @@ def loaded(window: str = "10s") -> LoadedConfig:
 
 
 def snap(unit: str, active: str) -> UnitSnapshot:
-    sub, result = {"active": ("running", "success"), "failed": ("failed", "exit-code")}[active]
+    sub, result = {
+        "active": ("running", "success"),
+        "failed": ("failed", "exit-code"),
+        "inactive": ("dead", "success"),
+    }[active]
     return UnitSnapshot(unit, "loaded", active, sub, result, 0, 0, True, "no")
 
 
@@ -260,3 +264,29 @@ def test_a_root_no_longer_supervised_frees_its_waiting_symptoms() -> None:
     h.at(101.0, PoliciesLoaded(without_db))
     assert h.state.incidents == {}
     assert (101.0, "app1.service") in h.repairs()
+
+
+def test_a_dependent_systemd_stopped_with_its_root_is_started_once_the_root_is_back() -> None:
+    h = Host()
+    h.at(100.0, UnitChanged(snap("db.service", "failed")))
+    h.at(100.2, UnitChanged(snap("app1.service", "inactive")))  # BindsTo=: stopped with it
+    assert h.state.incidents["db.service"].stopped == ("app1.service",)
+    h.at(101.0)
+    h.restarted("db.service")
+    assert h.repairs() == [(100.0, "db.service")]
+    h.at(103.5)
+    assert h.repairs() == [(100.0, "db.service"), (103.0, "app1.service")]
+    h.restarted("app1.service")
+    h.at(120.0)
+    problem, recovered = h.alerts()
+    assert "1 dependent failed or stopped with it: app1.service" in problem.title
+    assert recovered.title == "db.service recovered after restart; 1 dependent healthy again"
+
+
+def test_a_dependent_stopped_by_a_person_long_after_the_root_failed_is_left_stopped() -> None:
+    h = Host(window="5s")
+    h.at(100.0, UnitChanged(snap("db.service", "failed")))
+    h.restarted("db.service")
+    h.at(110.0, UnitChanged(snap("app1.service", "inactive")))
+    h.at(130.0)
+    assert "app1.service" not in [unit for _, unit in h.repairs()]
