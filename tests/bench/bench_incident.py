@@ -20,9 +20,12 @@ from pathlib import Path
 from supervisor.testing.lab import Lab, lab_unavailable_reason
 from tests.bench.figures import percentiles, print_table
 from tests.integration.test_alerts_lab import hooks, mails
-from tests.integration.test_incident_lab import DEPENDENTS, ROOT, all_active, install
+from tests.integration.test_incident_lab import DEPENDENTS, MAIN, ROOT, all_active, install
 from tests.lab_units import daemon_log
 
+# A problem alerted within repeat_interval is not alerted again (dedup): with 20 s and a
+# kill every 25 s or so, each kill is news.
+BENCH_MAIN = MAIN.replace("alerts:\n", "alerts:\n  repeat_interval: 20s\n", 1)
 # Attempts are forgotten 5 s after a recovery, so that each kill starts a fresh ladder.
 POLICY = """\
 unit: {unit}
@@ -74,7 +77,7 @@ def one_kill(lab: Lab, base: Path) -> list[str]:
     time.sleep(4)  # group_wait: late messages would have come by now
     new = {"mail": mails(base)[before["mail"] :], "hook": hooks(base)[before["hook"] :]}
     found = re.search(r"(\d+) dependents? failed with it", new["hook"][0] if new["hook"] else "")
-    time.sleep(6)  # reset_after: the next kill starts a fresh ladder
+    time.sleep(12)  # reset_after and repeat_interval: the next kill is a fresh episode
     return [
         f"{active:.2f}",
         f"{message:.2f}",
@@ -96,7 +99,7 @@ def main() -> int:
     with Lab() as lab:
         lab.boot()
         root = lab.shared_dir
-        install(lab, root, POLICY)
+        install(lab, root, POLICY, BENCH_MAIN)
         lab.wait_for(lambda: all_active(lab), timeout=60, what="every unit active")
         time.sleep(5)  # the daemon's start: observing, its own "started" message
         rows = []

@@ -60,7 +60,7 @@ ExecStart=/usr/bin/flock -s {lock} /bin/sh -c 'exit 3'
 """
 
 
-def install(lab: Lab, root: Path, policy: str = POLICY) -> None:
+def install(lab: Lab, root: Path, policy: str = POLICY, main: str = MAIN) -> None:
     """The mail and JSON sinks, the root and its 50 dependents started, and the daemon
     supervising all 51 (also used by tests/bench/bench_incident.py)."""
     lab.install_unit(
@@ -82,7 +82,7 @@ def install(lab: Lab, root: Path, policy: str = POLICY) -> None:
     lab.run("systemctl", "start", "incident-smtp.service", "incident-json.service", ROOT)
     lab.run("systemctl", "start", *DEPENDENTS, timeout=60)
     policies = {f"{u}.yaml": policy.format(unit=u) for u in [ROOT, *DEPENDENTS]}
-    write_config(root / "etc", policies, main=MAIN)
+    write_config(root / "etc", policies, main=main)
     install_daemon(lab, root / "etc", root / "state")
 
 
