@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from supervisor.core import incidents
+from supervisor.core import incident_notices, incidents
 from supervisor.core.actions import INCIDENT
 from supervisor.core.health import Condition, describe
-from supervisor.core.incidents import Graph, Incident
-from supervisor.core.notices import UNIT_PROBLEMS, AlertKind, doing
+from supervisor.core.incidents import WELL, Graph, Incident
 from supervisor.core.recovery import Observed, Phase, Resume
 from supervisor.core.state import Tx
 from supervisor.core.unit import UnitState
-from supervisor.core.values import Severity
 
 RULE = "waiting for root"  # the hold's name, as `UnitState.held_by` keeps it
 DEPENDENCY_GRACE = 0.3
@@ -31,7 +29,6 @@ DEPENDENCY_GRACE = 0.3
 failure: when a dependency dies, its dependents may be seen failing a moment before it
 (signals come in any order), and a repair started then would pull the failed root up
 with it, ahead of the root's own ladder."""
-WELL = (Condition.HEALTHY, Condition.DEGRADED)
 
 
 def graph_known(tx: Tx, graph: Graph) -> None:
@@ -67,6 +64,9 @@ def unit_failed(tx: Tx, state: UnitState) -> None:
         )
         if earlier:
             _add_symptoms(tx, unit, [name for _, name in earlier])
+        for name in sorted(dependents, key=lambda name: tx.stopped_at.get(name, 0.0)):
+            if _stopped_earlier(tx, name, config.window):
+                _stopped_with(tx, unit, name)
     elif incidents.dependencies_of(tx.dependencies, unit, tx.units):
         # Perhaps a symptom of a unit whose failure is seen later: its problem waits.
         tx.deferred.setdefault(unit, None)
@@ -148,12 +148,32 @@ def unit_changed(tx: Tx, state: UnitState) -> None:
         _stopped_with_root(tx, state.unit)
 
 
+def _stopped_earlier(tx: Tx, name: str, window: float) -> bool:
+    """A dependent systemd stopped a moment before its root's failure was seen."""
+    since = tx.stopped_at.get(name)
+    return (
+        since is not None
+        and tx.now - since <= window
+        and tx.units[name].condition is Condition.STOPPED
+        and incidents.root_of(tx.incidents, name) is None
+    )
+
+
 def _stopped_with_root(tx: Tx, unit: str) -> None:
     """Stopped by systemd because a unit it binds to failed a moment ago (not by a
-    person): a symptom too, started again once the root is back."""
-    root = _failed_dependency(tx, unit)
-    if root is None:
+    person): a symptom too, started again once the root is back. A stop seen before
+    the root's failure is remembered for `window`: the root's failure may come later."""
+    if not tx.dependencies:
         return
+    window = tx.loaded.main.guard.incidents.window
+    tx.stopped_at = {name: at for name, at in tx.stopped_at.items() if tx.now - at <= window}
+    tx.stopped_at[unit] = tx.now
+    root = _failed_dependency(tx, unit)
+    if root is not None:
+        _stopped_with(tx, root, unit)
+
+
+def _stopped_with(tx: Tx, root: str, unit: str) -> None:
     _add_symptoms(tx, root, [unit])
     incident = tx.incidents[root]
     tx.incidents[root] = dataclasses.replace(incident, stopped=(*incident.stopped, unit))
@@ -241,9 +261,8 @@ def gathered(tx: Tx, unit: str) -> None:
     the `window` after a root's failure: late symptoms can no longer join."""
     if (incident := tx.incidents.get(unit)) is not None:
         if not incident.alerted:
-            _problem_message(tx, incident)
-        else:
-            maybe_close(tx, unit)
+            incident_notices.problem(tx, incident)
+        maybe_close(tx, unit)
         return
     if unit not in tx.deferred:
         return
@@ -255,51 +274,6 @@ def gathered(tx: Tx, unit: str) -> None:
             from supervisor.core import ladder
 
             ladder.announce_recovered(tx, state)
-
-
-def _problem_message(tx: Tx, incident: Incident) -> None:
-    root = tx.unit(incident.root)
-    if root is None:
-        return
-    tx.incidents[incident.root] = dataclasses.replace(incident, alerted=True)
-    title = incidents.problem_title(incident, incident.why)
-    body = f"{incident.root} {incident.why}. {_root_doing(tx, root)}"
-    if incident.symptoms:
-        body += (
-            f"\n\nSymptoms ({len(incident.symptoms)}): {', '.join(incident.symptoms)}. Their "
-            "repairs wait until it is healthy again; then each is judged afresh after its "
-            "settle time, and repaired only if it is still unhealthy."
-        )
-    tx.alert(root, AlertKind.UNHEALTHY, Severity.WARNING, title, body, problem=True, incident=True)
-    maybe_close(tx, incident.root)
-
-
-def _root_doing(tx: Tx, root: UnitState) -> str:
-    """What was tried on the root and what comes next, for the problem message."""
-    recovery, policy = root.recovery, root.policy.recovery
-    state = describe(root.view) if root.view is not None else root.condition.value
-    wait = " Its dependents wait for it." if tx.incidents[root.unit].symptoms else ""
-    attempt = f"attempt {recovery.attempts} of {policy.max_attempts}"
-    tried = f"{recovery.ran[-1]} ({attempt})" if recovery.ran else ""
-    match recovery.phase:
-        case Phase.ACTING if recovery.ran:
-            return f"Now {doing(recovery.ran[-1])} {root.unit} ({attempt}).{wait}"
-        case Phase.SETTLING if root.condition in WELL:
-            return (
-                f"Tried: {tried}; it is {state} again. Next: once it has settled, each "
-                "dependent is judged afresh."
-            )
-        case Phase.SETTLING | Phase.COOLDOWN:
-            return f"Tried: {tried}; it is {state}. Next: its repair ladder goes on.{wait}"
-        case Phase.HELD:
-            return f"Its repair is held: {recovery.held_reason}.{wait}"
-        case Phase.EXHAUSTED:
-            return f"Its repairs are exhausted: a person must act.{wait}"
-    if root.condition in WELL:
-        done = ", ".join(recovery.ran) or "no repair"
-        return f"Tried: {done}; it is {state} again. Next: each dependent is judged afresh."
-    rungs = ", ".join(policy.ladder)
-    return f"Next: its repair ladder ({rungs}), up to {policy.max_attempts} attempts.{wait}"
 
 
 def maybe_close(tx: Tx, root: str) -> None:
@@ -328,45 +302,7 @@ def maybe_close(tx: Tx, root: str) -> None:
         # otherwise stopped or gone by a person's hand, not this incident's
     del tx.incidents[root]
     tx.set_timer((INCIDENT, root), None)
-    state = tx.unit(root)
-    assert state is not None
-    repaired = [
-        name
-        for name in incident.symptoms
-        if name not in still and (s := tx.units.get(name)) is not None and s.recovery.ran
-    ]
-    body = f"{root} is {describe(state.view) if state.view else state.condition.value} again."
-    on_their_own = len(incident.symptoms) - len(repaired) - len(still)
-    if repaired:
-        body += f" Repaired after it: {incidents.listed(repaired)}."
-    if on_their_own:
-        body += f" {incidents.dependents_word(on_their_own)} came back without a repair."
-    if still:
-        body += (
-            f" Still unhealthy, their repairs exhausted: {', '.join(still)}; a person must act "
-            "(`host-supervisor reset UNIT` re-arms a ladder)."
-        )
-    tx.history(root, "incident", incidents.recovery_title(incident, state.recovery.ran, still))
-    tx.problem_alerted.discard(root)
-    state.recovered_pending = False
-    tx.alert(
-        state,
-        AlertKind.RECOVERED,
-        Severity.INFO,
-        incidents.recovery_title(incident, state.recovery.ran, still),
-        body,
-        resolves=UNIT_PROBLEMS,
-        incident=True,
-    )
-    for name in incident.symptoms:
-        # A symptom whose own problem alert went out (before it was known as one) hears
-        # of its recovery too; the others were never told.
-        if name in tx.problem_alerted and name not in still:
-            symptom = tx.unit(name)
-            if symptom is not None:
-                from supervisor.core import ladder
-
-                ladder.announce_recovered(tx, symptom)
+    incident_notices.recovered(tx, incident, still)
 
 
 def forget(tx: Tx, unit: str) -> None:

@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
+from supervisor.core.health import Condition
+
 Graph = Mapping[str, frozenset[str]]
 """unit -> the units its Requires=, BindsTo=, PartOf= and After= name."""
 
+WELL = (Condition.HEALTHY, Condition.DEGRADED)  # what counts as recovered
 SHOWN = 10  # symptoms named in a message; the rest are counted
 
 

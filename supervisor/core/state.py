@@ -75,6 +75,8 @@ class HostState:
     """Open incidents by root unit."""
     failed_at: Mapping[str, float] = field(default_factory=dict)
     """When each unit last turned unhealthy (while the dependency graph is known)."""
+    stopped_at: Mapping[str, float] = field(default_factory=dict)
+    """When units of the dependency graph were last seen stopping (within the window)."""
     deferred: Mapping[str, Alert | None] = field(default_factory=dict)
     """Units whose first problem alert waits for `guard.incidents.gather` (the alert,
     once made), to learn whether they are symptoms of another unit's failure."""
@@ -122,6 +124,7 @@ class Tx:
         self.dependencies = state.dependencies
         self.incidents = dict(state.incidents)
         self.failed_at = dict(state.failed_at)
+        self.stopped_at = dict(state.stopped_at)
         self.deferred = dict(state.deferred)
         self.actions: list[Action] = []
         self.thawed = False  # the guard's freeze ended in this step
@@ -150,6 +153,7 @@ class Tx:
             dependencies=self.dependencies,
             incidents=self.incidents,
             failed_at=self.failed_at,
+            stopped_at=self.stopped_at,
             deferred=self.deferred,
         )
 

@@ -290,3 +290,14 @@ def test_a_dependent_stopped_by_a_person_long_after_the_root_failed_is_left_stop
     h.at(110.0, UnitChanged(snap("app1.service", "inactive")))
     h.at(130.0)
     assert "app1.service" not in [unit for _, unit in h.repairs()]
+
+
+def test_a_dependent_stopped_a_moment_before_its_root_is_seen_failing_is_a_symptom() -> None:
+    h = Host()
+    h.at(100.0, UnitChanged(snap("app1.service", "inactive")))  # systemd's BindsTo= stop
+    h.at(100.2, UnitChanged(snap("db.service", "failed")))
+    assert h.state.incidents["db.service"].stopped == ("app1.service",)
+    h.at(101.0)
+    h.restarted("db.service")
+    h.at(103.5)
+    assert [unit for _, unit in h.repairs()] == ["db.service", "app1.service"]
