@@ -76,7 +76,8 @@ def one_kill(lab: Lab, base: Path) -> list[str]:
     message = time.monotonic() - start
     time.sleep(4)  # group_wait: late messages would have come by now
     new = {"mail": mails(base)[before["mail"] :], "hook": hooks(base)[before["hook"] :]}
-    found = re.search(r"(\d+) dependents? failed with it", new["hook"][0] if new["hook"] else "")
+    first = new["hook"][0] if new["hook"] else ""
+    found = re.search(r"(\d+) dependents? failed (?:or stopped )?with it", first)
     time.sleep(12)  # reset_after and repeat_interval: the next kill is a fresh episode
     return [
         f"{active:.2f}",
