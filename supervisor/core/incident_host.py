@@ -202,9 +202,17 @@ def _wake_stopped(tx: Tx, root: str, unit: str) -> None:
 
 
 def symptom_exhausted(tx: Tx, state: UnitState) -> None:
-    """A symptom's own ladder gave up: the incident may end without it."""
+    """A ladder gave up. A symptom's: the incident may end without it. A root's: its
+    symptoms wait no longer (it may never be healthy again) and are judged on their own,
+    so that no unit is left unsupervised behind a root nobody repairs."""
     if (root := incidents.symptom_of(tx.incidents, state.unit)) is not None:
         maybe_close(tx, root)
+    if (incident := tx.incidents.get(state.unit)) is not None:
+        for name in incident.symptoms:
+            symptom = tx.units.get(name)
+            if symptom is not None and symptom.held_by == RULE:
+                tx.history(name, "incident", f"{state.unit} given up on: judged on its own")
+                _resume(tx, name)
 
 
 def unit_healthy(tx: Tx, state: UnitState) -> None:
@@ -239,6 +247,8 @@ def hold(tx: Tx, state: UnitState) -> tuple[str, float | None] | None:
         return _grace(tx, state)
     incident = tx.incidents[root]
     root_state = tx.units.get(root)
+    if root_state is not None and root_state.recovery.phase is Phase.EXHAUSTED:
+        return None  # the root's repairs gave up: the symptom is judged on its own
     if incident.root_healthy_at is None or root_state is None or root_state.condition not in WELL:
         return f"waiting for {root}: repairs resume once it is healthy", None
     ready_at = incident.root_healthy_at + state.policy.recovery.settle

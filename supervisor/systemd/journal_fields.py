@@ -27,6 +27,8 @@ FIELDS: Mapping[str, str] = {
     "MESSAGE_ID": "The kind of event, for journalctl MESSAGE_ID=...: see MESSAGE IDS.",
     "UNIT": "The systemd unit the record is about, e.g. nginx.service.",
     "UNTIL": "When a timed pause ends (seconds since the epoch).",
+    "ROOT": "The unit an incident's symptoms depend on: repaired first, its dependents wait.",
+    "EDGES": "How many dependencies systemd reported among the supervised units.",
     "PATHS": "The restore paths whose content changed (a rollback may follow).",
     "RUNNING": "Whether the unit was running when its restore paths changed.",
     "KEY": "The etcd key a cluster record is about.",
