@@ -13,6 +13,7 @@ from pydantic import (
 
 from supervisor.config.check import Check
 from supervisor.config.cluster import Clustered
+from supervisor.config.expect import Expect
 from supervisor.config.failover import Failover
 from supervisor.config.recovery import Recovery
 from supervisor.config.types import (
@@ -72,6 +73,12 @@ class Policy(FrozenModel):
         description="Allow automatic repair even though the unit is protected by "
         "guard.protected. Default false.",
         examples=[True],
+    )
+    expect: Expect = Field(
+        default_factory=Expect,
+        description="Recovery targets `host-supervisor drill` judges the daemon's repairs "
+        "against. Default: none.",
+        examples=[{"recover_within": "30s"}],
     )
 
     @model_validator(mode="after")

@@ -50,7 +50,7 @@ def test_validate_prints_every_issue_sorted_then_a_summary(tmp_path: Path) -> No
         f"{a}:1:7: unit: 'a' is not a systemd unit name; write it with its type, e.g. 'a.service'",
         f"{b}:2:9: checks: expected a list, got 3",
         f"{b}:3:1: bogus: unknown key 'bogus'; known keys here: alerts, allow_automatic, "
-        "checks, cluster, failover, mode, recovery, unit",
+        "checks, cluster, expect, failover, mode, recovery, unit",
         "1 policy valid, 3 errors",
     ]
 
@@ -93,7 +93,7 @@ def _objects(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 @pytest.mark.parametrize(
     ("make", "title", "objects"),
     [
-        (policy_json_schema, "host-supervisor policy", 15),
+        (policy_json_schema, "host-supervisor policy", 16),
         (main_json_schema, "host-supervisor main config", 15),
     ],
 )

@@ -179,7 +179,7 @@ def test_unknown_key_suggests_the_close_one(tmp_path: Path) -> None:
         f"{path}:5:5: checks[0].intervall: unknown key 'intervall' (did you mean 'interval'?)",
         f"{path}:6:1: recover: unknown key 'recover' (did you mean 'recovery'?)",
         f"{path}:7:1: zzz: unknown key 'zzz'; known keys here: alerts, allow_automatic, "
-        "checks, cluster, failover, mode, recovery, unit",
+        "checks, cluster, expect, failover, mode, recovery, unit",
     ]
 
 
