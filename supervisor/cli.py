@@ -334,6 +334,45 @@ def build_parser() -> _Parser:
         "make the daemon reload its policies and wait for its verdict: exit 1 when a "
         "policy is refused (the old ones stay in force); ExecReload= of the unit runs it",
     )
+
+    drill = commands.add_parser(
+        "drill",
+        help="inject a real fault into a supervised unit and report how the daemon repaired "
+        "it; exit 0 expectations met, 1 missed, 2 refused, 3 no daemon",
+    )
+    _config_flag(drill)
+    _socket_flag(drill)
+    drill.add_argument("unit", nargs="?", help="the unit (or --all)")
+    drill.add_argument("--all", action="store_true", help="every unit with a policy, in turn")
+    drill.add_argument(
+        "--fault",
+        choices=["kill", "stop-dbus-signal", "fail-check", "break-config"],
+        default="kill",
+        help="what to do to it (default kill: SIGKILL its main process)",
+    )
+    drill.add_argument(
+        "--check", metavar="NAME", help="fail-check: this check (default the first critical)"
+    )
+    drill.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    drill.add_argument("--force", action="store_true", help="drill a protected unit too")
+    drill.add_argument("--dry-run", action="store_true", help="say what it would do; do nothing")
+    _json_flag(drill, "one JSON object per unit")
+    drill.add_argument(
+        "--timeout",
+        type=_positive_duration,
+        default=120.0,
+        metavar="DURATION",
+        help="how long to watch the daemon repair it (default 2m)",
+    )
+    drill.add_argument(
+        "--backup-dir",
+        type=Path,
+        default=DEFAULT_STATE_DIR / "drill-backups",
+        metavar="DIR",
+        help="break-config keeps the original file here until it is back "
+        f"(default {DEFAULT_STATE_DIR / 'drill-backups'})",
+    )
+    drill.set_defaults(handler="supervisor.commands.drill:drill_main")
     return parser
 
 

@@ -58,11 +58,18 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-def call(socket_path: Path, method: str, url: str, timeout: float = 30.0) -> tuple[int, Any]:
-    """Send one request; returns (HTTP status, decoded JSON body)."""
+def call(
+    socket_path: Path, method: str, url: str, timeout: float = 30.0, body: Any = None
+) -> tuple[int, Any]:
+    """Send one request (with `body` as JSON, if any); returns (HTTP status, decoded
+    JSON body)."""
     connection = _UnixConnection(socket_path, timeout)
     try:
-        connection.request(method, url)
+        if body is None:
+            connection.request(method, url)
+        else:
+            data = json.dumps(body).encode()
+            connection.request(method, url, data, {"Content-Type": "application/json"})
         response = connection.getresponse()
         raw = response.read()
     except (FileNotFoundError, ConnectionRefusedError) as exc:

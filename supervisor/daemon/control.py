@@ -6,7 +6,8 @@ never from the socket file's mode alone:
 - uid 0 may do everything;
 - members of `control.read_group` may read: status, history, metrics;
 - members of `control.act_group` may also act: reload, reset, pause, resume,
-  failover, failback, and reset the metrics;
+  failover, failback, reset the metrics, and run recovery drills (force a check to
+  fail, record a drill's result);
 - anyone else who can connect is answered 403, naming their uid and the role needed.
 
 The socket file is mode 0600 (root only) unless a group is configured; then it is
@@ -49,6 +50,7 @@ from supervisor.daemon.control_connections import (
     Roles,
     role_for,
 )
+from supervisor.daemon.drills import MAX_FORCE, Drills
 
 log = structlog.get_logger("host-supervisor")
 
@@ -63,6 +65,8 @@ __all__ = [
     "Role",
     "role_for",
 ]
+
+FORCE_CHECK = "/v1/units/{unit}/drill/fail-check"
 
 MAX_HISTORY = 100_000
 """The most history entries one request may ask for."""
@@ -100,6 +104,8 @@ class Control(Protocol):
 
     def metrics_snapshot(self) -> dict[str, object]: ...
     def reset_lateness(self) -> None: ...
+    @property
+    def drills(self) -> Drills: ...
 
 
 Handler = Callable[[web.Request, Peer], Awaitable[web.Response]]
@@ -146,6 +152,9 @@ class ControlServer:
                 self._route("POST", "/v1/units/{unit}/failover", act, "fail over", self._failover),
                 self._route("POST", "/v1/units/{unit}/failback", act, "fail back", self._failback),
                 self._route("POST", "/v1/metrics/reset", act, "reset metrics", self._metrics_reset),
+                self._route("POST", "/v1/units/{unit}/drill", act, "record a drill", self._drill),
+                self._route("POST", FORCE_CHECK, act, "force a check to fail", self._force_check),
+                self._route("DELETE", FORCE_CHECK, act, "end a forced check", self._end_forced),
             ]
         )
         return app
@@ -347,6 +356,44 @@ class ControlServer:
         if refused is not None:
             return _error(409, refused)
         return await self._stored()
+
+    async def _drill(self, request: web.Request, peer: Peer) -> web.Response:
+        unit = request.match_info["unit"]
+        if not self._known(unit):
+            return _no_policy(unit)
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "the body must be a drill report in JSON")
+        wrong = self.daemon.drills.record(unit, body, peer.caller)
+        if wrong is not None:
+            return _error(400, f"not a drill report: {wrong}")
+        return await self._stored()
+
+    async def _force_check(self, request: web.Request, peer: Peer) -> web.Response:
+        unit = request.match_info["unit"]
+        if not self._known(unit):
+            return _no_policy(unit)
+        text = request.query.get("for_s", "")
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and 0 < seconds <= MAX_FORCE):
+            return _error(
+                400, f"for_s must be seconds, more than 0 and at most {MAX_FORCE:g}, got {text!r}"
+            )
+        check = request.query.get("check") or None
+        refused = self.daemon.drills.force_check(unit, check, seconds, peer.caller)
+        if refused is not None:
+            return _error(409, refused)
+        return await self._stored()
+
+    async def _end_forced(self, request: web.Request, peer: Peer) -> web.Response:
+        unit = request.match_info["unit"]
+        if not self._known(unit):
+            return _no_policy(unit)
+        return web.json_response({"ok": True, "ended": self.daemon.drills.end_forced(unit)})
 
 
 def _one_line(text: str) -> str:

@@ -30,6 +30,7 @@ from supervisor.core.state import HostState, Tx
 from supervisor.core.status import guard_row, status_line, unit_rows
 from supervisor.core.values import UnitSnapshot
 from supervisor.daemon.dependencies import DependencyReader
+from supervisor.daemon.drills import Drills
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.perform import Performer
 from supervisor.daemon.ports import ClusterPort, Ports
@@ -84,8 +85,13 @@ class Daemon:
             now=self.clock(),
         )
         self.timers = Timers(self.clock, lambda key: self.feed(act.TimerFired(key)))
+        self.drills = Drills(lambda: self.state, ports.store, self.metrics, self.clock)
         self.probing = Probing(
-            lambda: self.state, self.feed, ports.probes, ports.manager, self.metrics
+            lambda: self.state,
+            lambda event: self.feed(self.drills.forced(event)),
+            ports.probes,
+            ports.manager,
+            self.metrics,
         )
         self.performer = Performer(
             ports,

@@ -89,6 +89,17 @@ class CheckStats:
     durations: Buckets = field(default_factory=lambda: Buckets(DURATION_EDGES))
 
 
+@dataclass(frozen=True)
+class LastDrill:
+    """The last recovery drill on a unit, as its report said."""
+
+    fault: str
+    result: str
+    detection_s: float | None
+    recovery_s: float | None
+    at: float
+
+
 @dataclass
 class Metrics:
     check_runs: int = 0
@@ -101,6 +112,10 @@ class Metrics:
     """By (unit, check name)."""
     repairs: dict[tuple[str, str, str], int] = field(default_factory=dict)
     """Repairs performed by (unit, rung, result)."""
+    drills: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    """Recovery drills reported by (unit, fault, result)."""
+    last_drill: dict[str, LastDrill] = field(default_factory=dict)
+    """The last drill of each unit."""
 
     def ran(
         self,
@@ -124,6 +139,19 @@ class Metrics:
     def repaired(self, unit: str, rung: str, result: str) -> None:
         key = (unit, rung, result)
         self.repairs[key] = self.repairs.get(key, 0) + 1
+
+    def drilled(
+        self,
+        unit: str,
+        fault: str,
+        result: str,
+        detection_s: float | None,
+        recovery_s: float | None,
+        at: float,
+    ) -> None:
+        key = (unit, fault, result)
+        self.drills[key] = self.drills.get(key, 0) + 1
+        self.last_drill[unit] = LastDrill(fault, result, detection_s, recovery_s, at)
 
     def reset_lateness(self) -> None:
         self.lateness = LatenessHistogram()

@@ -1,0 +1,408 @@
+"""Recovery drills, the decisions: may a drill run on a unit, what the daemon's history
+says it did about the fault, whether the policy's `expect:` held, and what a drill
+record in the history holds. Pure: no I/O, no clock (the fault's time is an argument).
+
+The command that injects the fault and watches is `supervisor.commands.drill`; the
+daemon's side (a check forced to fail, the record) is `supervisor.daemon.drills`.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from supervisor.config import Check, GuardConfig, Policy, UnitProbe
+from supervisor.core.actions import Event, ProbeDone, ProbesDone
+from supervisor.core.guard import protecting_glob
+from supervisor.core.values import CheckResult, Status
+
+
+class Fault(enum.Enum):
+    """What a drill does to the unit."""
+
+    KILL = "kill"
+    """SIGKILL to the main process, through systemd (KillUnit), as a crash."""
+    STOP = "stop-dbus-signal"
+    """A stop job through systemd (StopUnit), as an operator or another tool would: the
+    daemon must respect it (a clean stop is never undone), and the drill starts it again."""
+    FAIL_CHECK = "fail-check"
+    """One critical check reports CRITICAL (a drill override in the daemon) until the
+    daemon repairs the unit, or for at most the drill's timeout."""
+    BREAK_CONFIG = "break-config"
+    """One file under recovery.restore.paths is overwritten (after a backup), and the unit
+    restarted as a deploy would: the daemon's restore must bring the file back."""
+
+
+class Result(enum.Enum):
+    MET = "met"
+    """The daemon did what the policy expects, in time."""
+    MISSED = "missed"
+    """It did not (too late, not at all, or the drill had to put things back itself)."""
+
+
+HEALTHY_AGAIN = ("healthy", "degraded", "appeared")
+"""The daemon's `health` history entries that mean the unit serves again."""
+
+
+# -- may it run ---------------------------------------------------------------------------
+
+
+def drill_check(policy: Policy, name: str | None) -> Check | str:
+    """The check a fail-check drill forces to fail: `name`, or the policy's first critical
+    scheduled check; else why there is none."""
+    scheduled = [c for c in policy.checks if not isinstance(c.probe, UnitProbe)]
+    if name is not None:
+        check = next((c for c in policy.checks if c.name == name), None)
+        if check is None:
+            known = ", ".join(c.name for c in policy.checks) or "none"
+            return f"{policy.unit} has no check {name!r} (checks: {known})"
+        if check not in scheduled:
+            return f"check {name!r} is a unit: check, judged from systemd: it cannot be forced"
+        if not check.critical:
+            return f"check {name!r} is not critical: its failure only degrades, nothing repairs"
+        return check
+    check = next((c for c in scheduled if c.critical), None)
+    if check is None:
+        return f"{policy.unit} has no critical probed check for fail-check to force"
+    return check
+
+
+def refusal(
+    policy: Policy,
+    guard: GuardConfig,
+    row: Mapping[str, Any] | None,
+    fault: Fault,
+    *,
+    force: bool = False,
+    daemon_dry_run: bool = False,
+    check: str | None = None,
+) -> str | None:
+    """Why a drill may not run on the unit now (None: it may). `row` is the unit's row of
+    the daemon's status (None when the daemon does not supervise it)."""
+    unit = policy.unit
+    if row is None:
+        return f"the daemon does not supervise {unit}: reload it after adding the policy"
+    if daemon_dry_run:
+        return "the daemon runs with --dry-run: it would repair nothing"
+    if policy.mode == "observe":
+        return f"{unit} is in mode: observe: the daemon would not repair it"
+    if row.get("paused"):
+        return f"{unit} is paused: `host-supervisor resume {unit}` first"
+    if row.get("flapping"):
+        return f"{unit} is flapping: repairs are paused until it settles"
+    condition = row.get("condition")
+    if condition != "healthy":
+        return f"{unit} is {condition} now: a drill starts from a healthy unit"
+    glob = protecting_glob(unit, guard, allow_automatic=False)
+    if glob is not None and not force:
+        return f"{unit} is protected (guard.protected {glob!r}): --force drills it anyway"
+    if fault is Fault.BREAK_CONFIG:
+        restore = policy.recovery.restore
+        if restore is None or not restore.paths:
+            return f"break-config needs recovery.restore.paths in {unit}'s policy"
+        if "restore" not in policy.recovery.ladder:
+            return f"break-config needs restore in {unit}'s recovery.ladder"
+    if fault is Fault.FAIL_CHECK:
+        picked = drill_check(policy, check)
+        if isinstance(picked, str):
+            return picked
+    return None
+
+
+def describe_plan(policy: Policy, fault: Fault, timeout: float, check: str | None = None) -> str:
+    """What a drill would do, in one line (`drill --dry-run`)."""
+    unit = policy.unit
+    match fault:
+        case Fault.KILL:
+            what = f"SIGKILL the main process of {unit} (systemd KillUnit)"
+        case Fault.STOP:
+            what = f"stop {unit} over D-Bus (StopUnit), expect the daemon to leave it stopped"
+        case Fault.FAIL_CHECK:
+            picked = drill_check(policy, check)
+            name = picked.name if isinstance(picked, Check) else "?"
+            what = f"force check {name!r} of {unit} to fail"
+        case Fault.BREAK_CONFIG:
+            restore = policy.recovery.restore
+            paths = ", ".join(restore.paths) if restore is not None else "?"
+            what = f"back up and break a file under {paths}, then restart {unit}"
+    target = policy.expect.recover_within
+    expect = f"; expect healthy within {target:g}s" if target is not None else ""
+    return f"would {what}; watch up to {timeout:g}s{expect}"
+
+
+# -- what the history says ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The daemon's answer to one fault, read from its history; seconds after the fault."""
+
+    detected_after: float | None = None
+    """The daemon recorded the unit unhealthy (or, for a stop, stopped)."""
+    repaired_after: float | None = None
+    """Its first repair action finished (e.g. the restart job done: active again)."""
+    recovered_after: float | None = None
+    """It recorded the unit healthy again."""
+    rungs: tuple[str, ...] = ()
+    """The rungs it ran, in order (restart, reload, restore)."""
+    stopped: bool = False
+    """The fault showed as a clean stop (which the daemon respects)."""
+
+
+def _health(entry: Mapping[str, Any]) -> str:
+    return str(entry.get("message", "")) if entry.get("kind") == "health" else ""
+
+
+def figures(entries: Sequence[Mapping[str, Any]], fault_at: float) -> Figures:
+    """Read the unit's history entries (oldest first, as the daemon answers) after
+    `fault_at`: when it noticed, what it ran, when the unit was healthy again."""
+    detected: float | None = None
+    repaired: float | None = None
+    recovered: float | None = None
+    rungs: list[str] = []
+    stopped = False
+    for entry in entries:
+        at = float(entry.get("time", -math.inf))
+        if at < fault_at:
+            continue
+        message, kind = str(entry.get("message", "")), entry.get("kind")
+        health = _health(entry)
+        if detected is None:
+            if health.startswith(("failed:", "unhealthy:")):
+                detected = at
+            elif health.startswith("stopped cleanly"):
+                detected, stopped = at, True
+            continue
+        if kind == "action" and message:
+            rungs.append(message.split()[0])
+        elif kind == "result" and repaired is None and message.split()[1:2] == ["done:"]:
+            repaired = at
+        elif health in HEALTHY_AGAIN and recovered is None:
+            recovered = at
+            break
+    return Figures(
+        detected_after=None if detected is None else detected - fault_at,
+        repaired_after=None if repaired is None else repaired - fault_at,
+        recovered_after=None if recovered is None else recovered - fault_at,
+        rungs=tuple(rungs),
+        stopped=stopped,
+    )
+
+
+def settled(fault: Fault, found: Figures) -> bool:
+    """The drill has seen the end of the daemon's answer and may stop watching."""
+    if fault is Fault.STOP:
+        return found.detected_after is not None
+    return found.recovered_after is not None
+
+
+# -- the verdict --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    result: Result
+    reasons: tuple[str, ...] = ()
+    """Why it was missed; empty when met."""
+
+
+def judge(fault: Fault, found: Figures, recover_within: float | None) -> Verdict:
+    """Did the daemon do what the policy expects? A stop must be respected (no repair);
+    any other fault detected and repaired, healthy again within `recover_within`."""
+    reasons: list[str] = []
+    if fault is Fault.STOP:
+        if not found.stopped:
+            reasons.append("the daemon did not record the stop as a clean stop")
+        if found.rungs:
+            reasons.append(f"the daemon fought the stop: it ran {', '.join(found.rungs)}")
+    elif found.detected_after is None:
+        reasons.append("the daemon never recorded the unit unhealthy")
+    elif found.recovered_after is None:
+        reasons.append("the daemon did not bring the unit back to healthy in time")
+    elif recover_within is not None and found.recovered_after > recover_within:
+        reasons.append(
+            f"healthy again after {found.recovered_after:.3f}s, "
+            f"expected within {recover_within:g}s (expect.recover_within)"
+        )
+    return Verdict(Result.MISSED if reasons else Result.MET, tuple(reasons))
+
+
+# -- the record ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DrillRecord:
+    """What a drill reports to the daemon: one `drill` history entry and the metrics."""
+
+    fault: Fault
+    result: Result
+    detection_s: float | None = None
+    recovery_s: float | None = None
+    repaired_s: float | None = None
+    rungs: tuple[str, ...] = ()
+    expect_recover_within_s: float | None = None
+    reasons: tuple[str, ...] = ()
+    cleanup: str = ""
+    """What the drill had to put back itself ("" when the daemon did it all)."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """What it touched: the check forced, the file broken."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fault": self.fault.value,
+            "result": self.result.value,
+            "detection_s": self.detection_s,
+            "recovery_s": self.recovery_s,
+            "repaired_s": self.repaired_s,
+            "rungs": list(self.rungs),
+            "expect_recover_within_s": self.expect_recover_within_s,
+            "reasons": list(self.reasons),
+            "cleanup": self.cleanup,
+            **({"extra": dict(self.extra)} if self.extra else {}),
+        }
+
+
+def record_of(
+    fault: Fault,
+    found: Figures,
+    verdict: Verdict,
+    recover_within: float | None,
+    cleanup: str = "",
+    extra: Mapping[str, str] | None = None,
+) -> DrillRecord:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return DrillRecord(
+        fault=fault,
+        result=verdict.result,
+        detection_s=rounded(found.detected_after),
+        recovery_s=rounded(found.recovered_after),
+        repaired_s=rounded(found.repaired_after),
+        rungs=found.rungs,
+        expect_recover_within_s=recover_within,
+        reasons=verdict.reasons,
+        cleanup=cleanup,
+        extra=dict(extra or {}),
+    )
+
+
+def _seconds(body: Mapping[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a number of seconds or null, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{key} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _strings(body: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = body.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{key} must be a list of strings")
+    return tuple(value)
+
+
+def parse_record(body: object) -> DrillRecord:
+    """A drill record from the JSON a client sent; ValueError naming the bad field."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be a JSON object")
+    try:
+        fault = Fault(body.get("fault"))
+    except ValueError:
+        known = ", ".join(f.value for f in Fault)
+        raise ValueError(f"fault must be one of {known}, got {body.get('fault')!r}") from None
+    try:
+        result = Result(body.get("result"))
+    except ValueError:
+        raise ValueError(f"result must be met or missed, got {body.get('result')!r}") from None
+    extra = body.get("extra", {})
+    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        raise ValueError("extra must be an object of strings")
+    cleanup = body.get("cleanup", "")
+    if not isinstance(cleanup, str):
+        raise ValueError("cleanup must be a string")
+    return DrillRecord(
+        fault=fault,
+        result=result,
+        detection_s=_seconds(body, "detection_s"),
+        recovery_s=_seconds(body, "recovery_s"),
+        repaired_s=_seconds(body, "repaired_s"),
+        rungs=_strings(body, "rungs"),
+        expect_recover_within_s=_seconds(body, "expect_recover_within_s"),
+        reasons=_strings(body, "reasons"),
+        cleanup=cleanup,
+        extra={str(k): v for k, v in extra.items()},
+    )
+
+
+def summary(record: DrillRecord) -> str:
+    """One line for the history and the terminal."""
+
+    def secs(value: float | None) -> str:
+        return "never" if value is None else f"{value:.3f}s"
+
+    if record.fault is Fault.STOP:
+        text = f"drill {record.fault.value}: {record.result.value}: stop seen in "
+        text += secs(record.detection_s)
+        text += "; not restarted by the daemon" if not record.rungs else "; the daemon restarted it"
+    else:
+        text = (
+            f"drill {record.fault.value}: {record.result.value}: detected in "
+            f"{secs(record.detection_s)}, healthy again in {secs(record.recovery_s)}"
+        )
+        text += f" ({', '.join(record.rungs)})" if record.rungs else " (no repair ran)"
+        if record.expect_recover_within_s is not None:
+            text += f"; expected within {record.expect_recover_within_s:g}s"
+    if record.reasons:
+        text += "; " + "; ".join(record.reasons)
+    if record.cleanup:
+        text += f"; the drill put back: {record.cleanup}"
+    return text
+
+
+# -- a check forced to fail ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Forced:
+    """A drill's override: check number `index` of `unit` reports CRITICAL until `until`,
+    or until the unit's repair attempts pass `attempts` (the daemon acted)."""
+
+    unit: str
+    index: int
+    check: str
+    until: float
+    attempts: int
+    caller: str = ""
+
+
+def forced_result(forced: Forced) -> CheckResult:
+    by = f" by {forced.caller}" if forced.caller else ""
+    return CheckResult(Status.CRITICAL, f"forced to fail by a recovery drill{by}", 0.0)
+
+
+def still_forced(forced: Forced, attempts: int | None, now: float) -> bool:
+    """The override holds: not expired, the unit still supervised and not yet repaired."""
+    return attempts is not None and now < forced.until and attempts <= forced.attempts
+
+
+def apply_forced(event: Event, forced: Mapping[tuple[str, int], Forced]) -> Event:
+    """A probe event with every forced check's result replaced by a failure."""
+    if not forced:
+        return event
+    if isinstance(event, ProbeDone):
+        return _forced_one(event, forced)
+    if isinstance(event, ProbesDone):
+        return ProbesDone(tuple(_forced_one(done, forced) for done in event.results))
+    return event
+
+
+def _forced_one(done: ProbeDone, forced: Mapping[tuple[str, int], Forced]) -> ProbeDone:
+    hit = forced.get((done.unit, done.index))
+    return done if hit is None else ProbeDone(done.unit, done.index, forced_result(hit))

@@ -1,0 +1,119 @@
+"""The daemon's side of a recovery drill (`host-supervisor drill`): a check forced to
+fail while a fail-check drill runs, and the drill's record in the history and metrics.
+
+A forced check is an override in the shell, not a decision: the probe still runs, its
+result is replaced by CRITICAL before the reducer sees it, so the unit goes through the
+same thresholds, ladder and guard as for a real failure. The override ends at its
+deadline, or as soon as the daemon has run a repair on the unit (the repaired unit's
+checks must then pass on their own), or when the drill ends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from supervisor.core import drill
+from supervisor.core.actions import Event
+from supervisor.core.drill import DrillRecord, Forced
+from supervisor.core.state import HostState
+from supervisor.daemon.metrics import Metrics
+from supervisor.daemon.ports import StateStore
+from supervisor.errors import SupervisorError
+from supervisor.secrets import mask, mask_data
+
+log = structlog.get_logger("host-supervisor")
+
+MAX_FORCE = 3600.0
+"""The longest a check may be forced to fail, in seconds."""
+
+
+class Drills:
+    def __init__(
+        self,
+        state: Callable[[], HostState],
+        store: StateStore,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self._state = state
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._forced: dict[tuple[str, int], Forced] = {}
+
+    # -- a check forced to fail ---------------------------------------------------------------
+
+    def force_check(self, unit: str, check: str | None, seconds: float, caller: str) -> str | None:
+        """Force a check of `unit` to fail for `seconds`; None when done, else why not."""
+        sup = self._state().units.get(unit)
+        if sup is None:
+            return f"no policy for unit {unit}"
+        if not 0 < seconds <= MAX_FORCE:
+            return f"for_s must be more than 0 and at most {MAX_FORCE:g} seconds"
+        picked = drill.drill_check(sup.policy, check)
+        if isinstance(picked, str):
+            return picked
+        index = sup.policy.checks.index(picked)
+        now = self._clock()
+        self._forced[(unit, index)] = Forced(
+            unit, index, picked.name, now + seconds, sup.recovery.attempts, caller
+        )
+        self._history(
+            unit,
+            f"drill: check {picked.name} forced to fail for up to {seconds:g}s (by {caller})",
+            {"check": picked.name, "for_s": seconds, "caller": caller},
+        )
+        return None
+
+    def end_forced(self, unit: str) -> bool:
+        """End every override of `unit`'s checks; False if there was none."""
+        ended = [key for key in self._forced if key[0] == unit]
+        for key in ended:
+            del self._forced[key]
+        return bool(ended)
+
+    def forced(self, event: Event) -> Event:
+        """The probe event the reducer sees: forced checks' results replaced by failures."""
+        if not self._forced:
+            return event
+        state, now = self._state(), self._clock()
+        for key, forced in list(self._forced.items()):
+            sup = state.units.get(forced.unit)
+            attempts = sup.recovery.attempts if sup is not None else None
+            if not drill.still_forced(forced, attempts, now):
+                del self._forced[key]
+                log.info("drill: check no longer forced", unit=forced.unit, check=forced.check)
+        return drill.apply_forced(event, self._forced)
+
+    # -- the record -----------------------------------------------------------------------------
+
+    def record(self, unit: str, body: object, caller: str) -> str | None:
+        """Record a drill's report: a `drill` history entry and the metrics; None when
+        recorded, else what is wrong with the report."""
+        try:
+            report = drill.parse_record(body)
+        except ValueError as exc:
+            return str(exc)
+        self._metrics.drilled(
+            unit,
+            report.fault.value,
+            report.result.value,
+            report.detection_s,
+            report.recovery_s,
+            self._clock(),
+        )
+        self._history(unit, f"{drill.summary(report)} (by {caller})", _data(report, caller))
+        return None
+
+    def _history(self, unit: str, message: str, data: dict[str, Any]) -> None:
+        try:
+            self._store.append(unit, "drill", mask(message), mask_data(data), time=self._clock())
+        except (SupervisorError, TypeError) as exc:
+            log.error("cannot record history", error=str(exc), unit=unit, kind="drill")
+
+
+def _data(report: DrillRecord, caller: str) -> dict[str, Any]:
+    return {**report.to_dict(), "caller": caller}
