@@ -226,7 +226,7 @@ class Run:
         deadline = time.monotonic() + self.options.timeout
         found = Figures()
         while time.monotonic() < deadline:
-            found = drill.figures(self._history(fault_at), fault_at)
+            found = drill.figures(self._history(fault_at), fault_at, self.options.fault)
             if drill.settled(self.options.fault, found):
                 break
             time.sleep(POLL)
@@ -234,7 +234,7 @@ class Run:
             # A clean stop is respected: give the daemon time to (wrongly) act on it.
             quiet = min(max(QUIET, self.policy.recovery.settle), deadline - time.monotonic())
             time.sleep(max(0.0, quiet))
-            found = drill.figures(self._history(fault_at), fault_at)
+            found = drill.figures(self._history(fault_at), fault_at, self.options.fault)
         return found
 
     def _history(self, fault_at: float) -> list[dict[str, Any]]:
@@ -245,8 +245,8 @@ class Run:
         return entries
 
     def _clean_up(self, bus: SystemdBus, broken: Broken | None, found: Figures) -> None:
-        unit, socket = self.unit, self.options.socket
-        if self.options.fault is Fault.FAIL_CHECK:
+        unit, socket, fault = self.unit, self.options.socket, self.options.fault
+        if fault is Fault.FAIL_CHECK:
             code, body = call(
                 socket, "DELETE", f"/v1/units/{quote(unit, safe='')}/drill/fail-check"
             )
@@ -254,8 +254,12 @@ class Run:
                 self.cleanup.append("ended the forced check failure")
         if broken is not None and put_file_back(broken):
             self.cleanup.append(f"wrote {broken.path} back from its backup")
-            if found.recovered_after is not None:
-                bus.restart(unit)  # it serves the broken file: make it read the good one
+            bus.reset_failed(unit)
+            bus.restart(unit)  # with the good file again, whatever state it is in
+            self.cleanup.append(f"restarted {unit}")
+            return
+        if fault is not Fault.STOP and found.recovered_after is not None:
+            return  # the daemon brought it back: nothing of the drill's is left
         row: dict[str, Any] = next(
             iter(_get(socket, f"/v1/status?unit={quote(unit)}")["units"]), {}
         )
@@ -263,7 +267,7 @@ class Run:
         if active not in ("active", "reloading", "activating"):
             bus.reset_failed(unit)
             bus.start(unit)
-            if self.options.fault is not Fault.STOP:
+            if fault is not Fault.STOP:
                 self.cleanup.append(f"started {unit} (it was {active})")
 
 

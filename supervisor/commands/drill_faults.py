@@ -10,6 +10,7 @@ and mode, only its bytes change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
@@ -27,11 +28,8 @@ BUS_TIMEOUT = 10.0
 SIGKILL = 9
 MAX_FILES = 10_000  # a restore path's tree read at most this far, to pick a file
 
-BROKEN = (
-    b"# broken on purpose by `host-supervisor drill`: the daemon's restore should put the\n"
-    b"# last known good file back; the drill will if it does not.\n"
-    b"{{{ this is not a valid configuration file }}}\n"
-)
+BROKEN = b"{{{ broken on purpose by host-supervisor drill }}}\n"
+"""What a broken file holds: no configuration language accepts it."""
 
 
 class DrillFault(SupervisorError):
@@ -51,17 +49,23 @@ class SystemdBus:
         from supervisor.systemd.bus import system_bus_address
 
         address = system_bus_address()
+
+        async def connect() -> Any:  # the bus needs a running loop from its construction on
+            return await asyncio.wait_for(MessageBus(bus_address=address).connect(), BUS_TIMEOUT)
+
         try:
-            self._bus = self._runner.run(
-                asyncio.wait_for(MessageBus(bus_address=address).connect(), BUS_TIMEOUT)
-            )
+            self._bus = self._runner.run(connect())
         except (OSError, TimeoutError, ValueError) as exc:
             raise DrillFault(f"cannot connect to the system bus at {address}: {exc}") from exc
 
     def close(self) -> None:
-        if self._bus is not None:
-            self._bus.disconnect()
-            self._bus = None
+        bus, self._bus = self._bus, None
+        if bus is not None:
+
+            async def disconnect() -> None:
+                bus.disconnect()
+
+            self._runner.run(disconnect())
 
     def _call(self, member: str, signature: str, body: list[Any]) -> None:
         from dbus_fast import Message, MessageType
@@ -97,7 +101,10 @@ class SystemdBus:
         self._call("RestartUnit", "ss", [unit, "replace"])
 
     def reset_failed(self, unit: str) -> None:
-        self._call("ResetFailedUnit", "s", [unit])
+        """Best effort before a start (a start limit hit by the drill must not block it):
+        a unit that is not failed, or not even loaded, has nothing to reset."""
+        with contextlib.suppress(DrillFault):
+            self._call("ResetFailedUnit", "s", [unit])
 
 
 # -- a configuration file broken on purpose ------------------------------------------------

@@ -156,14 +156,20 @@ def _health(entry: Mapping[str, Any]) -> str:
     return str(entry.get("message", "")) if entry.get("kind") == "health" else ""
 
 
-def figures(entries: Sequence[Mapping[str, Any]], fault_at: float) -> Figures:
+def _check_ok(entry: Mapping[str, Any]) -> bool:
+    data = entry.get("data")
+    return entry.get("kind") == "check" and isinstance(data, Mapping) and data.get("state") == "ok"
+
+
+def figures(entries: Sequence[Mapping[str, Any]], fault_at: float, fault: Fault) -> Figures:
     """Read the unit's history entries (oldest first, as the daemon answers) after
-    `fault_at`: when it noticed, what it ran, when the unit was healthy again."""
+    `fault_at`: when it noticed, what it ran, when the unit was healthy again. A clean
+    stop is the answer to a stop; for other faults it is a restart passing by."""
     detected: float | None = None
     repaired: float | None = None
     recovered: float | None = None
     rungs: list[str] = []
-    stopped = False
+    stopped = checks_pending = False
     for entry in entries:
         at = float(entry.get("time", -math.inf))
         if at < fault_at:
@@ -173,16 +179,20 @@ def figures(entries: Sequence[Mapping[str, Any]], fault_at: float) -> Figures:
         if detected is None:
             if health.startswith(("failed:", "unhealthy:")):
                 detected = at
-            elif health.startswith("stopped cleanly"):
+            elif health.startswith("stopped cleanly") and fault is Fault.STOP:
                 detected, stopped = at, True
             continue
         if kind == "action" and message:
             rungs.append(message.split()[0])
         elif kind == "result" and repaired is None and message.split()[1:2] == ["done:"]:
             repaired = at
-        elif health in HEALTHY_AGAIN and recovered is None:
+        elif health in HEALTHY_AGAIN or (checks_pending and _check_ok(entry)):
             recovered = at
             break
+        elif health:
+            # Restarted, its checks start afresh ("unknown"): the first to pass makes it
+            # healthy, which the history shows as that check's change, not as health.
+            checks_pending = health == "unknown"
     return Figures(
         detected_after=None if detected is None else detected - fault_at,
         repaired_after=None if repaired is None else repaired - fault_at,

@@ -45,8 +45,8 @@ def policy(**extra: Any) -> Policy:
     return Policy.model_validate(doc)
 
 
-def entry(at: float, kind: str, message: str) -> dict[str, Any]:
-    return {"time": at, "unit": "web.service", "kind": kind, "message": message, "data": {}}
+def entry(at: float, kind: str, message: str, **data: Any) -> dict[str, Any]:
+    return {"time": at, "unit": "web.service", "kind": kind, "message": message, "data": data}
 
 
 # -- may it run ---------------------------------------------------------------------------
@@ -132,17 +132,28 @@ def test_figures_from_a_crash_and_a_restart() -> None:
         entry(100.004, "health", "failed: failed/failed (signal)"),
         entry(100.005, "action", "restart (attempt 1)"),
         entry(100.120, "result", "restart done: job done"),
-        entry(100.121, "health", "unknown"),
-        entry(100.600, "health", "healthy"),
+        entry(100.121, "health", "unknown"),  # restarted: its checks start afresh
+        entry(100.600, "check", "http: pending -> ok: HTTP 200", check="http", state="ok"),
+        entry(100.700, "recovery", "recovered: healthy after attempt 1"),
         entry(101.0, "health", "failed: failed/failed (signal)"),  # a later episode
     ]
-    found = figures(history, fault_at=100.0)
+    found = figures(history, fault_at=100.0, fault=Fault.KILL)
     assert found.detected_after == pytest.approx(0.004)
     assert found.repaired_after == pytest.approx(0.120)
     assert found.recovered_after == pytest.approx(0.600)
     assert found.rungs == ("restart",)
     assert not found.stopped
     assert settled(Fault.KILL, found)
+
+
+def test_a_unit_without_checks_is_healthy_again_in_its_health_entry() -> None:
+    history = [
+        entry(1.01, "health", "failed: failed/failed (signal)"),
+        entry(1.02, "action", "restart (attempt 1)"),
+        entry(1.2, "check", "http: critical -> ok", check="http", state="ok"),  # not after unknown
+        entry(1.3, "health", "healthy"),
+    ]
+    assert figures(history, 1.0, Fault.KILL).recovered_after == pytest.approx(0.3)
 
 
 def test_figures_of_a_ladder_that_climbed() -> None:
@@ -154,18 +165,35 @@ def test_figures_of_a_ladder_that_climbed() -> None:
         entry(12.5, "result", "restore done: 1 file restored"),
         entry(13.0, "health", "degraded"),
     ]
-    found = figures(history, fault_at=10.0)
+    found = figures(history, fault_at=10.0, fault=Fault.FAIL_CHECK)
     assert found.rungs == ("restart", "restore")
     assert found.repaired_after == pytest.approx(2.5)
     assert found.recovered_after == pytest.approx(3.0)
 
 
 def test_a_stop_is_seen_as_a_clean_stop_and_nothing_else_is_settled_yet() -> None:
-    stop = figures([entry(5.1, "health", "stopped cleanly; not restarted")], fault_at=5.0)
+    stop = figures([entry(5.1, "health", "stopped cleanly; not restarted")], 5.0, Fault.STOP)
     assert stop.stopped and stop.detected_after == pytest.approx(0.1)
     assert settled(Fault.STOP, stop)
-    crash = figures([entry(5.1, "health", "failed: failed/failed (signal)")], fault_at=5.0)
+    crash = figures([entry(5.1, "health", "failed: failed/failed (signal)")], 5.0, Fault.KILL)
     assert not settled(Fault.KILL, crash)
+
+
+def test_a_restart_passing_by_a_clean_stop_is_not_the_detection_of_a_broken_config() -> None:
+    history = [
+        entry(1.01, "health", "transient"),
+        entry(1.02, "health", "stopped cleanly; not restarted"),
+        entry(1.03, "health", "transient"),
+        entry(1.05, "health", "failed: failed/failed (exit-code)"),
+        entry(1.06, "action", "restart (attempt 1)"),
+        entry(1.08, "result", "restart failed: job failed"),
+        entry(3.0, "action", "restore (attempt 2)"),
+        entry(3.4, "result", "restore done: restored"),
+        entry(3.5, "health", "healthy"),
+    ]
+    found = figures(history, 1.0, Fault.BREAK_CONFIG)
+    assert not found.stopped and found.detected_after == pytest.approx(0.05)
+    assert found.rungs == ("restart", "restore") and found.recovered_after == pytest.approx(2.5)
 
 
 # -- the verdict ----------------------------------------------------------------------------
