@@ -180,8 +180,8 @@ class Run:
         fault, unit = self.options.fault, self.unit
         broken: Broken | None = None
         found = Figures()
+        fault_at = time.time()
         try:
-            fault_at = time.time()
             match fault:
                 case Fault.KILL:
                     bus.kill_main(unit)
@@ -198,7 +198,8 @@ class Run:
         verdict = drill.judge(fault, found, within)
         if self.cleanup and fault is not Fault.STOP and verdict.result is Result.MET:
             verdict = drill.Verdict(Result.MISSED, ("the drill had to clean up after it",))
-        return drill.record_of(fault, found, verdict, within, "; ".join(self.cleanup), self.extra)
+        cleanup = "; ".join(self.cleanup)
+        return drill.record_of(fault, found, verdict, within, cleanup, self.extra, fault_at)
 
     def _force_check(self) -> None:
         query = {"for_s": repr(self.options.timeout)}

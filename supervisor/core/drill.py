@@ -150,6 +150,8 @@ class Figures:
     """The rungs it ran, in order (restart, reload, restore)."""
     stopped: bool = False
     """The fault showed as a clean stop (which the daemon respects)."""
+    unanswered: int = 0
+    """Rungs whose result is not in the history yet."""
 
 
 def _health(entry: Mapping[str, Any]) -> str:
@@ -169,6 +171,7 @@ def figures(entries: Sequence[Mapping[str, Any]], fault_at: float, fault: Fault)
     repaired: float | None = None
     recovered: float | None = None
     rungs: list[str] = []
+    results = 0
     stopped = checks_pending = False
     for entry in entries:
         at = float(entry.get("time", -math.inf))
@@ -182,13 +185,21 @@ def figures(entries: Sequence[Mapping[str, Any]], fault_at: float, fault: Fault)
             elif health.startswith("stopped cleanly") and fault is Fault.STOP:
                 detected, stopped = at, True
             continue
+        # Healthy again (systemd said active) may come before the restart job's result:
+        # read on for the results of the rungs in flight, not past a new fault.
+        new_fault = health.startswith(("failed:", "unhealthy:")) or kind == "action"
+        if recovered is not None and new_fault:
+            break
         if kind == "action" and message:
             rungs.append(message.split()[0])
-        elif kind == "result" and repaired is None and message.split()[1:2] == ["done:"]:
-            repaired = at
+        elif kind == "result":
+            results += 1
+            if repaired is None and message.split()[1:2] == ["done:"]:
+                repaired = at
+        elif recovered is not None:
+            continue
         elif health in HEALTHY_AGAIN or (checks_pending and _check_ok(entry)):
             recovered = at
-            break
         elif health:
             # Restarted, its checks start afresh ("unknown"): the first to pass makes it
             # healthy, which the history shows as that check's change, not as health.
@@ -199,6 +210,7 @@ def figures(entries: Sequence[Mapping[str, Any]], fault_at: float, fault: Fault)
         recovered_after=None if recovered is None else recovered - fault_at,
         rungs=tuple(rungs),
         stopped=stopped,
+        unanswered=max(0, len(rungs) - results),
     )
 
 
@@ -206,7 +218,7 @@ def settled(fault: Fault, found: Figures) -> bool:
     """The drill has seen the end of the daemon's answer and may stop watching."""
     if fault is Fault.STOP:
         return found.detected_after is not None
-    return found.recovered_after is not None
+    return found.recovered_after is not None and found.unanswered == 0
 
 
 # -- the verdict --------------------------------------------------------------------------
@@ -257,6 +269,8 @@ class DrillRecord:
     reasons: tuple[str, ...] = ()
     cleanup: str = ""
     """What the drill had to put back itself ("" when the daemon did it all)."""
+    fault_at: float | None = None
+    """When the fault was injected (Unix time, the drill's clock)."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """What it touched: the check forced, the file broken."""
 
@@ -271,6 +285,7 @@ class DrillRecord:
             "expect_recover_within_s": self.expect_recover_within_s,
             "reasons": list(self.reasons),
             "cleanup": self.cleanup,
+            "fault_at": self.fault_at,
             **({"extra": dict(self.extra)} if self.extra else {}),
         }
 
@@ -282,6 +297,7 @@ def record_of(
     recover_within: float | None,
     cleanup: str = "",
     extra: Mapping[str, str] | None = None,
+    fault_at: float | None = None,
 ) -> DrillRecord:
     def rounded(value: float | None) -> float | None:
         return None if value is None else round(value, 4)
@@ -297,6 +313,7 @@ def record_of(
         reasons=verdict.reasons,
         cleanup=cleanup,
         extra=dict(extra or {}),
+        fault_at=fault_at,
     )
 
 
@@ -348,6 +365,7 @@ def parse_record(body: object) -> DrillRecord:
         reasons=_strings(body, "reasons"),
         cleanup=cleanup,
         extra={str(k): v for k, v in extra.items()},
+        fault_at=_seconds(body, "fault_at"),
     )
 
 

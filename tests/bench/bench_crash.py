@@ -36,6 +36,8 @@ recovery:
 """
 
 
+SOCKET_NAME = "control.sock"
+
 BENCH_GUARD = """\
 guard:
   repair_budget: {max: 1000, window: 15m}
@@ -67,6 +69,65 @@ def detections(log_file: Path) -> list[float]:
     return times
 
 
+def start_daemon(lab: Lab) -> tuple[Path, Path]:
+    """The bench unit running, and the daemon supervising it with key=value logs in a
+    file; returns (config dir, log file). The control socket is SOCKET_NAME in the
+    lab's shared directory."""
+    shared = Path(lab.shared_dir)
+    config = shared / "etc"
+    # 50 kills in a minute would rightly freeze automation (budget) and count as
+    # flapping: this benchmark measures detection and restart, so it lifts both.
+    write_config(config, {"bench.yaml": POLICY}, main=BENCH_GUARD)
+    lab.install_unit(UNIT, web_unit(8090))
+    lab.run("systemctl", "start", UNIT)
+    log_file = shared / "daemon.log"
+    exe = Path(sys.prefix) / "bin" / "host-supervisor"
+    # A transient unit whose stderr is a file: key=value logs with timestamps.
+    lab.run(
+        "systemd-run",
+        "--unit=hs-bench",
+        f"--property=StandardError=append:{log_file}",
+        *(
+            ["--setenv=PYTHONPATH=" + os.environ["PYTHONPATH"]]
+            if "PYTHONPATH" in os.environ
+            else []
+        ),
+        str(exe),
+        "run",
+        "--config",
+        str(config),
+        "--state-dir",
+        str(shared / "state"),
+        "--socket",
+        str(shared / SOCKET_NAME),
+    )
+    lab.wait_for(lambda: "supervising" in log_file.read_text(), timeout=30, what="daemon up")
+    return config, log_file
+
+
+def kill_once(lab: Lab, log_file: Path, i: int) -> tuple[float, float]:
+    """SIGKILL the unit's main process from the host; (kill -> detection, kill -> active
+    again) in milliseconds."""
+    pid = lab.show(UNIT, "MainPID")["MainPID"]
+    target = host_pid(int(pid), lab.pid)
+    seen = len(detections(log_file))
+    killed_at = time.time()
+    os.kill(target, signal.SIGKILL)
+    lab.wait_for(
+        lambda pid=pid: active_with_new_pid(lab, UNIT, pid),
+        timeout=20,
+        interval=0.01,
+        what=f"kill {i + 1}: {UNIT} active again",
+    )
+    lab.wait_for(
+        lambda seen=seen: len(detections(log_file)) > seen,
+        timeout=10,
+        what=f"kill {i + 1}: detection logged",
+    )
+    detect = (detections(log_file)[seen] - killed_at) * 1000
+    return detect, (active_enter_us(lab, UNIT) / 1e6 - killed_at) * 1000
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=50)
@@ -76,51 +137,13 @@ def main() -> int:
         return 1
     with Lab() as lab:
         lab.boot()
-        shared = Path(lab.shared_dir)
-        config = shared / "etc"
-        # 50 kills in a minute would rightly freeze automation (budget) and count as
-        # flapping: this benchmark measures detection and restart, so it lifts both.
-        write_config(config, {"bench.yaml": POLICY}, main=BENCH_GUARD)
-        lab.install_unit(UNIT, web_unit(8090))
-        lab.run("systemctl", "start", UNIT)
-        log_file = shared / "daemon.log"
-        exe = Path(sys.prefix) / "bin" / "host-supervisor"
-        # A transient unit whose stderr is a file: key=value logs with timestamps.
-        lab.run(
-            "systemd-run",
-            "--unit=hs-bench",
-            f"--property=StandardError=append:{log_file}",
-            str(exe),
-            "run",
-            "--config",
-            str(config),
-            "--state-dir",
-            str(shared / "state"),
-            "--socket",
-            str(shared / "control.sock"),
-        )
-        lab.wait_for(lambda: "supervising" in log_file.read_text(), timeout=30, what="daemon up")
+        _, log_file = start_daemon(lab)
         detect_ms: list[float] = []
         active_ms: list[float] = []
         for i in range(args.kills):
-            pid = lab.show(UNIT, "MainPID")["MainPID"]
-            target = host_pid(int(pid), lab.pid)
-            seen = len(detections(log_file))
-            killed_at = time.time()
-            os.kill(target, signal.SIGKILL)
-            lab.wait_for(
-                lambda pid=pid: active_with_new_pid(lab, UNIT, pid),
-                timeout=20,
-                interval=0.01,
-                what=f"kill {i + 1}: {UNIT} active again",
-            )
-            lab.wait_for(
-                lambda seen=seen: len(detections(log_file)) > seen,
-                timeout=10,
-                what=f"kill {i + 1}: detection logged",
-            )
-            detect_ms.append((detections(log_file)[seen] - killed_at) * 1000)
-            active_ms.append((active_enter_us(lab, UNIT) / 1e6 - killed_at) * 1000)
+            detect, active = kill_once(lab, log_file, i)
+            detect_ms.append(detect)
+            active_ms.append(active)
             time.sleep(0.3)  # past settle: each kill is a fresh failure
         lab.run("systemctl", "stop", "hs-bench")
     rows = [

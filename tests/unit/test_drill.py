@@ -156,6 +156,25 @@ def test_a_unit_without_checks_is_healthy_again_in_its_health_entry() -> None:
     assert figures(history, 1.0, Fault.KILL).recovered_after == pytest.approx(0.3)
 
 
+def test_healthy_before_the_restart_job_ends_waits_for_its_result() -> None:
+    history = [
+        entry(1.01, "health", "failed: failed/failed (signal)"),
+        entry(1.02, "action", "restart (attempt 1)"),
+        entry(1.10, "health", "healthy"),  # systemd's signal came before the job's end
+    ]
+    early = figures(history, 1.0, Fault.KILL)
+    assert early.recovered_after == pytest.approx(0.1) and early.repaired_after is None
+    assert not settled(Fault.KILL, early)
+    history += [
+        entry(1.11, "result", "restart done: job done"),
+        entry(5.0, "health", "failed: failed/failed (signal)"),
+        entry(5.1, "action", "restart (attempt 2)"),
+    ]
+    done = figures(history, 1.0, Fault.KILL)
+    assert done.repaired_after == pytest.approx(0.11) and done.rungs == ("restart",)
+    assert settled(Fault.KILL, done)
+
+
 def test_figures_of_a_ladder_that_climbed() -> None:
     history = [
         entry(10.5, "health", "unhealthy: failing checks http"),
