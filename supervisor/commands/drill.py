@@ -25,7 +25,7 @@ from supervisor.commands.client import EXIT_UNREACHABLE, ControlError, call, err
 from supervisor.commands.drill_faults import Broken, DrillFault, SystemdBus, break_file, pick_file
 from supervisor.commands.drill_faults import put_back as put_file_back
 from supervisor.config import LoadedConfig, Policy, load_config
-from supervisor.core import drill
+from supervisor.core import drill, drill_record
 from supervisor.core.drill import Fault, Figures, Result
 from supervisor.errors import ConfigError
 from supervisor.secrets import mask
@@ -150,11 +150,11 @@ def _one(
     return EXIT_MET if record.result is Result.MET else EXIT_MISSED
 
 
-def _print(options: DrillOptions, unit: str, record: drill.DrillRecord, out: TextIO) -> None:
+def _print(options: DrillOptions, unit: str, record: drill_record.DrillRecord, out: TextIO) -> None:
     if options.json:
         print(json.dumps({"unit": unit, **record.to_dict()}), file=out)
     else:
-        print(mask(f"{unit}: {drill.summary(record)}"), file=out)
+        print(mask(f"{unit}: {drill_record.summary(record)}"), file=out)
 
 
 class Run:
@@ -167,7 +167,7 @@ class Run:
         self.cleanup: list[str] = []
         self.extra: dict[str, str] = {}
 
-    def run(self) -> drill.DrillRecord:
+    def run(self) -> drill_record.DrillRecord:
         with asyncio.Runner() as runner:
             bus = SystemdBus(runner)
             bus.connect()
@@ -176,7 +176,7 @@ class Run:
             finally:
                 bus.close()
 
-    def _with(self, bus: SystemdBus) -> drill.DrillRecord:
+    def _with(self, bus: SystemdBus) -> drill_record.DrillRecord:
         fault, unit = self.options.fault, self.unit
         broken: Broken | None = None
         found = Figures()
@@ -199,7 +199,7 @@ class Run:
         if self.cleanup and fault is not Fault.STOP and verdict.result is Result.MET:
             verdict = drill.Verdict(Result.MISSED, ("the drill had to clean up after it",))
         cleanup = "; ".join(self.cleanup)
-        return drill.record_of(fault, found, verdict, within, cleanup, self.extra, fault_at)
+        return drill_record.record_of(fault, found, verdict, within, cleanup, self.extra, fault_at)
 
     def _force_check(self) -> None:
         query = {"for_s": repr(self.options.timeout)}

@@ -10,14 +10,16 @@ checks must then pass on their own), or when the drill ends it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from supervisor.core import drill
 from supervisor.core.actions import Event
-from supervisor.core.drill import DrillRecord, Forced
+from supervisor.core.drill import Forced
+from supervisor.core.drill_record import DrillRecord, parse_record, summary
 from supervisor.core.state import HostState
 from supervisor.daemon.metrics import Metrics
 from supervisor.daemon.ports import StateStore
@@ -25,6 +27,8 @@ from supervisor.errors import SupervisorError
 from supervisor.secrets import mask, mask_data
 
 log = structlog.get_logger("host-supervisor")
+
+PREFIX = "host_supervisor_"  # as supervisor.daemon.exposition's
 
 MAX_FORCE = 3600.0
 """The longest a check may be forced to fail, in seconds."""
@@ -94,7 +98,7 @@ class Drills:
         """Record a drill's report: a `drill` history entry and the metrics; None when
         recorded, else what is wrong with the report."""
         try:
-            report = drill.parse_record(body)
+            report = parse_record(body)
         except ValueError as exc:
             return str(exc)
         self._metrics.drilled(
@@ -105,7 +109,7 @@ class Drills:
             report.recovery_s,
             self._clock(),
         )
-        self._history(unit, f"{drill.summary(report)} (by {caller})", _data(report, caller))
+        self._history(unit, f"{summary(report)} (by {caller})", _data(report, caller))
         return None
 
     def _history(self, unit: str, message: str, data: dict[str, Any]) -> None:
@@ -117,3 +121,47 @@ class Drills:
 
 def _data(report: DrillRecord, caller: str) -> dict[str, Any]:
     return {**report.to_dict(), "caller": caller}
+
+
+def drill_metrics(metrics: Metrics, units: set[str]) -> Iterator[Metric]:
+    """Recovery drills (`host-supervisor drill`): runs by result, and the last one's
+    figures, so an alert rule can say "no drill met in 8 days" or "recovery got slow"."""
+    runs = CounterMetricFamily(
+        PREFIX + "drill_runs",
+        "Recovery drills reported, by unit, fault and result (met, missed).",
+        labels=["unit", "fault", "result"],
+    )
+    for (unit, fault, result), n in sorted(metrics.drills.items()):
+        if unit in units:
+            runs.add_metric([unit, fault, result], float(n))
+    detection = GaugeMetricFamily(
+        PREFIX + "drill_last_detection_seconds",
+        "The last drill's fault-to-detection time; absent when the daemon never detected it.",
+        labels=["unit", "fault"],
+    )
+    recovery = GaugeMetricFamily(
+        PREFIX + "drill_last_recovery_seconds",
+        "The last drill's fault-to-healthy-again time; absent when it did not recover.",
+        labels=["unit", "fault"],
+    )
+    met = GaugeMetricFamily(
+        PREFIX + "drill_last_met",
+        "1 when the last drill on the unit met the policy's expectations, 0 when it missed.",
+        labels=["unit", "fault"],
+    )
+    when = GaugeMetricFamily(
+        PREFIX + "drill_last_timestamp_seconds",
+        "When the last drill on the unit was reported (Unix time).",
+        labels=["unit"],
+    )
+    for unit, last in sorted(metrics.last_drill.items()):
+        if unit not in units:
+            continue
+        keys = [unit, last.fault]
+        if last.detection_s is not None:
+            detection.add_metric(keys, last.detection_s)
+        if last.recovery_s is not None:
+            recovery.add_metric(keys, last.recovery_s)
+        met.add_metric(keys, 1.0 if last.result == "met" else 0.0)
+        when.add_metric([unit], last.at)
+    yield from (runs, detection, recovery, met, when)

@@ -41,6 +41,7 @@ from supervisor.core.failover import Phase as FailoverPhase
 from supervisor.core.guard_state import BreakerPhase
 from supervisor.core.health import Condition, HardState
 from supervisor.core.recovery import Phase
+from supervisor.daemon.drills import drill_metrics
 from supervisor.daemon.metrics import Buckets, Metrics
 from supervisor.fsutil import atomic_write
 
@@ -261,7 +262,7 @@ class DaemonCollector(Collector):
         )
         for (unit, rung, result), n in sorted(metrics.repairs.items()):
             repairs.add_metric([unit, rung, result], float(n))
-        yield from _drills(metrics, units)
+        yield from drill_metrics(metrics, units)
         lateness = HistogramMetricFamily(
             PREFIX + "check_lateness_seconds",
             "How late check runs started against their schedule (event loop lag).",
@@ -318,50 +319,6 @@ class DaemonCollector(Collector):
             for outcome, n in sorted(by_outcome.items()):
                 family.add_metric([channel, outcome], float(n))
         yield family
-
-
-def _drills(metrics: Metrics, units: set[str]) -> Iterator[Metric]:
-    """Recovery drills (`host-supervisor drill`): runs by result, and the last one's
-    figures, so an alert rule can say "no drill met in 8 days" or "recovery got slow"."""
-    runs = CounterMetricFamily(
-        PREFIX + "drill_runs",
-        "Recovery drills reported, by unit, fault and result (met, missed).",
-        labels=["unit", "fault", "result"],
-    )
-    for (unit, fault, result), n in sorted(metrics.drills.items()):
-        if unit in units:
-            runs.add_metric([unit, fault, result], float(n))
-    detection = GaugeMetricFamily(
-        PREFIX + "drill_last_detection_seconds",
-        "The last drill's fault-to-detection time; absent when the daemon never detected it.",
-        labels=["unit", "fault"],
-    )
-    recovery = GaugeMetricFamily(
-        PREFIX + "drill_last_recovery_seconds",
-        "The last drill's fault-to-healthy-again time; absent when it did not recover.",
-        labels=["unit", "fault"],
-    )
-    met = GaugeMetricFamily(
-        PREFIX + "drill_last_met",
-        "1 when the last drill on the unit met the policy's expectations, 0 when it missed.",
-        labels=["unit", "fault"],
-    )
-    when = GaugeMetricFamily(
-        PREFIX + "drill_last_timestamp_seconds",
-        "When the last drill on the unit was reported (Unix time).",
-        labels=["unit"],
-    )
-    for unit, last in sorted(metrics.last_drill.items()):
-        if unit not in units:
-            continue
-        keys = [unit, last.fault]
-        if last.detection_s is not None:
-            detection.add_metric(keys, last.detection_s)
-        if last.recovery_s is not None:
-            recovery.add_metric(keys, last.recovery_s)
-        met.add_metric(keys, 1.0 if last.result == "met" else 0.0)
-        when.add_metric([unit], last.at)
-    yield from (runs, detection, recovery, met, when)
 
 
 def registry_of(daemon: Observed) -> CollectorRegistry:

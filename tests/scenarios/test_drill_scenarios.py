@@ -20,7 +20,8 @@ import pytest
 import yaml
 
 from supervisor.config.values import parse_duration
-from supervisor.core.drill import Fault, figures, judge, record_of, summary
+from supervisor.core.drill import Fault, figures, judge
+from supervisor.core.drill_record import record_of, summary
 from supervisor.daemon import Daemon
 from supervisor.testing.virtual_time import VirtualTimeLoop
 from tests.scenarios.host_replay import EPOCH, World, _apply

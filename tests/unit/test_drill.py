@@ -19,13 +19,11 @@ from supervisor.core.drill import (
     drill_check,
     figures,
     judge,
-    parse_record,
-    record_of,
     refusal,
     settled,
     still_forced,
-    summary,
 )
+from supervisor.core.drill_record import parse_record, record_of, summary
 from supervisor.core.values import CheckResult, Status
 
 GUARD = GuardConfig()  # protects postgresql*, mysql*, ...
