@@ -26,7 +26,7 @@ from supervisor.commands.drill_faults import Broken, DrillFault, SystemdBus, bre
 from supervisor.commands.drill_faults import put_back as put_file_back
 from supervisor.config import LoadedConfig, Policy, load_config
 from supervisor.core import drill, drill_record
-from supervisor.core.drill import Fault, Figures, Result
+from supervisor.core.drill import MAX_FORCE, Fault, Figures, Result
 from supervisor.errors import ConfigError
 from supervisor.secrets import mask
 
@@ -56,6 +56,9 @@ def drill_main(args: argparse.Namespace) -> int:
     """The `drill` sub-command, from its parsed arguments (see `supervisor.cli`)."""
     if (args.unit is None) == (not args.all):
         print("host-supervisor: drill: name one UNIT, or --all", file=sys.stderr)
+        return EXIT_REFUSED
+    if not 0 < args.timeout <= MAX_FORCE:
+        print(f"host-supervisor: drill: --timeout must be 1ms to {MAX_FORCE:g}s", file=sys.stderr)
         return EXIT_REFUSED
     options = DrillOptions(
         units=(args.unit,) if args.unit else (),

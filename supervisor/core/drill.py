@@ -44,6 +44,9 @@ class Result(enum.Enum):
     """It did not (too late, not at all, or the drill had to put things back itself)."""
 
 
+MAX_FORCE = 3600.0
+"""The longest a drill watches, and a check may be forced to fail, in seconds."""
+
 HEALTHY_AGAIN = ("healthy", "degraded", "appeared")
 """The daemon's `health` history entries that mean the unit serves again."""
 

@@ -40,6 +40,7 @@ import structlog
 from aiohttp import web
 
 from supervisor.config.main import ControlConfig
+from supervisor.core.drill import MAX_FORCE
 from supervisor.daemon.control_connections import (
     MAX_CONNECTIONS,
     REQUEST_TIMEOUT,
@@ -50,7 +51,7 @@ from supervisor.daemon.control_connections import (
     Roles,
     role_for,
 )
-from supervisor.daemon.drills import MAX_FORCE, Drills
+from supervisor.daemon.drills import Drills
 
 log = structlog.get_logger("host-supervisor")
 

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from supervisor.core import drill
 from supervisor.core.actions import Event
-from supervisor.core.drill import Forced
+from supervisor.core.drill import MAX_FORCE, Forced
 from supervisor.core.drill_record import DrillRecord, parse_record, summary
 from supervisor.core.state import HostState
 from supervisor.daemon.metrics import Metrics
@@ -29,9 +29,6 @@ from supervisor.secrets import mask, mask_data
 log = structlog.get_logger("host-supervisor")
 
 PREFIX = "host_supervisor_"  # as supervisor.daemon.exposition's
-
-MAX_FORCE = 3600.0
-"""The longest a check may be forced to fail, in seconds."""
 
 
 class Drills:

@@ -177,3 +177,29 @@ async def test_a_bad_report_is_refused_with_400(served: Served) -> None:
     )
     assert status == 400
     assert body["error"].startswith("not a drill report: fault must be one of kill")
+
+
+async def test_all_drills_each_unit_it_may_and_skips_the_refused(served: Served) -> None:
+    code, out, err = await run(options(served, units=(), every=True))
+    assert code == 0, err
+    assert [json.loads(line)["result"] for line in out.splitlines()] == ["met"]
+    assert "postgresql.service: refused: " in err  # skipped, and the run still passes
+
+
+async def test_without_yes_a_person_must_confirm(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _, err = await run(options(served, yes=False))
+    assert code == 2 and "not confirmed (no terminal): pass --yes" in err
+    monkeypatch.setattr("sys.stdin.isatty", lambda: True)
+    out, err_io = io.StringIO(), io.StringIO()
+    asked: list[str] = []
+    code = await asyncio.to_thread(
+        drill_command, options(served, yes=False), out, err_io, lambda q: asked.append(q) or "n"
+    )
+    assert code == 2 and err_io.getvalue() == "web.service: not drilled\n"
+    assert asked == [
+        "web.service: would force check 'port' of web.service to fail; watch up to 10s; "
+        "expect healthy within 30s. Go on? [y/N] "
+    ]
+    assert FakeBus.calls == []
