@@ -260,8 +260,9 @@ class ControlConfig(FrozenModel):
         default=None,
         min_length=1,
         description="Members may also act: reload, reset, pause, resume, failover, failback, "
-        "metrics --reset. Default none. They must be able to connect: if this is not the "
-        "socket file's group, make them members of it too.",
+        "metrics --reset, drill (its forced check and its record). Default none. They must "
+        "be able to connect: if this is not the socket file's group, make them members of "
+        "it too.",
         examples=["ops"],
     )
 
