@@ -21,7 +21,7 @@ from supervisor.core.actions import Event
 from supervisor.core.drill import MAX_FORCE, Forced
 from supervisor.core.drill_record import DrillRecord, parse_record, summary
 from supervisor.core.state import HostState
-from supervisor.daemon.metrics import Metrics
+from supervisor.daemon.metrics import LastDrill, Metrics
 from supervisor.daemon.ports import StateStore
 from supervisor.errors import SupervisorError
 from supervisor.secrets import mask, mask_data
@@ -29,6 +29,7 @@ from supervisor.secrets import mask, mask_data
 log = structlog.get_logger("host-supervisor")
 
 PREFIX = "host_supervisor_"  # as supervisor.daemon.exposition's
+LOAD_LIMIT = 10_000  # at a start, the last drills are read from this many drill entries
 
 
 class Drills:
@@ -90,6 +91,29 @@ class Drills:
         return drill.apply_forced(event, self._forced)
 
     # -- the record -----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """The last drill of each unit, from the history: the gauges a weekly drill feeds
+        survive a restart of the daemon (the run counters start again from zero)."""
+        try:
+            entries = await self._store.history(limit=LOAD_LIMIT, kinds=("drill",))
+        except SupervisorError as exc:
+            log.error("cannot read the last drills from the history", error=str(exc))
+            return
+        for entry in entries:
+            body = {k: v for k, v in entry.data.items() if k != "caller"}
+            try:
+                report = parse_record(body)
+            except ValueError:
+                continue  # a forced check's entry, not a drill's result
+            if entry.unit is not None:
+                self._metrics.last_drill[entry.unit] = LastDrill(
+                    report.fault.value,
+                    report.result.value,
+                    report.detection_s,
+                    report.recovery_s,
+                    entry.time,
+                )
 
     def record(self, unit: str, body: object, caller: str) -> str | None:
         """Record a drill's report: a `drill` history entry and the metrics; None when

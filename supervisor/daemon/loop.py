@@ -162,6 +162,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: self.performer.spawn(self.reload()))
         ports = self.ports
         api = ports.control(self)
+        await self.drills.load()
         ports.notifier.status("connecting to the system bus")
         if not await self._connect():
             return 0

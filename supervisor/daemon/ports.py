@@ -7,7 +7,7 @@ SQLite, apprise and real probes in production and against the fakes of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -132,6 +132,7 @@ class StateStore(Protocol):
         unit: str | None = None,
         since: float | None = None,
         limit: int = 1000,
+        kinds: Sequence[str] | None = None,
     ) -> list[HistoryEntry]: ...
     async def prune(self) -> int: ...
     async def aclose(self, timeout: float = 5.0) -> None: ...  # noqa: ASYNC109

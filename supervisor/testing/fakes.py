@@ -9,7 +9,7 @@ run on the event loop only (no threads, no sockets), so that a virtual-time loop
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -404,12 +404,19 @@ class FakeStore:
         self._write(lambda: self.entries.append(entry))
 
     async def history(
-        self, *, unit: str | None = None, since: float | None = None, limit: int = 1000
+        self,
+        *,
+        unit: str | None = None,
+        since: float | None = None,
+        limit: int = 1000,
+        kinds: Sequence[str] | None = None,
     ) -> list[HistoryEntry]:
         rows = [
             e
             for e in self.entries
-            if (unit is None or e.unit == unit) and (since is None or e.time >= since)
+            if (unit is None or e.unit == unit)
+            and (since is None or e.time >= since)
+            and (kinds is None or e.kind in kinds)
         ]
         return rows[-limit:] if limit else []
 

@@ -203,3 +203,21 @@ async def test_without_yes_a_person_must_confirm(
         "expect healthy within 30s. Go on? [y/N] "
     ]
     assert FakeBus.calls == []
+
+
+async def test_the_last_drill_survives_a_restart_of_the_daemon(tmp_path: Path) -> None:
+    world = WallClockWorld(SPEC, tmp_path / "etc")
+    first = world.daemon()
+    report = {"fault": "kill", "result": "missed", "detection_s": 0.01, "recovery_s": None}
+    assert first.drills.force_check("web.service", None, 5.0, "uid 0 (root)") is None
+    assert first.drills.record("web.service", report, "uid 0 (root)") is None
+    again = world.daemon()
+    await again.drills.load()
+    last = again.metrics.last_drill["web.service"]
+    assert (last.fault, last.result, last.detection_s, last.recovery_s) == (
+        "kill",
+        "missed",
+        0.01,
+        None,
+    )
+    assert again.metrics.drills == {}  # counters start again from zero
