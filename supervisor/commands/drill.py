@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -32,6 +33,7 @@ from supervisor.secrets import mask
 
 EXIT_MET, EXIT_MISSED, EXIT_REFUSED = 0, 1, 2
 POLL = 0.1  # seconds between two reads of the history; the figures come from its times
+FORCED = "/drill/fail-check"  # below /v1/units/UNIT: the daemon's forced check
 QUIET = 2.0  # after a stop, how long the daemon must leave the unit alone (at least)
 
 
@@ -211,7 +213,7 @@ class Run:
         picked = drill.drill_check(self.policy, self.options.check)
         if not isinstance(picked, str):
             self.extra["check"] = picked.name
-        url = f"/v1/units/{quote(self.unit, safe='')}/drill/fail-check?{urlencode(query)}"
+        url = f"/v1/units/{quote(self.unit, safe='')}{FORCED}?{urlencode(query)}"
         _post(self.options.socket, url)
 
     def _break(self, bus: SystemdBus) -> Broken:
@@ -249,13 +251,14 @@ class Run:
         return entries
 
     def _clean_up(self, bus: SystemdBus, broken: Broken | None, found: Figures) -> None:
+        """Put back what the drill did, even when the daemon stopped answering meanwhile
+        (a forced check then ends at its own deadline, the drill's timeout)."""
         unit, socket, fault = self.unit, self.options.socket, self.options.fault
         if fault is Fault.FAIL_CHECK:
-            code, body = call(
-                socket, "DELETE", f"/v1/units/{quote(unit, safe='')}/drill/fail-check"
-            )
-            if code == 200 and body.get("ended") and found.recovered_after is None:
-                self.cleanup.append("ended the forced check failure")
+            with contextlib.suppress(ControlError):
+                code, body = call(socket, "DELETE", f"/v1/units/{quote(unit, safe='')}{FORCED}")
+                if code == 200 and body.get("ended") and found.recovered_after is None:
+                    self.cleanup.append("ended the forced check failure")
         if broken is not None and put_file_back(broken):
             self.cleanup.append(f"wrote {broken.path} back from its backup")
             bus.reset_failed(unit)
@@ -264,15 +267,15 @@ class Run:
             return
         if fault is not Fault.STOP and found.recovered_after is not None:
             return  # the daemon brought it back: nothing of the drill's is left
-        row: dict[str, Any] = next(
-            iter(_get(socket, f"/v1/status?unit={quote(unit)}")["units"]), {}
-        )
-        active = (row.get("systemd") or {}).get("active_state")
+        active: str | None = None
+        with contextlib.suppress(ControlError):
+            rows = _get(socket, f"/v1/status?unit={quote(unit)}")["units"]
+            active = (rows[0].get("systemd") or {}).get("active_state") if rows else None
         if active not in ("active", "reloading", "activating"):
             bus.reset_failed(unit)
-            bus.start(unit)
+            bus.start(unit)  # a no-op for systemd if it runs after all
             if fault is not Fault.STOP:
-                self.cleanup.append(f"started {unit} (it was {active})")
+                self.cleanup.append(f"started {unit} (it was {active or 'unknown'})")
 
 
 def _get(socket: Path, url: str) -> Any:

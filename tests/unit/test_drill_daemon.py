@@ -221,3 +221,14 @@ async def test_the_last_drill_survives_a_restart_of_the_daemon(tmp_path: Path) -
         None,
     )
     assert again.metrics.drills == {}  # counters start again from zero
+
+
+async def test_a_fault_the_daemon_never_sees_is_missed_with_exit_1(served: Served) -> None:
+    # The fake bus's kill does nothing: the daemon never records the unit unhealthy.
+    code, out, _ = await run(options(served, fault=Fault.KILL, timeout=0.5))
+    assert code == 1
+    report = json.loads(out)
+    assert report["result"] == "missed" and report["detection_s"] is None
+    assert report["reasons"] == ["the daemon never recorded the unit unhealthy"]
+    assert ("kill_main", "web.service") in FakeBus.calls
+    assert ("start", "web.service") not in FakeBus.calls  # it runs: nothing to start
