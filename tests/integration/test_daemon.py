@@ -243,9 +243,11 @@ def test_shadow_mode_records_what_it_would_do_and_takes_no_action(lab: Lab) -> N
         )
         assert not [e for e in history if e["kind"] == "result"]  # nothing was run
 
-        status = lab.run(*daemon_cli(), "status", "--socket", socket).stdout
+        shown = lab.run(*daemon_cli(), "status", "--full", "--socket", socket, check=False)
+        assert shown.returncode == 2  # a failed unit: unhealthy, as systemctl is-* say
+        status = shown.stdout
         assert "SHADOW MODE: nothing is acted on" in status.splitlines()[0]
         row = next(line for line in status.splitlines() if line.startswith("web-shadow"))
-        assert row.split()[1] == "shadow"
+        assert "shadow: not acted on" in row
     finally:
         lab.run("systemctl", "stop", "hs-shadow", check=False)
