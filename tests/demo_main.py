@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from supervisor.testing.lab import Lab, lab_unavailable_reason
-from tests.lab_units import active_with_new_pid, daemon_cli, install_daemon, web_unit
+from tests.lab_units import active_with_new_pid, cli, install_daemon, web_unit
 
 POLICY = """\
 # The policy an operator would drop in /etc/host-supervisor/policies.d/
@@ -88,7 +88,7 @@ def main() -> int:
             ).stdout
         )
         say("host-supervisor status")
-        print(lab.run(*daemon_cli(), "status").stdout)
+        print(cli(lab, "status"))
         say("powering the lab off")
     print("done: nothing left behind")
     return 0

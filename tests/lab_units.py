@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from supervisor.testing.lab import Lab
+from supervisor.testing.lab_boot import LabCommandError
 
 DAEMON_UNIT = "host-supervisor.service"
 SOCKET = "/run/host-supervisor/control.sock"
@@ -26,6 +27,20 @@ ExecStart=/usr/bin/python3 -m http.server {port} --bind 127.0.0.1 --directory /
 Restart={restart}
 {extra}
 """
+
+
+STATUS_EXITS = (0, 1, 2, 3)
+"""`status` exits by the units' health (as systemctl is-* do), not by an error."""
+
+
+def cli(lab: Lab, *args: str) -> str:
+    """The stdout of `host-supervisor ARGS` in the lab; any exit but 0 is an error, save
+    `status`'s health codes."""
+    proc = lab.run(*daemon_cli(), *args, check=False)
+    allowed = STATUS_EXITS if args[:1] == ("status",) else (0,)
+    if proc.returncode not in allowed:
+        raise LabCommandError(proc.returncode, [*daemon_cli(), *args], proc.stdout, proc.stderr)
+    return proc.stdout
 
 
 def daemon_cli() -> list[str]:

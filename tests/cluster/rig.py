@@ -23,7 +23,7 @@ from typing import Any
 from supervisor.testing.cluster_lab import ClusterLab
 from supervisor.testing.lab import LabError
 from tests.cluster.units import CLIENT_UNIT, WitnessHandle, client_unit
-from tests.lab_units import DAEMON_UNIT, SOCKET, daemon_cli, install_daemon, write_config
+from tests.lab_units import DAEMON_UNIT, SOCKET, cli, daemon_cli, install_daemon, write_config
 
 HOSTS = ("host-a", "host-b", "host-c")
 WITNESS_HOST = "host-c"
@@ -158,7 +158,7 @@ class Rig:
 
     def daemon_status(self, host: str) -> dict[str, Any]:
         lab = self.cluster.lab(host)
-        out = lab.run(*daemon_cli(), "status", CLIENT_UNIT, "--json", "--socket", SOCKET).stdout
+        out = cli(lab, "status", CLIENT_UNIT, "--json", "--socket", SOCKET)
         row: dict[str, Any] = json.loads(out)["units"][0]
         return row
 

@@ -15,6 +15,7 @@ import pytest
 from supervisor.testing.lab import Lab
 from tests.lab_units import (
     SOCKET,
+    cli,
     daemon_cli,
     daemon_log,
     install_daemon,
@@ -146,7 +147,7 @@ def wait_transitions(lab: Lab, unit: str, check: str, count: int, timeout: float
 
 
 def unit_status(lab: Lab, unit: str) -> dict[str, object]:
-    out = lab.run(*daemon_cli(), "status", unit, "--socket", SOCKET, "--json").stdout
+    out = cli(lab, "status", unit, "--socket", SOCKET, "--json")
     rows: list[dict[str, object]] = json.loads(out)["units"]
     return rows[0]
 
@@ -296,7 +297,7 @@ def test_check_command_works_as_a_monitoring_plugin(lab: Lab, setup: Setup) -> N
 
 
 def test_status_text_counts_check_states(lab: Lab, setup: Setup) -> None:
-    out = lab.run(*daemon_cli(), "status", "--socket", SOCKET, "--json").stdout
+    out = cli(lab, "status", "--socket", SOCKET, "--json")
     units = json.loads(out)["units"]
     counts: dict[str, int] = {}
     for unit in units:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.testing.lab import Lab
-from tests.lab_units import DAEMON_UNIT, SOCKET, daemon_cli, install_daemon, write_config
+from tests.lab_units import DAEMON_UNIT, SOCKET, cli, install_daemon, write_config
 
 pytestmark = pytest.mark.lab
 
@@ -57,7 +57,7 @@ cluster:
 
 
 def hs(lab: Lab, *args: str) -> str:
-    return lab.run(*daemon_cli(), *args, "--socket", SOCKET).stdout
+    return cli(lab, *args, "--socket", SOCKET)
 
 
 def cluster_row(lab: Lab) -> dict[str, object]:

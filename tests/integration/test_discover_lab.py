@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from supervisor.testing.lab import Lab
-from tests.lab_units import DAEMON_UNIT, SOCKET, daemon_cli, install_daemon, web_unit
+from tests.lab_units import DAEMON_UNIT, SOCKET, cli, daemon_cli, install_daemon, web_unit
 
 pytestmark = pytest.mark.lab
 
@@ -84,7 +84,7 @@ def test_discover_writes_policies_the_daemon_watches(lab: Lab) -> None:
     install_daemon(lab, config, root / "state")
 
     def watched() -> set[str]:
-        out = lab.run(*daemon_cli(), "status", "--socket", SOCKET, "--json").stdout
+        out = cli(lab, "status", "--socket", SOCKET, "--json")
         return {str(row["unit"]) for row in json.loads(out)["units"]}
 
     lab.wait_for(lambda: expected <= watched(), timeout=60, what=f"{sorted(expected)} watched")
@@ -137,5 +137,5 @@ def test_discover_writes_policies_the_daemon_watches(lab: Lab) -> None:
 
 
 def status_row(lab: Lab, unit: str) -> dict[str, str]:
-    out = lab.run(*daemon_cli(), "status", unit, "--socket", SOCKET, "--json").stdout
+    out = cli(lab, "status", unit, "--socket", SOCKET, "--json")
     return {k: str(v) for k, v in json.loads(out)["units"][0].items()}

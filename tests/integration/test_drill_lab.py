@@ -13,7 +13,15 @@ from typing import Any
 import pytest
 
 from supervisor.testing.lab import Lab
-from tests.lab_units import DAEMON_UNIT, SOCKET, daemon_cli, install_daemon, web_unit, write_config
+from tests.lab_units import (
+    DAEMON_UNIT,
+    SOCKET,
+    cli,
+    daemon_cli,
+    install_daemon,
+    web_unit,
+    write_config,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -83,7 +91,7 @@ def setup(lab: Lab) -> Iterator[Setup]:
 
 
 def _status(lab: Lab, unit: str) -> dict[str, Any]:
-    out = lab.run(*daemon_cli(), "status", unit, "--socket", SOCKET, "--json").stdout
+    out = cli(lab, "status", unit, "--socket", SOCKET, "--json")
     row: dict[str, Any] = json.loads(out)["units"][0]
     return row
 

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from supervisor.testing.lab import Lab
-from tests.lab_units import DAEMON_UNIT, SOCKET, daemon_cli, install_daemon, web_unit, write_config
+from tests.lab_units import (
+    DAEMON_UNIT,
+    SOCKET,
+    cli,
+    daemon_cli,
+    install_daemon,
+    web_unit,
+    write_config,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -34,7 +42,7 @@ failover:
 
 
 def hs(lab: Lab, *args: str) -> str:
-    return lab.run(*daemon_cli(), *args, "--socket", SOCKET).stdout
+    return cli(lab, *args, "--socket", SOCKET)
 
 
 def status(lab: Lab, unit: str) -> dict[str, object]:

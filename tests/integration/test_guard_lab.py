@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.testing.lab import Lab
-from tests.lab_units import SOCKET, daemon_cli, install_daemon, web_unit, write_config
+from tests.lab_units import SOCKET, cli, install_daemon, web_unit, write_config
 
 pytestmark = pytest.mark.lab
 
@@ -22,7 +22,7 @@ MAIN = "control:\n  socket_group: adm\n"  # the default guard, and a socket grou
 
 
 def hs(lab: Lab, *args: str) -> str:
-    return lab.run(*daemon_cli(), *args, "--socket", SOCKET).stdout
+    return cli(lab, *args, "--socket", SOCKET)
 
 
 def history(lab: Lab, *args: str) -> list[dict[str, object]]:

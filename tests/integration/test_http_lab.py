@@ -24,6 +24,7 @@ from supervisor.testing.lab import Lab
 from tests.lab_units import (
     ROOMY_GUARD,
     SOCKET,
+    cli,
     daemon_cli,
     install_daemon,
     kill_and_wait_restarted,
@@ -134,7 +135,7 @@ def test_metrics_after_a_sigkill_and_its_repair(lab: Lab, setup: Setup) -> None:
 
 
 def test_status_and_history_json_are_what_the_api_document_says(lab: Lab, setup: Setup) -> None:
-    status = json.loads(lab.run(*daemon_cli(), "status", "--json", "--socket", SOCKET).stdout)
+    status = json.loads(cli(lab, "status", "--json", "--socket", SOCKET))
     assert_valid("Status", status)
     history = lab.run(*daemon_cli(), "history", "--json", "--socket", SOCKET).stdout
     assert_valid("History", json.loads(history))

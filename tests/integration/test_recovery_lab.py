@@ -16,6 +16,7 @@ from supervisor.testing.lab import Lab
 from tests.lab_units import (
     DAEMON_UNIT,
     SOCKET,
+    cli,
     daemon_cli,
     install_daemon,
     messages,
@@ -167,7 +168,7 @@ def test_a_protected_unit_is_not_repaired_only_alerted(lab: Lab, setup: Setup) -
     time.sleep(2.5)  # past the policy's cooldown and settle: nothing may follow
     assert kinds_and_messages(lab, unit, ("action",)) == []
     assert lab.show(unit, "ActiveState")["ActiveState"] == "failed"
-    status = json.loads(lab.run(*daemon_cli(), "status", unit, "--json").stdout)["units"][0]
+    status = json.loads(cli(lab, "status", unit, "--json"))["units"][0]
     assert status["phase"] == "held" and "protected" in status["held"]
 
 
@@ -237,6 +238,6 @@ def test_a_daemon_killed_during_a_cooldown_honours_it_after_restart(lab: Lab, se
 
 
 def _status(lab: Lab, unit: str) -> dict[str, object]:
-    out = lab.run(*daemon_cli(), "status", unit, "--socket", SOCKET, "--json").stdout
+    out = cli(lab, "status", unit, "--socket", SOCKET, "--json")
     row: dict[str, object] = json.loads(out)["units"][0]
     return row

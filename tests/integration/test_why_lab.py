@@ -12,7 +12,14 @@ import pytest
 
 from supervisor.core.notices import MessageId
 from supervisor.testing.lab import Lab
-from tests.lab_units import DAEMON_UNIT, SOCKET, daemon_cli, install_daemon, web_unit, write_config
+from tests.lab_units import (
+    DAEMON_UNIT,
+    SOCKET,
+    cli,
+    install_daemon,
+    web_unit,
+    write_config,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -36,7 +43,7 @@ recovery: {{ladder: [restart], cooldown: 1s, settle: 1s}}
 
 
 def hs(lab: Lab, *args: str) -> str:
-    return lab.run(*daemon_cli(), *args, "--socket", SOCKET).stdout
+    return cli(lab, *args, "--socket", SOCKET)
 
 
 def recovered(lab: Lab, unit: str) -> bool:
