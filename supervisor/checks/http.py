@@ -94,7 +94,10 @@ class HttpProber:
             spec.method,
             spec.headers,
             keep_alive=spec.keep_alive,
-            tls=tls or ClientTls(verify=spec.tls_verify),
+            tls=tls
+            or ClientTls(
+                verify=spec.tls_verify, ca=spec.tls_ca, cert=spec.tls_cert, key=spec.tls_key
+            ),
         )
         if len(self._targets) >= _TARGETS_MAX:
             self._targets.clear()

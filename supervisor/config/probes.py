@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from supervisor.config.types import (
+    AbsolutePath,
     Argv,
     ExistingPath,
     FrozenModel,
@@ -147,6 +148,23 @@ class HttpProbe(FrozenModel):
         description="Verify the server's TLS certificate. Default true.",
         examples=[False],
     )
+    tls_ca: AbsolutePath | None = Field(
+        default=None,
+        description="PEM file of the CA(s) the server's certificate must chain to. "
+        "Default: the system's CAs.",
+        examples=["/etc/ssl/private/internal-ca.pem"],
+    )
+    tls_cert: AbsolutePath | None = Field(
+        default=None,
+        description="PEM client certificate, for servers that ask for one (with tls_key). "
+        "Default: none.",
+        examples=["/etc/host-supervisor/tls/probe.pem"],
+    )
+    tls_key: AbsolutePath | None = Field(
+        default=None,
+        description="PEM private key of tls_cert. Default: none.",
+        examples=["/etc/host-supervisor/tls/probe-key.pem"],
+    )
     follow_redirects: bool = Field(
         default=False,
         description="Follow redirects before judging the status. Default false.",
@@ -195,6 +213,13 @@ class HttpProbe(FrozenModel):
             if any(c in text for c in "\r\n\0"):
                 raise ValueError(f"header {name} has a line break or NUL in its value")
         return value
+
+    @model_validator(mode="after")
+    def _client_pair(self) -> HttpProbe:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            raise ValueError(f"tls_cert and tls_key go together: {missing} is missing")
+        return self
 
     def status_ok(self, status: int) -> bool:
         """Whether `status` is one of the expected codes."""

@@ -622,3 +622,26 @@ asyncio.run(main())
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.split() == ["OK", "False", "True"]
+
+
+async def test_a_policys_tls_files_reach_the_probe(
+    serve: Serve, prober: HttpProber, tls_files: TlsFiles
+) -> None:
+    """tls_ca, tls_cert and tls_key of a policy's http check: the same mutual TLS."""
+    names: list[str | None] = []
+    server = await serve(ok(b"secure"), context=_server_context(tls_files, names))
+    port = server.base.rsplit(":", 1)[1]
+    spec = HttpProbe(
+        url=f"https://localhost:{port}/",
+        body="secure",
+        tls_ca=str(tls_files.ca),
+        tls_cert=str(tls_files.client_cert),
+        tls_key=str(tls_files.client_key),
+    )
+    result = await prober.run(spec, CONTEXT, 3.0)
+    assert result.status is Status.OK, result
+
+
+def test_a_client_certificate_without_its_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="tls_cert and tls_key go together: tls_key is missing"):
+        HttpProbe(url="https://localhost/", tls_cert="/etc/x.pem")
