@@ -12,7 +12,7 @@ from supervisor.core.flapping import FlapState
 from supervisor.core.health import Condition, UnitView, describe, unit_condition
 from supervisor.core.notices import AlertKind, MessageId
 from supervisor.core.reasons import cause, check_fields
-from supervisor.core.recovery import Resume
+from supervisor.core.recovery import Phase, Resume
 from supervisor.core.state import AlertText, Tx
 from supervisor.core.unit import CheckChange, UnitState, Update
 from supervisor.core.values import Severity, UnitSnapshot
@@ -166,6 +166,10 @@ def _log_transition(
                 f"Critical checks failing: {messages}. {ladder.next_steps(tx, state)}",
                 problem=True,
             )
+        case Condition.STOPPED if state.recovery.phase is Phase.ACTING:
+            # The stop half of our own restart: not an operator's stop to respect.
+            tx.log("info", "unit stopped by its repair in progress", **fields)
+            tx.history(unit, "health", "stopped by its repair in progress", condition="stopped")
         case Condition.STOPPED if previous in (
             Condition.HEALTHY,
             Condition.DEGRADED,
