@@ -136,7 +136,7 @@ def _standby(spec: ClusterSpec, state: ClusterState, seen: Seen, now: float) -> 
     if seen.holder is None:
         state = replace(state, beat=0, beat_seen_at=None)
     elif seen.holder != previous or seen.token != released_token or seen.beat != before.beat:
-        state = replace(state, beat=seen.beat, beat_seen_at=now)
+        state = replace(state, beat=seen.beat, beat_seen_at=now, evict_tries=0, evict_at=None)
     actions: list[Action] = []
     if seen.holder == spec.me and seen.token == released_token and state.released_at is not None:
         return before, []  # our own key, read before we deleted it: stale
@@ -207,6 +207,8 @@ def _evict_at(spec: ClusterSpec, state: ClusterState) -> float | None:
     """When the holder's key, unwritten since, is freed by this host (None: never)."""
     if not (spec.eligible and state.holder_beats and state.beat) or state.beat_seen_at is None:
         return None
+    if state.evict_tries:
+        return state.evict_at
     return state.beat_seen_at + spec.silent_after
 
 
@@ -219,16 +221,23 @@ def _standby_tick(spec: ClusterSpec, state: ClusterState, event: object, now: fl
         return state, [Wake(at)]
     assert state.beat_seen_at is not None
     silent = now - state.beat_seen_at
-    state = replace(state, beat_seen_at=now)  # no answer changes it: try again a ttl later
-    return state, [
-        Say(
-            "cluster",
-            f"{holder} has not written its key for {silent:.1f}s (token {state.token}): freeing it",
-            "warning",
-        ),
-        Evict(state.token, state.beat, holder),
-        Wake(_evict_at(spec, state)),
-    ]
+    # An answer that frees the key (or shows a new beat) comes by the watch. Without one,
+    # the delete failed: once more a RETRY later (etcd electing a leader, a member gone
+    # from under this host's client), then every TTL, said once.
+    tries = state.evict_tries + 1
+    again = now + (RETRY if tries == 1 else spec.silent_after)
+    state = replace(state, evict_tries=tries, evict_at=again)
+    said: list[Action] = []
+    if tries == 1:
+        said.append(
+            Say(
+                "cluster",
+                f"{holder} has not written its key for {silent:.1f}s "
+                f"(token {state.token}): freeing it",
+                "warning",
+            )
+        )
+    return state, [*said, Evict(state.token, state.beat, holder), Wake(again)]
 
 
 def _try(spec: ClusterSpec, state: ClusterState, event: object, now: float) -> Result:

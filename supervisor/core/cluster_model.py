@@ -93,6 +93,11 @@ class ClusterState:
     """When this host saw `beat` first: the holder was alive a moment before."""
     holder_beats: bool = False
     """The holder writes its key every ttl/3 (daemons before that did not: never evicted)."""
+    evict_tries: int = 0
+    """Deletes of the holder's key tried since its last beat (their answers come by the
+    watch)."""
+    evict_at: float | None = None
+    """After a try: when the next one is due."""
 
 
 # -- events ------------------------------------------------------------------------------
