@@ -163,7 +163,8 @@ class HostSupervisor(Tool):
         ) / 1e6
 
     def metrics(self, *args: str) -> dict:
-        out = self.lab.run(str(EXE), "metrics", *args, "--socket", str(self.sock)).stdout
+        argv = [str(EXE), "metrics", *args, "--json", "--socket", str(self.sock)]
+        out = self.lab.run(*argv).stdout  # --json: `metrics --reset` says a sentence without
         return json.loads(out) if out.strip() else {}
 
 
