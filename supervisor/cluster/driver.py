@@ -74,7 +74,6 @@ class ClusterDriver:
             _tls(config),
             timeout=config.timeout,
         )
-        self.prefix = config.prefix
         self.keys = Keys(config.prefix)
         self.views: dict[str, dict[str, Any]] = {}  # unit -> this host's view, published
         self.beats = Beats()
@@ -170,7 +169,7 @@ class ClusterDriver:
 
     async def _read(self) -> int:
         """The prefix as it is now, fed to every machine; its revision."""
-        revision, kvs = await self.client.get_prefix(self.prefix)
+        revision, kvs = await self.client.get_prefix(self.keys.prefix)
         self.keys.revision = revision
         if self.error:
             log.info("etcd reachable again", endpoint=self.client.endpoint)
@@ -183,7 +182,7 @@ class ClusterDriver:
         return revision
 
     async def _watch(self, revision: int) -> None:
-        async for event in self.client.watch(self.prefix, revision + 1):
+        async for event in self.client.watch(self.keys.prefix, revision + 1):
             self.keys.revision = max(self.keys.revision, event.revision)
             if event.kind == "put":
                 self.keys.mirror[event.kv.key] = event.kv
@@ -202,7 +201,7 @@ class ClusterDriver:
             done, _ = await asyncio.wait({watcher}, timeout=RESYNC)
             if done:
                 watcher.result()
-            _, kvs = await self.client.get_prefix(self.prefix)
+            _, kvs = await self.client.get_prefix(self.keys.prefix)
             fresh = {kv.key: kv.mod_revision for kv in kvs}
             if fresh == {key: kv.mod_revision for key, kv in self.keys.mirror.items()}:
                 behind_since = None
@@ -212,11 +211,7 @@ class ClusterDriver:
                 return
 
     def _changed(self, key: str) -> None:
-        if key.startswith(f"{self.prefix}hosts/"):
-            touched = list(self.units)
-        else:
-            touched = [u for u in self.units if key.startswith(f"{self.prefix}units/{u}/")]
-        for unit in touched:
+        for unit in self.keys.units_touched(key, self.units):
             self._note_beat(unit)
             self._feed(ev.ClusterEvent(unit, self.keys.seen(unit)))
 

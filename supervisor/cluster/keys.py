@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from supervisor.core import cluster
@@ -26,6 +27,13 @@ class Keys:
         self.mirror: dict[str, KeyValue] = {}
         self.revision = 0
         """Of the mirror: the last read or watch event."""
+
+    def units_touched(self, key: str, units: Iterable[str]) -> list[str]:
+        """The units whose view a change of `key` changes: every one for a host's
+        registration (who is alive), else the unit the key belongs to."""
+        if key.startswith(f"{self.prefix}hosts/"):
+            return list(units)
+        return [u for u in units if key.startswith(f"{self.prefix}units/{u}/")]
 
     def leader(self, unit: str) -> str:
         return f"{self.prefix}units/{unit}/leader"
